@@ -1,0 +1,22 @@
+//! # groupcall-media: the sans-IO media core
+//!
+//! Where it sits: `engine` asks this crate for a fresh [`LocalIdentity`] and its [`JoinPayload`],
+//! `signaling` carries the payload to the server and brings back the [`ServerAnswer`], and a
+//! [`Transport`] built from the two runs ICE, DTLS and SRTP against the server. The engine's
+//! driver feeds it `(now, datagram)` and sends what it hands back; decrypted RTP from every
+//! speaker comes out as events. The local server (`sfu`) uses the same transport in ICE-lite mode
+//! for each participant.
+//!
+//! Nothing here opens a socket, reads the clock or spawns a task, so every protocol behaviour is
+//! testable on virtual time over a simulated network ([`sim`]).
+
+pub mod answer;
+pub mod error;
+pub mod identity;
+pub mod payload;
+pub mod rtp;
+
+pub use answer::{RtcAnswer, ServerAnswer};
+pub use error::{Error, FailureCause, Result};
+pub use identity::{Fingerprint, IceCredentials, LocalIdentity};
+pub use payload::{JoinPayload, Setup, VideoPublish};
