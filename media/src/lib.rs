@@ -11,12 +11,29 @@
 //! testable on virtual time over a simulated network ([`sim`]).
 
 pub mod answer;
+pub mod demux;
+mod dtls;
 pub mod error;
+pub mod ice;
 pub mod identity;
 pub mod payload;
 pub mod rtp;
+pub mod sim;
+pub mod srtp;
+pub mod stats;
+pub mod transport;
+
+#[cfg(feature = "driver")]
+pub mod driver;
 
 pub use answer::{RtcAnswer, ServerAnswer};
 pub use error::{Error, FailureCause, Result};
+pub use ice::IceTimeouts;
 pub use identity::{Fingerprint, IceCredentials, LocalIdentity};
 pub use payload::{JoinPayload, Setup, VideoPublish};
+pub use rtp::{AudioLevel, ExtensionIds, OutgoingRtp, RtpPacket};
+pub use srtp::SrtpProfile;
+pub use stats::TransportStats;
+pub use transport::{
+    rtcp, Event, IceRole, LocalEndpoint, RemotePeer, State, Transmit, Transport, TransportConfig,
+};

@@ -318,7 +318,9 @@ mod tests {
             payload: Bytes::from_static(b"abc"),
         };
         let mut raw = BytesMut::from(&p.marshal().unwrap()[..]);
-        // rtc writes the padding flag but no padding bytes: append 3 bytes, count last.
+        // Replace rtc's own padding by three bytes (count last) to test a longer run.
+        let theirs = raw[raw.len() - 1] as usize;
+        raw.truncate(raw.len() - theirs);
         raw.extend_from_slice(&[0, 0, 3]);
         let ours = RtpPacket::parse(raw.freeze(), &ExtensionIds::default()).unwrap();
         assert_eq!(ours.payload.as_ref(), b"abc");

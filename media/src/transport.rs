@@ -1,0 +1,790 @@
+//! The transport: ICE, then DTLS with the peer's certificate pinned, then SRTP, on one UDP
+//! 5-tuple, as a sans-IO state machine in the style of `quinn-proto`.
+//!
+//! The driver (a tokio loop, a test's simulated network) owns the socket and the clock:
+//! - every received datagram goes to [`Transport::handle_datagram`];
+//! - after any call, [`Transport::poll_transmit`] yields datagrams to send and
+//!   [`Transport::poll_event`] yields what happened (state changes, RTP, RTCP, DTLS data);
+//! - [`Transport::poll_timeout`] says when to call [`Transport::handle_timeout`] next.
+//!
+//! Decrypted RTP is accepted from *any* SSRC: the server forwards every speaker on this one
+//! transport under the speaker's own SSRC, and who that is becomes known only later, from the
+//! roster.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::dtls::config::HandshakeConfig;
+use rtc::dtls::crypto::Certificate;
+use rtc::dtls::endpoint::{Endpoint as DtlsEndpoint, EndpointEvent};
+use rtc::shared::TransportProtocol;
+
+use crate::answer::RtcAnswer;
+use crate::demux::{classify, PacketClass};
+use crate::dtls::{handshake_config, MismatchSlot};
+use crate::error::{Error, FailureCause, Result};
+use crate::ice::{FullIce, IceState, IceTimeouts, LiteIce};
+use crate::identity::{crypto_provider, Fingerprint, IceCredentials};
+use crate::payload::{JoinPayload, Setup};
+use crate::rtp::{ExtensionIds, OutgoingRtp, RtpPacket};
+use crate::srtp::{SrtpProfile, SrtpSession, Unprotect};
+use crate::stats::{SsrcStats, TransportStats};
+
+/// Parsed RTCP packets, re-exported so callers need no direct `rtc` dependency.
+pub use rtc::rtcp;
+
+/// Which ICE role this side plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IceRole {
+    /// Full agent that nominates: works against a lite server that never nominates. Default.
+    Controlling,
+    /// Full agent that waits for the peer to nominate, as tgcalls is configured. rtc-ice then
+    /// selects a pair only after a USE-CANDIDATE, which a lite server never sends, so this
+    /// connects only to a full, controlling peer.
+    Controlled,
+    /// The server side: strict ICE-lite responder (see [`crate::ice`]).
+    Lite,
+}
+
+/// Settings of a transport. `Default` is the participant side against Telegram.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    pub ice_role: IceRole,
+    pub ice_timeouts: IceTimeouts,
+    /// SRTP profiles offered (or accepted), in preference order.
+    pub srtp_profiles: Vec<SrtpProfile>,
+    /// Packets of history per SSRC for SRTP replay protection.
+    pub replay_window: usize,
+    /// How long a DTLS client waits after ICE succeeds before its ClientHello. A local server
+    /// that answers within a few milliseconds otherwise beats libwebrtc's own setup and ntgcalls
+    /// loses its CONNECTED event (protocol.md §12.4).
+    pub dtls_start_delay: Duration,
+    /// The DTLS handshake must finish this long after it starts, or the transport fails.
+    pub handshake_timeout: Duration,
+    pub extension_ids: ExtensionIds,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            ice_role: IceRole::Controlling,
+            ice_timeouts: IceTimeouts::default(),
+            srtp_profiles: SrtpProfile::ALL.to_vec(),
+            replay_window: 128,
+            dtls_start_delay: Duration::ZERO,
+            handshake_timeout: Duration::from_secs(10),
+            extension_ids: ExtensionIds::default(),
+        }
+    }
+}
+
+impl TransportConfig {
+    /// The server side of a participant: strict ICE-lite, 30 s silence before failure.
+    pub fn server() -> Self {
+        TransportConfig {
+            ice_role: IceRole::Lite,
+            ice_timeouts: IceTimeouts {
+                disconnected: Duration::from_secs(10),
+                failed: Duration::from_secs(30),
+                ..IceTimeouts::default()
+            },
+            dtls_start_delay: Duration::from_millis(50),
+            ..TransportConfig::default()
+        }
+    }
+}
+
+/// This side's half of the transport.
+#[derive(Clone)]
+pub struct LocalEndpoint {
+    /// The bound UDP address; it is the one host candidate (the agent gathers nothing itself).
+    pub addr: SocketAddr,
+    pub ice: IceCredentials,
+    pub certificate: Certificate,
+    /// This side's DTLS role as it was signalled. `Actpass` acts as passive.
+    pub setup: Setup,
+}
+
+/// What signalling said about the other side.
+#[derive(Clone, Debug)]
+pub struct RemotePeer {
+    pub ice: IceCredentials,
+    pub fingerprint: Fingerprint,
+    /// UDP candidates to check (empty on the server side: participants are learned from checks).
+    pub candidates: Vec<SocketAddr>,
+}
+
+impl RemotePeer {
+    /// The server as its answer describes it.
+    pub fn from_answer(a: &RtcAnswer) -> Result<Self> {
+        let candidates = a.transport.udp_addresses();
+        if candidates.is_empty() {
+            return Err(Error::NoUsableCandidate);
+        }
+        Ok(RemotePeer {
+            ice: IceCredentials {
+                ufrag: a.transport.ufrag.clone(),
+                pwd: a.transport.pwd.clone(),
+            },
+            fingerprint: a.transport.fingerprint()?,
+            candidates,
+        })
+    }
+
+    /// A participant as its join payload describes it.
+    pub fn from_payload(p: &JoinPayload) -> Result<Self> {
+        p.validate()?;
+        let fp = p.fingerprints.first().ok_or_else(|| {
+            Error::json("fingerprints", "must hold at least one fingerprint")
+        })?;
+        Ok(RemotePeer {
+            ice: IceCredentials {
+                ufrag: p.ufrag.clone(),
+                pwd: p.pwd.clone(),
+            },
+            fingerprint: fp.sha256()?,
+            candidates: Vec::new(),
+        })
+    }
+}
+
+/// Where the connection stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    New,
+    /// ICE checks under way.
+    Checking,
+    /// ICE succeeded; DTLS handshake under way.
+    Handshaking,
+    /// SRTP keys are in place: media flows.
+    Connected,
+    /// Was connected; nothing valid from the peer for the disconnected timeout. Recovers by
+    /// itself if traffic returns.
+    Disconnected,
+    Failed(FailureCause),
+    Closed,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::New => f.write_str("new"),
+            State::Checking => f.write_str("checking"),
+            State::Handshaking => f.write_str("handshaking"),
+            State::Connected => f.write_str("connected"),
+            State::Disconnected => f.write_str("disconnected"),
+            State::Failed(c) => write!(f, "failed: {c}"),
+            State::Closed => f.write_str("closed"),
+        }
+    }
+}
+
+/// What a transport reports.
+#[derive(Debug)]
+pub enum Event {
+    StateChanged(State),
+    /// SRTP is ready; `profile` is what DTLS negotiated.
+    Connected {
+        profile: SrtpProfile,
+        remote: SocketAddr,
+    },
+    /// A decrypted RTP packet from any SSRC.
+    Rtp(RtpPacket),
+    /// A decrypted RTCP compound packet, parsed.
+    Rtcp(Vec<Box<dyn rtcp::packet::Packet>>),
+    /// Application data over DTLS (SCTP for the data channel), not interpreted here.
+    ApplicationData(BytesMut),
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub contents: BytesMut,
+}
+
+enum Ice {
+    Full(FullIce),
+    Lite(LiteIce),
+}
+
+impl Ice {
+    fn remote(&self) -> Option<SocketAddr> {
+        match self {
+            Ice::Full(i) => i.remote(),
+            Ice::Lite(i) => i.remote(),
+        }
+    }
+}
+
+/// One ICE/DTLS/SRTP transport. See the module documentation for how to drive it.
+pub struct Transport {
+    config: TransportConfig,
+    local_addr: SocketAddr,
+    ice: Ice,
+    ice_connected: bool,
+    dtls: DtlsEndpoint,
+    /// Present while this side still has to send the ClientHello.
+    dtls_client: Option<Arc<HandshakeConfig>>,
+    dtls_start_at: Option<Instant>,
+    dtls_peer: Option<SocketAddr>,
+    handshake_deadline: Option<Instant>,
+    mismatch: MismatchSlot,
+    expected_fingerprint: Fingerprint,
+    srtp: Option<SrtpSession>,
+    state: State,
+    epoch: Instant,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: TransportStats,
+    scratch: BytesMut,
+}
+
+impl Transport {
+    /// Builds a transport and starts ICE. The participant side starts sending checks at the
+    /// first [`poll_transmit`](Self::poll_transmit); the lite side waits for them.
+    pub fn new(
+        config: TransportConfig,
+        local: LocalEndpoint,
+        remote: RemotePeer,
+        now: Instant,
+    ) -> Result<Self> {
+        let provider = crypto_provider()?;
+        let ice = match config.ice_role {
+            IceRole::Lite => Ice::Lite(LiteIce::new(
+                now,
+                provider.clone(),
+                &local.ice,
+                &remote.ice,
+                config.ice_timeouts,
+            )),
+            role => Ice::Full(FullIce::new(
+                now,
+                provider.clone(),
+                &local.ice,
+                local.addr,
+                &remote.ice,
+                &remote.candidates,
+                role == IceRole::Controlling,
+                config.ice_timeouts,
+            )?),
+        };
+        let mismatch: MismatchSlot = Arc::new(OnceLock::new());
+        let is_dtls_client = local.setup.is_dtls_client();
+        let hs = Arc::new(handshake_config(
+            &provider,
+            &local.certificate,
+            is_dtls_client,
+            remote.fingerprint,
+            &config.srtp_profiles,
+            mismatch.clone(),
+        )?);
+        let (dtls, dtls_client) = if is_dtls_client {
+            (
+                DtlsEndpoint::new(local.addr, TransportProtocol::UDP, None),
+                Some(hs),
+            )
+        } else {
+            (
+                DtlsEndpoint::new(local.addr, TransportProtocol::UDP, Some(hs)),
+                None,
+            )
+        };
+        let mut t = Transport {
+            config,
+            local_addr: local.addr,
+            ice,
+            ice_connected: false,
+            dtls,
+            dtls_client,
+            dtls_start_at: None,
+            dtls_peer: None,
+            handshake_deadline: None,
+            mismatch,
+            expected_fingerprint: remote.fingerprint,
+            srtp: None,
+            state: State::New,
+            epoch: now,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: TransportStats::default(),
+            scratch: BytesMut::with_capacity(1500),
+        };
+        t.after_ice(now);
+        Ok(t)
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn stats(&self) -> &TransportStats {
+        &self.stats
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address media goes to: the selected pair (participant) or the source of the latest
+    /// valid check (server).
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.ice.remote()
+    }
+
+    /// The negotiated SRTP profile, once connected.
+    pub fn srtp_profile(&self) -> Option<SrtpProfile> {
+        self.srtp.as_ref().map(|s| s.profile)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    fn is_dead(&self) -> bool {
+        matches!(self.state, State::Failed(_) | State::Closed)
+    }
+
+    fn set_state(&mut self, s: State) {
+        if self.state != s && !self.is_dead() {
+            tracing::debug!(local = %self.local_addr, "transport {} -> {}", self.state, s);
+            self.state = s.clone();
+            self.events.push_back(Event::StateChanged(s));
+        }
+    }
+
+    fn fail(&mut self, cause: FailureCause) {
+        if !self.is_dead() {
+            tracing::warn!(local = %self.local_addr, "transport failed: {cause}");
+            self.set_state(State::Failed(cause));
+            self.srtp = None;
+        }
+    }
+
+    /// Feeds one received datagram. Anything malformed, forged, replayed or unexpected is
+    /// dropped and counted in [`stats`](Self::stats); nothing here can panic on input.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let class = classify(data);
+        self.stats.received.add(class);
+        self.stats.bytes_received += data.len() as u64;
+        if self.is_dead() {
+            self.stats.not_ready += 1;
+            return;
+        }
+        match class {
+            PacketClass::Stun => self.on_stun(now, from, data),
+            PacketClass::Dtls => self.on_dtls(now, from, data),
+            PacketClass::Rtp => self.on_rtp(now, from, data),
+            PacketClass::Rtcp => self.on_rtcp(from, data),
+            PacketClass::Unknown => self.stats.malformed += 1,
+        }
+    }
+
+    fn on_stun(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let ok = match &mut self.ice {
+            Ice::Full(i) => i.handle_stun(now, from, data),
+            Ice::Lite(i) => i.handle_stun(now, from, data, &mut self.transmits),
+        };
+        if ok {
+            self.stats.accepted += 1;
+        } else {
+            self.stats.malformed += 1;
+        }
+        self.after_ice(now);
+    }
+
+    fn media_source_ok(&mut self, from: SocketAddr) -> bool {
+        // The per-packet check: one comparison against the selected address.
+        if self.ice.remote() == Some(from) {
+            return true;
+        }
+        self.stats.unvalidated += 1;
+        false
+    }
+
+    fn on_dtls(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let valid = match &mut self.ice {
+            Ice::Full(i) => i.is_valid(now, from),
+            Ice::Lite(i) => i.is_valid(from),
+        };
+        if !valid {
+            self.stats.unvalidated += 1;
+            return;
+        }
+        if self.dtls_peer.is_some_and(|p| p != from) {
+            // One association per transport; records from elsewhere are not ours.
+            self.stats.unvalidated += 1;
+            return;
+        }
+        if self.dtls_client.is_none() && self.dtls_peer.is_none() {
+            // DTLS server: the first ClientHello from the validated peer opens the association.
+            self.dtls_peer = Some(from);
+            self.handshake_deadline = Some(now + self.config.handshake_timeout);
+        }
+        match self.dtls.read(now, from, None, BytesMut::from(data)) {
+            Ok(events) => {
+                self.stats.accepted += 1;
+                for ev in events {
+                    match ev {
+                        EndpointEvent::HandshakeComplete => self.on_handshake_complete(from),
+                        EndpointEvent::ApplicationData(d) => {
+                            self.events.push_back(Event::ApplicationData(d))
+                        }
+                        EndpointEvent::PeerClosed => self.fail(FailureCause::PeerClosed),
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => {
+                self.stats.malformed += 1;
+                self.check_mismatch(&e.to_string());
+            }
+        }
+        self.drain_dtls();
+    }
+
+    /// A handshake error caused by the pinned fingerprint is fatal and reported as such; any
+    /// other record error only drops that record (it may be forged), and a stuck handshake is
+    /// caught by the handshake timeout.
+    fn check_mismatch(&mut self, err: &str) {
+        if let Some(received) = self.mismatch.get() {
+            let cause = FailureCause::FingerprintMismatch {
+                expected: self.expected_fingerprint.to_string(),
+                received: received.to_string(),
+            };
+            self.fail(cause);
+        } else {
+            tracing::debug!(local = %self.local_addr, "DTLS record dropped: {err}");
+        }
+    }
+
+    fn on_handshake_complete(&mut self, peer: SocketAddr) {
+        let Some(state) = self.dtls.get_connection_state(peer) else {
+            self.fail(FailureCause::Dtls("handshake completed without a connection".into()));
+            return;
+        };
+        match SrtpSession::from_dtls(state, self.config.replay_window) {
+            Ok(s) => {
+                let profile = s.profile;
+                self.srtp = Some(s);
+                self.handshake_deadline = None;
+                self.set_state(State::Connected);
+                self.events.push_back(Event::Connected {
+                    profile,
+                    remote: peer,
+                });
+            }
+            Err(e) => self.fail(FailureCause::Srtp(e.to_string())),
+        }
+    }
+
+    fn on_rtp(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        if !self.media_source_ok(from) {
+            return;
+        }
+        let Some(srtp) = self.srtp.as_mut() else {
+            self.stats.not_ready += 1;
+            return;
+        };
+        let plain = match srtp.unprotect_rtp(data) {
+            Ok(p) => p,
+            Err(Unprotect::Replay) => {
+                self.stats.replays += 1;
+                return;
+            }
+            Err(Unprotect::Failed) => {
+                self.stats.decrypt_failures += 1;
+                return;
+            }
+        };
+        match RtpPacket::parse(plain.freeze(), &self.config.extension_ids) {
+            Ok(p) => {
+                self.stats.accepted += 1;
+                let rate = clock_rate(p.payload_type);
+                let arrival = (now.saturating_duration_since(self.epoch).as_micros() as i64)
+                    * rate as i64
+                    / 1_000_000;
+                self.stats
+                    .ssrcs
+                    .entry(p.ssrc)
+                    .or_insert_with(|| SsrcStats::new(p.sequence, rate, now))
+                    .on_packet(p.sequence, p.timestamp, arrival, data.len(), now);
+                self.events.push_back(Event::Rtp(p));
+            }
+            Err(_) => self.stats.malformed += 1,
+        }
+    }
+
+    fn on_rtcp(&mut self, from: SocketAddr, data: &[u8]) {
+        if !self.media_source_ok(from) {
+            return;
+        }
+        let Some(srtp) = self.srtp.as_mut() else {
+            self.stats.not_ready += 1;
+            return;
+        };
+        let plain = match srtp.unprotect_rtcp(data) {
+            Ok(p) => p,
+            Err(Unprotect::Replay) => {
+                self.stats.replays += 1;
+                return;
+            }
+            Err(Unprotect::Failed) => {
+                self.stats.decrypt_failures += 1;
+                return;
+            }
+        };
+        let mut b = plain.freeze();
+        match rtcp::packet::unmarshal(&mut b) {
+            Ok(pkts) => {
+                self.stats.accepted += 1;
+                self.events.push_back(Event::Rtcp(pkts));
+            }
+            Err(_) => self.stats.malformed += 1,
+        }
+    }
+
+    /// Collects ICE output and reacts to its state: starts DTLS once a pair is selected.
+    fn after_ice(&mut self, now: Instant) {
+        let mut changes = Vec::new();
+        match &mut self.ice {
+            Ice::Full(i) => {
+                i.drain(&mut self.transmits, &mut self.stats.stun_requests_sent);
+                while let Some(s) = i.poll_state() {
+                    changes.push(s);
+                }
+            }
+            Ice::Lite(i) => {
+                while let Some(s) = i.poll_state() {
+                    changes.push(s);
+                }
+            }
+        }
+        for s in changes {
+            match s {
+                IceState::Checking => {
+                    if self.state == State::New {
+                        self.set_state(State::Checking);
+                    }
+                }
+                IceState::Connected => {
+                    self.ice_connected = true;
+                    if self.srtp.is_some() {
+                        self.set_state(State::Connected);
+                    } else {
+                        self.set_state(State::Handshaking);
+                    }
+                }
+                IceState::Disconnected => {
+                    self.ice_connected = false;
+                    self.set_state(State::Disconnected);
+                }
+                IceState::Failed => {
+                    let cause = if self.srtp.is_some() {
+                        FailureCause::Timeout
+                    } else {
+                        FailureCause::IceFailed
+                    };
+                    self.fail(cause);
+                }
+            }
+        }
+        if self.dtls_client.is_some()
+            && self.dtls_start_at.is_none()
+            && self.ice_connected
+            && self.ice.remote().is_some()
+        {
+            self.dtls_start_at = Some(now + self.config.dtls_start_delay);
+        }
+        self.maybe_start_dtls(now);
+    }
+
+    fn maybe_start_dtls(&mut self, now: Instant) {
+        if self.dtls_start_at.is_some_and(|t| t <= now) && !self.is_dead() {
+            if let (Some(cfg), Some(remote)) = (self.dtls_client.take(), self.ice.remote()) {
+                self.dtls_peer = Some(remote);
+                self.handshake_deadline = Some(now + self.config.handshake_timeout);
+                if let Err(e) = self.dtls.connect(now, remote, cfg, None) {
+                    self.fail(FailureCause::Dtls(e.to_string()));
+                }
+                self.drain_dtls();
+            }
+        }
+    }
+
+    fn drain_dtls(&mut self) {
+        while let Some(tx) = self.dtls.poll_transmit() {
+            self.stats.sent.dtls += 1;
+            self.stats.bytes_sent += tx.message.len() as u64;
+            self.transmits.push_back(Transmit {
+                destination: tx.transport.peer_addr,
+                contents: tx.message,
+            });
+        }
+    }
+
+    /// Advances timers: ICE checks and keepalives, DTLS retransmissions, the delayed DTLS
+    /// start, and the handshake and consent timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_dead() {
+            return;
+        }
+        match &mut self.ice {
+            Ice::Full(i) => i.handle_timeout(now),
+            Ice::Lite(i) => i.handle_timeout(now),
+        }
+        self.after_ice(now);
+        if let Some(peer) = self.dtls_peer {
+            if self.dtls.poll_timeout(&peer).is_some_and(|t| t <= now) {
+                // rtc reports transient conditions here (a retransmission racing a reordered
+                // flight); a handshake that is really stuck is caught by the deadline below.
+                if let Err(e) = self.dtls.handle_timeout(peer, now) {
+                    tracing::debug!(local = %self.local_addr, "DTLS timer: {e}");
+                }
+                self.drain_dtls();
+            }
+        }
+        if self.handshake_deadline.is_some_and(|d| d <= now) && self.srtp.is_none() {
+            self.fail(FailureCause::Dtls(format!(
+                "handshake did not complete within {:?}",
+                self.config.handshake_timeout
+            )));
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        if self.is_dead() {
+            return None;
+        }
+        let ice = match &mut self.ice {
+            Ice::Full(i) => i.poll_timeout(),
+            Ice::Lite(i) => i.poll_timeout(),
+        };
+        let dtls = self.dtls_peer.and_then(|p| self.dtls.poll_timeout(&p));
+        let start = if self.dtls_client.is_some() {
+            self.dtls_start_at
+        } else {
+            None
+        };
+        let hs = if self.srtp.is_none() {
+            self.handshake_deadline
+        } else {
+            None
+        };
+        [ice, dtls, start, hs].into_iter().flatten().min()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.transmits.pop_front()?;
+        if classify(&t.contents) == PacketClass::Stun {
+            self.stats.sent.stun += 1;
+            self.stats.bytes_sent += t.contents.len() as u64;
+        }
+        Some(t)
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn media_target(&self) -> Result<SocketAddr> {
+        if self.srtp.is_none() {
+            return Err(Error::NotConnected(self.state.to_string()));
+        }
+        self.ice
+            .remote()
+            .or(self.dtls_peer)
+            .ok_or_else(|| Error::NotConnected(self.state.to_string()))
+    }
+
+    fn queue_media(&mut self, dest: SocketAddr, contents: BytesMut, rtcp: bool) {
+        if rtcp {
+            self.stats.sent.rtcp += 1;
+        } else {
+            self.stats.sent.rtp += 1;
+        }
+        self.stats.bytes_sent += contents.len() as u64;
+        self.transmits.push_back(Transmit {
+            destination: dest,
+            contents,
+        });
+    }
+
+    /// Protects and queues an RTP packet built from its fields.
+    pub fn send_rtp(&mut self, packet: &OutgoingRtp<'_>) -> Result<()> {
+        let dest = self.media_target()?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        packet.write(&self.config.extension_ids, &mut scratch);
+        let protected = self.srtp_mut()?.protect_rtp(&scratch);
+        self.scratch = scratch;
+        self.queue_media(dest, protected?, false);
+        Ok(())
+    }
+
+    /// Protects and queues a plaintext RTP packet as it is (a forwarder's path).
+    pub fn send_rtp_raw(&mut self, plain: &[u8]) -> Result<()> {
+        let dest = self.media_target()?;
+        let protected = self.srtp_mut()?.protect_rtp(plain)?;
+        self.queue_media(dest, protected, false);
+        Ok(())
+    }
+
+    /// Marshals, protects and queues an RTCP compound packet.
+    pub fn send_rtcp(&mut self, packets: &[Box<dyn rtcp::packet::Packet>]) -> Result<()> {
+        let raw = rtcp::packet::marshal(packets).map_err(|e| Error::BuildRtp(e.to_string()))?;
+        self.send_rtcp_raw(&raw)
+    }
+
+    /// Protects and queues a plaintext RTCP packet.
+    pub fn send_rtcp_raw(&mut self, plain: &[u8]) -> Result<()> {
+        let dest = self.media_target()?;
+        let protected = self.srtp_mut()?.protect_rtcp(plain)?;
+        self.queue_media(dest, protected, true);
+        Ok(())
+    }
+
+    /// Sends application data (SCTP) over the DTLS association.
+    pub fn send_application_data(&mut self, now: Instant, data: &[u8]) -> Result<()> {
+        let peer = match (&self.srtp, self.dtls_peer) {
+            (Some(_), Some(p)) => p,
+            _ => return Err(Error::NotConnected(self.state.to_string())),
+        };
+        self.dtls
+            .write(now, peer, data)
+            .map_err(|e| Error::stack("DTLS write", e))?;
+        self.drain_dtls();
+        Ok(())
+    }
+
+    fn srtp_mut(&mut self) -> Result<&mut SrtpSession> {
+        let state = self.state.to_string();
+        self.srtp.as_mut().ok_or(Error::NotConnected(state))
+    }
+
+    /// Closes the DTLS association (close_notify) and stops. No further events except this
+    /// state change.
+    pub fn close(&mut self, now: Instant) {
+        if let Some(peer) = self.dtls_peer {
+            let _ = self.dtls.stop(now, peer);
+            self.drain_dtls();
+        }
+        self.srtp = None;
+        if !self.is_dead() {
+            self.set_state(State::Closed);
+        }
+    }
+}
+
+/// RTP clock rate by payload type, for jitter: Telegram's video types (100..=105) run at
+/// 90 kHz, Opus and everything else here at 48 kHz.
+fn clock_rate(pt: u8) -> u32 {
+    match pt {
+        100..=105 => 90_000,
+        _ => 48_000,
+    }
+}
