@@ -16,6 +16,8 @@ use crate::payload::{ssrc_from_i64, DtlsFingerprint, Setup};
 
 /// What the server answered to a join.
 #[derive(Clone, Debug, PartialEq)]
+// Built once per join and matched at once: boxing the RTC case would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum ServerAnswer {
     /// A real-time transport to connect to.
     Rtc(RtcAnswer),
@@ -225,7 +227,9 @@ impl RtcAnswer {
             })
             .collect::<Result<Vec<_>>>()?;
         if fingerprints.is_empty() {
-            return Err(t.req("fingerprints")?.err("must hold at least one fingerprint"));
+            return Err(t
+                .req("fingerprints")?
+                .err("must hold at least one fingerprint"));
         }
         let candidates = t
             .req("candidates")?
@@ -238,7 +242,10 @@ impl RtcAnswer {
             pwd: t.req("pwd")?.nonempty_string()?.to_owned(),
             fingerprints,
             candidates,
-            xmlns: t.opt("xmlns").map(|x| x.string().map(str::to_owned)).transpose()?,
+            xmlns: t
+                .opt("xmlns")
+                .map(|x| x.string().map(str::to_owned))
+                .transpose()?,
             rtcp_mux: t.opt("rtcp-mux").map(|x| x.boolean()).transpose()?,
         };
         let audio = root.opt("audio").map(|a| parse_media(&a)).transpose()?;
@@ -257,9 +264,9 @@ impl RtcAnswer {
                             .array()?
                             .iter()
                             .map(|x| {
-                                x.v.as_i64().and_then(ssrc_from_i64).ok_or_else(|| {
-                                    x.err("expected a number holding a 32-bit SSRC")
-                                })
+                                x.v.as_i64()
+                                    .and_then(ssrc_from_i64)
+                                    .ok_or_else(|| x.err("expected a number holding a 32-bit SSRC"))
                             })
                             .collect::<Result<_>>()?,
                     },
@@ -299,7 +306,11 @@ impl RtcAnswer {
                 }
                 o.insert(
                     "server_sources".into(),
-                    json!(v.server_sources.iter().map(|s| *s as i32).collect::<Vec<_>>()),
+                    json!(v
+                        .server_sources
+                        .iter()
+                        .map(|s| *s as i32)
+                        .collect::<Vec<_>>()),
                 );
             }
             root.insert("video".into(), m);
@@ -404,12 +415,11 @@ fn parse_media(m: &At<'_>) -> Result<MediaInfo> {
             .map(|pt| {
                 pt.object()?;
                 let id = pt.req("id")?;
-                let id_v = id
-                    .v
-                    .as_u64()
-                    .or_else(|| id.v.as_str().and_then(|s| s.parse().ok()))
-                    .filter(|v| *v <= 127)
-                    .ok_or_else(|| id.err("expected a payload type number 0..=127"))?;
+                let id_v =
+                    id.v.as_u64()
+                        .or_else(|| id.v.as_str().and_then(|s| s.parse().ok()))
+                        .filter(|v| *v <= 127)
+                        .ok_or_else(|| id.err("expected a payload type number 0..=127"))?;
                 let clock = pt.req("clockrate")?;
                 let clockrate = clock
                     .v
@@ -446,7 +456,10 @@ fn parse_media(m: &At<'_>) -> Result<MediaInfo> {
                     id: id_v as u8,
                     name: pt.req("name")?.string()?.to_owned(),
                     clockrate,
-                    channels: pt.opt("channels").and_then(|c| c.v.as_u64()).map(|c| c as u32),
+                    channels: pt
+                        .opt("channels")
+                        .and_then(|c| c.v.as_u64())
+                        .map(|c| c as u32),
                     parameters: match pt.opt("parameters") {
                         None => Map::new(),
                         Some(p) => p.object()?.clone(),
@@ -464,11 +477,10 @@ fn parse_media(m: &At<'_>) -> Result<MediaInfo> {
             .map(|x| {
                 x.object()?;
                 let id = x.req("id")?;
-                let id_v = id
-                    .v
-                    .as_u64()
-                    .filter(|v| (1..=255).contains(v))
-                    .ok_or_else(|| id.err("expected an extension id 1..=255"))?;
+                let id_v =
+                    id.v.as_u64()
+                        .filter(|v| (1..=255).contains(v))
+                        .ok_or_else(|| id.err("expected an extension id 1..=255"))?;
                 Ok(HeaderExtension {
                     id: id_v as u8,
                     uri: x.req("uri")?.string()?.to_owned(),
@@ -531,7 +543,10 @@ impl<'a> At<'a> {
 
     fn req(&self, key: &str) -> Result<At<'a>> {
         self.opt(key).ok_or_else(|| {
-            Error::json(self.child_path(key), "missing (required by Telegram's answer format)")
+            Error::json(
+                self.child_path(key),
+                "missing (required by Telegram's answer format)",
+            )
         })
     }
 

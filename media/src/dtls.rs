@@ -43,7 +43,9 @@ pub(crate) fn handshake_config(
         }
     });
     if profiles.is_empty() {
-        return Err(Error::Config("at least one SRTP profile must be offered".into()));
+        return Err(Error::Config(
+            "at least one SRTP profile must be offered".into(),
+        ));
     }
     ConfigBuilder::default()
         .with_crypto_provider(provider.clone())

@@ -15,7 +15,9 @@ pub enum Error {
     Json { path: String, problem: String },
 
     /// The input was not JSON at all.
-    #[error("not valid JSON ({0}); pass the `params` string of updateGroupCallConnection as it came")]
+    #[error(
+        "not valid JSON ({0}); pass the `params` string of updateGroupCallConnection as it came"
+    )]
     NotJson(String),
 
     /// The server answer asks for stream/RTMP mode, which has no transport to build.
@@ -44,7 +46,10 @@ pub enum Error {
 
     /// A component of the WebRTC stack (ICE, DTLS, SRTP, certificate generation) failed.
     #[error("{layer} failed: {message}")]
-    Stack { layer: &'static str, message: String },
+    Stack {
+        layer: &'static str,
+        message: String,
+    },
 }
 
 impl Error {

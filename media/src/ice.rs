@@ -24,7 +24,9 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::fingerprint::FINGERPRINT;
 use rtc::stun::integrity::MessageIntegrity;
-use rtc::stun::message::{Message, MessageType, BINDING_SUCCESS, CLASS_INDICATION, CLASS_REQUEST, METHOD_BINDING};
+use rtc::stun::message::{
+    Message, MessageType, BINDING_SUCCESS, CLASS_INDICATION, CLASS_REQUEST, METHOD_BINDING,
+};
 use rtc::stun::textattrs::TextAttribute;
 use rtc::stun::xoraddr::XorMappedAddress;
 
@@ -368,5 +370,7 @@ pub fn stun_username(data: &[u8]) -> Option<String> {
         ..Default::default()
     };
     m.decode().ok()?;
-    TextAttribute::get_from_as(&m, ATTR_USERNAME).ok().map(|t| t.text)
+    TextAttribute::get_from_as(&m, ATTR_USERNAME)
+        .ok()
+        .map(|t| t.text)
 }

@@ -143,11 +143,9 @@ impl LocalIdentity {
     /// A fresh identity: random SSRC, credentials and ECDSA P-256 certificate.
     pub fn generate() -> Result<Self> {
         let provider = crypto_provider()?;
-        let certificate = Certificate::generate_self_signed(
-            vec!["groupcall".to_owned()],
-            provider.crypto(),
-        )
-        .map_err(|e| Error::stack("certificate generation", e))?;
+        let certificate =
+            Certificate::generate_self_signed(vec!["groupcall".to_owned()], provider.crypto())
+                .map_err(|e| Error::stack("certificate generation", e))?;
         let der = certificate
             .certificate
             .first()
@@ -178,7 +176,13 @@ mod tests {
         assert_eq!(s.len(), 32 * 3 - 1);
         assert_eq!(Fingerprint::parse(&s).unwrap(), fp);
         assert_eq!(Fingerprint::parse(&s.to_lowercase()).unwrap(), fp);
-        for bad in ["", "AB", &s[..s.len() - 3], &format!("{s}:00"), &s.replace(':', "-")] {
+        for bad in [
+            "",
+            "AB",
+            &s[..s.len() - 3],
+            &format!("{s}:00"),
+            &s.replace(':', "-"),
+        ] {
             assert!(Fingerprint::parse(bad).is_err(), "{bad:?} accepted");
         }
         // Multi-byte characters where hex is expected must not panic.

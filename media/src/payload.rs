@@ -200,7 +200,10 @@ impl JoinPayload {
             if inner.is_syntax() || inner.is_eof() {
                 Error::NotJson(inner.to_string())
             } else {
-                Error::json(if path == "." { "payload".into() } else { path }, inner.to_string())
+                Error::json(
+                    if path == "." { "payload".into() } else { path },
+                    inner.to_string(),
+                )
             }
         })?;
         p.validate()?;
@@ -276,6 +279,9 @@ mod tests {
         assert!(e.to_string().contains("fingerprints[0]"), "{e}");
         let e = JoinPayload::parse(&ok.replace(r#""ufrag":"u""#, r#""ufrag":"""#)).unwrap_err();
         assert!(e.to_string().contains("ufrag"), "{e}");
-        assert!(matches!(JoinPayload::parse("{not json"), Err(Error::NotJson(_))));
+        assert!(matches!(
+            JoinPayload::parse("{not json"),
+            Err(Error::NotJson(_))
+        ));
     }
 }

@@ -206,7 +206,13 @@ pub struct OutgoingRtp<'a> {
 
 impl<'a> OutgoingRtp<'a> {
     /// A plain packet with no extensions.
-    pub fn new(ssrc: u32, sequence: u16, timestamp: u32, payload_type: u8, payload: &'a [u8]) -> Self {
+    pub fn new(
+        ssrc: u32,
+        sequence: u16,
+        timestamp: u32,
+        payload_type: u8,
+        payload: &'a [u8],
+    ) -> Self {
         OutgoingRtp {
             ssrc,
             sequence,
@@ -272,7 +278,10 @@ mod tests {
         let ids = ExtensionIds::default();
         let pkt = OutgoingRtp {
             marker: true,
-            audio_level: Some(AudioLevel { level: 30, voice: true }),
+            audio_level: Some(AudioLevel {
+                level: 30,
+                voice: true,
+            }),
             abs_send_time: Some(0x12_3456),
             transport_seq: Some(0xBEEF),
             ..OutgoingRtp::new(0xDEAD_BEEF, 65535, 123456, 111, b"opus-frame")
@@ -282,18 +291,38 @@ mod tests {
         let raw = buf.freeze();
         // The reference parser agrees on every field and extension.
         let mut r = &raw[..];
-        let theirs = <rtc::rtp::packet::Packet as rtc::shared::marshal::Unmarshal>::unmarshal(&mut r).unwrap();
+        let theirs =
+            <rtc::rtp::packet::Packet as rtc::shared::marshal::Unmarshal>::unmarshal(&mut r)
+                .unwrap();
         assert_eq!(theirs.header.ssrc, 0xDEAD_BEEF);
         assert!(theirs.header.marker);
-        assert_eq!(theirs.header.get_extension(1).unwrap().as_ref(), &[0x80 | 30]);
-        assert_eq!(theirs.header.get_extension(2).unwrap().as_ref(), &[0x12, 0x34, 0x56]);
-        assert_eq!(theirs.header.get_extension(3).unwrap().as_ref(), &[0xBE, 0xEF]);
+        assert_eq!(
+            theirs.header.get_extension(1).unwrap().as_ref(),
+            &[0x80 | 30]
+        );
+        assert_eq!(
+            theirs.header.get_extension(2).unwrap().as_ref(),
+            &[0x12, 0x34, 0x56]
+        );
+        assert_eq!(
+            theirs.header.get_extension(3).unwrap().as_ref(),
+            &[0xBE, 0xEF]
+        );
         assert_eq!(theirs.payload.as_ref(), b"opus-frame");
         let ours = RtpPacket::parse(raw, &ids).unwrap();
-        assert_eq!(ours.audio_level, Some(AudioLevel { level: 30, voice: true }));
+        assert_eq!(
+            ours.audio_level,
+            Some(AudioLevel {
+                level: 30,
+                voice: true
+            })
+        );
         assert_eq!(ours.abs_send_time, Some(0x12_3456));
         assert_eq!(ours.transport_seq, Some(0xBEEF));
-        assert_eq!((ours.sequence, ours.timestamp, ours.payload_type), (65535, 123456, 111));
+        assert_eq!(
+            (ours.sequence, ours.timestamp, ours.payload_type),
+            (65535, 123456, 111)
+        );
         assert_eq!(ours.payload.as_ref(), b"opus-frame");
     }
 
@@ -312,7 +341,8 @@ mod tests {
         h.extension_profile = 0x1000;
         h.extension = true;
         h.set_extension(1, Bytes::from_static(&[0x05])).unwrap();
-        h.set_extension(3, Bytes::from_static(&[0x00, 0x09])).unwrap();
+        h.set_extension(3, Bytes::from_static(&[0x00, 0x09]))
+            .unwrap();
         let p = rtc::rtp::packet::Packet {
             header: h,
             payload: Bytes::from_static(b"abc"),
@@ -324,7 +354,13 @@ mod tests {
         raw.extend_from_slice(&[0, 0, 3]);
         let ours = RtpPacket::parse(raw.freeze(), &ExtensionIds::default()).unwrap();
         assert_eq!(ours.payload.as_ref(), b"abc");
-        assert_eq!(ours.audio_level, Some(AudioLevel { level: 5, voice: false }));
+        assert_eq!(
+            ours.audio_level,
+            Some(AudioLevel {
+                level: 5,
+                voice: false
+            })
+        );
         assert_eq!(ours.transport_seq, Some(9));
     }
 
@@ -334,8 +370,13 @@ mod tests {
         let parse = |b: &[u8]| RtpPacket::parse(Bytes::copy_from_slice(b), &ids);
         assert_eq!(parse(&[0x80; 11]), Err(RtpError::TooShort));
         assert_eq!(parse(&[0x40; 12]), Err(RtpError::BadVersion));
-        assert_eq!(parse(&[0x8f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Err(RtpError::BadCsrc));
-        let mut ext = vec![0x90, 111, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0xBE, 0xDE, 0, 2, 0x10];
+        assert_eq!(
+            parse(&[0x8f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(RtpError::BadCsrc)
+        );
+        let mut ext = vec![
+            0x90, 111, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0xBE, 0xDE, 0, 2, 0x10,
+        ];
         assert_eq!(parse(&ext), Err(RtpError::BadExtension));
         ext.truncate(12);
         ext[0] = 0xA0;

@@ -96,7 +96,14 @@ impl SsrcStats {
     }
 
     /// Counts one packet. `arrival` is the arrival time in RTP timestamp units.
-    pub(crate) fn on_packet(&mut self, seq: u16, rtp_ts: u32, arrival: i64, len: usize, now: Instant) {
+    pub(crate) fn on_packet(
+        &mut self,
+        seq: u16,
+        rtp_ts: u32,
+        arrival: i64,
+        len: usize,
+        now: Instant,
+    ) {
         self.packets += 1;
         self.bytes += len as u64;
         self.last_packet = now;

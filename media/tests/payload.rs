@@ -9,7 +9,11 @@ use groupcall_media::{Fingerprint, JoinPayload, LocalIdentity, Setup, VideoPubli
 
 #[test]
 fn ten_thousand_generated_payloads_are_well_formed_and_round_trip() {
-    let modes = [VideoPublish::None, VideoPublish::Camera, VideoPublish::Screen];
+    let modes = [
+        VideoPublish::None,
+        VideoPublish::Camera,
+        VideoPublish::Screen,
+    ];
     let mut ssrcs = HashSet::new();
     let mut fingerprints = HashSet::new();
     let mut high_bit_video = 0;
@@ -21,23 +25,37 @@ fn ten_thousand_generated_payloads_are_well_formed_and_round_trip() {
         assert!(a != 0 && a < 1 << 31, "audio ssrc {a}");
         assert_eq!(p.ufrag.len(), UFRAG_LEN);
         assert_eq!(p.pwd.len(), PWD_LEN);
-        assert!(p.ufrag.bytes().chain(p.pwd.bytes()).all(|b| ICE_CHARS.contains(&b)));
+        assert!(p
+            .ufrag
+            .bytes()
+            .chain(p.pwd.bytes())
+            .all(|b| ICE_CHARS.contains(&b)));
         assert_eq!(p.fingerprints.len(), 1);
         let f = &p.fingerprints[0];
         assert_eq!((f.hash.as_str(), f.setup), ("sha-256", Setup::Passive));
         assert_eq!(f.fingerprint.len(), 95);
         assert!(f.fingerprint.split(':').all(|h| h.len() == 2
-            && h.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))));
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))));
         // The fingerprint is the certificate's.
-        assert_eq!(Fingerprint::of_der(id.certificate.certificate[0].as_ref()), id.fingerprint);
+        assert_eq!(
+            Fingerprint::of_der(id.certificate.certificate[0].as_ref()),
+            id.fingerprint
+        );
         assert_eq!(f.fingerprint, id.fingerprint.to_string());
 
         let json = p.to_json();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert!(v["ssrc"].as_i64().unwrap() > 0, "signed audio ssrc is positive");
+        assert!(
+            v["ssrc"].as_i64().unwrap() > 0,
+            "signed audio ssrc is positive"
+        );
         let groups = v.get("ssrc-groups");
         match video {
-            VideoPublish::None => assert!(groups.is_none(), "audio-only has no ssrc-groups key: {json}"),
+            VideoPublish::None => assert!(
+                groups.is_none(),
+                "audio-only has no ssrc-groups key: {json}"
+            ),
             VideoPublish::Camera | VideoPublish::Screen => {
                 let n = video.layers();
                 let g = groups.unwrap().as_array().unwrap();
@@ -49,7 +67,12 @@ fn ten_thousand_generated_payloads_are_well_formed_and_round_trip() {
                 assert_eq!(sim, want);
                 for l in 0..n as usize {
                     assert_eq!(g[l + 1]["semantics"], "FID");
-                    let fid: Vec<u32> = g[l + 1]["sources"].as_array().unwrap().iter().map(s).collect();
+                    let fid: Vec<u32> = g[l + 1]["sources"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(s)
+                        .collect();
                     assert_eq!(fid, [want[l], want[l].wrapping_add(1)]);
                 }
                 if sim.iter().any(|x| *x >= 1 << 31) {

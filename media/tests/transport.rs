@@ -40,10 +40,18 @@ fn rtp_of(events: &[Event]) -> Vec<&groupcall_media::RtpPacket> {
 
 fn connect(sim: &mut Sim, p: &mut common::Pair, ev: &mut [Vec<Event>; 2]) {
     let deadline = sim.now + Duration::from_secs(10);
-    let ok = sim.run_until(&mut [&mut p.client, &mut p.server], ev, deadline, |ts, e| {
-        connected(ts, e) || any_failed(ts)
-    });
-    assert!(ok, "no progress: client {} server {}", p.client.state(), p.server.state());
+    let ok = sim.run_until(
+        &mut [&mut p.client, &mut p.server],
+        ev,
+        deadline,
+        |ts, e| connected(ts, e) || any_failed(ts),
+    );
+    assert!(
+        ok,
+        "no progress: client {} server {}",
+        p.client.state(),
+        p.server.state()
+    );
     assert!(p.client.is_connected(), "client {}", p.client.state());
     assert!(p.server.is_connected(), "server {}", p.server.state());
 }
@@ -51,7 +59,15 @@ fn connect(sim: &mut Sim, p: &mut common::Pair, ev: &mut [Vec<Event>; 2]) {
 #[test]
 fn connects_and_decrypts_ssrcs_the_client_never_heard_of() {
     let mut sim = Sim::new(1);
-    let mut p = common::pair(addr(C), addr(S), TransportConfig::default(), TransportConfig::server(), |a| a, None, sim.now);
+    let mut p = common::pair(
+        addr(C),
+        addr(S),
+        TransportConfig::default(),
+        TransportConfig::server(),
+        |a| a,
+        None,
+        sim.now,
+    );
     let mut ev: [Vec<Event>; 2] = Default::default();
     connect(&mut sim, &mut p, &mut ev);
 
@@ -63,7 +79,10 @@ fn connects_and_decrypts_ssrcs_the_client_never_heard_of() {
             _ => None,
         })
         .collect();
-    assert_eq!(states, [State::Checking, State::Handshaking, State::Connected]);
+    assert_eq!(
+        states,
+        [State::Checking, State::Handshaking, State::Connected]
+    );
     // The lite side answered checks and never sent one.
     assert_eq!(p.server.stats().stun_requests_sent, 0);
     assert!(p.server.stats().sent.stun > 0);
@@ -77,14 +96,23 @@ fn connects_and_decrypts_ssrcs_the_client_never_heard_of() {
         for (i, &ssrc) in speakers.iter().enumerate() {
             let payload = [i as u8; 40];
             let pkt = OutgoingRtp {
-                audio_level: Some(AudioLevel { level: 10 + i as u8, voice: true }),
+                audio_level: Some(AudioLevel {
+                    level: 10 + i as u8,
+                    voice: true,
+                }),
                 transport_seq: Some(seq),
                 ..OutgoingRtp::new(ssrc, 100 + seq, 960 * seq as u32, 111, &payload)
             };
             p.server.send_rtp(&pkt).unwrap();
         }
         p.client
-            .send_rtp(&OutgoingRtp::new(p.client_identity.audio_ssrc, seq, 960 * seq as u32, 111, b"me"))
+            .send_rtp(&OutgoingRtp::new(
+                p.client_identity.audio_ssrc,
+                seq,
+                960 * seq as u32,
+                111,
+                b"me",
+            ))
             .unwrap();
     }
     let sr: Box<dyn rtcp::packet::Packet> = Box::new(rtcp::sender_report::SenderReport {
@@ -93,7 +121,11 @@ fn connects_and_decrypts_ssrcs_the_client_never_heard_of() {
         ..Default::default()
     });
     p.client.send_rtcp(&[sr]).unwrap();
-    sim.run_for(&mut [&mut p.client, &mut p.server], &mut ev, Duration::from_millis(100));
+    sim.run_for(
+        &mut [&mut p.client, &mut p.server],
+        &mut ev,
+        Duration::from_millis(100),
+    );
 
     let got = rtp_of(&ev[0]);
     assert_eq!(got.len(), 60);
@@ -101,13 +133,21 @@ fn connects_and_decrypts_ssrcs_the_client_never_heard_of() {
         let mine: Vec<_> = got.iter().filter(|p| p.ssrc == ssrc).collect();
         assert_eq!(mine.len(), 20, "ssrc {ssrc:#x}");
         assert!(mine.iter().all(|p| p.payload.as_ref() == [i as u8; 40]));
-        assert_eq!(mine[0].audio_level, Some(AudioLevel { level: 10 + i as u8, voice: true }));
+        assert_eq!(
+            mine[0].audio_level,
+            Some(AudioLevel {
+                level: 10 + i as u8,
+                voice: true
+            })
+        );
         let st = &p.client.stats().ssrcs[&ssrc];
         assert_eq!((st.packets, st.lost()), (20, 0));
     }
     let at_server = rtp_of(&ev[1]);
     assert_eq!(at_server.len(), 20);
-    assert!(at_server.iter().all(|x| x.ssrc == p.client_identity.audio_ssrc && x.payload.as_ref() == b"me"));
+    assert!(at_server
+        .iter()
+        .all(|x| x.ssrc == p.client_identity.audio_ssrc && x.payload.as_ref() == b"me"));
     let rtcp_in = ev[1].iter().filter(|e| matches!(e, Event::Rtcp(_))).count();
     assert_eq!(rtcp_in, 1);
     assert_eq!(p.client.stats().dropped(), 0);
@@ -125,7 +165,10 @@ fn tampered_fingerprint_fails_and_no_media_is_accepted() {
         TransportConfig::server(),
         |a| {
             let v: serde_json::Value = serde_json::from_str(&a).unwrap();
-            let real = v["transport"]["fingerprints"][0]["fingerprint"].as_str().unwrap().to_owned();
+            let real = v["transport"]["fingerprints"][0]["fingerprint"]
+                .as_str()
+                .unwrap()
+                .to_owned();
             a.replace(&real, &wrong)
         },
         None,
@@ -133,7 +176,12 @@ fn tampered_fingerprint_fails_and_no_media_is_accepted() {
     );
     let mut ev: [Vec<Event>; 2] = Default::default();
     let deadline = sim.now + Duration::from_secs(15);
-    sim.run_until(&mut [&mut p.client, &mut p.server], &mut ev, deadline, |ts, _| any_failed(ts));
+    sim.run_until(
+        &mut [&mut p.client, &mut p.server],
+        &mut ev,
+        deadline,
+        |ts, _| any_failed(ts),
+    );
     match p.client.state() {
         State::Failed(FailureCause::FingerprintMismatch { expected, received }) => {
             assert_eq!(expected, &wrong);
@@ -143,22 +191,45 @@ fn tampered_fingerprint_fails_and_no_media_is_accepted() {
     }
     // Whatever the server sends now, the client accepts nothing.
     let _ = p.server.send_rtp(&OutgoingRtp::new(7, 1, 1, 111, b"x"));
-    sim.run_for(&mut [&mut p.client, &mut p.server], &mut ev, Duration::from_secs(1));
+    sim.run_for(
+        &mut [&mut p.client, &mut p.server],
+        &mut ev,
+        Duration::from_secs(1),
+    );
     assert!(rtp_of(&ev[0]).is_empty());
     assert!(!ev[0].iter().any(|e| matches!(e, Event::Connected { .. })));
-    assert!(p.client.send_rtp(&OutgoingRtp::new(7, 1, 1, 111, b"x")).is_err());
+    assert!(p
+        .client
+        .send_rtp(&OutgoingRtp::new(7, 1, 1, 111, b"x"))
+        .is_err());
 }
 
 #[test]
 fn client_whose_certificate_does_not_match_its_payload_is_refused_by_the_server() {
     let mut sim = Sim::new(3);
     let other = groupcall_media::LocalIdentity::generate().unwrap();
-    let mut p = common::pair(addr(C), addr(S), TransportConfig::default(), TransportConfig::server(), |a| a, Some(other), sim.now);
+    let mut p = common::pair(
+        addr(C),
+        addr(S),
+        TransportConfig::default(),
+        TransportConfig::server(),
+        |a| a,
+        Some(other),
+        sim.now,
+    );
     let mut ev: [Vec<Event>; 2] = Default::default();
     let deadline = sim.now + Duration::from_secs(15);
-    sim.run_until(&mut [&mut p.client, &mut p.server], &mut ev, deadline, |ts, _| any_failed(ts));
+    sim.run_until(
+        &mut [&mut p.client, &mut p.server],
+        &mut ev,
+        deadline,
+        |ts, _| any_failed(ts),
+    );
     assert!(
-        matches!(p.server.state(), State::Failed(FailureCause::FingerprintMismatch { .. })),
+        matches!(
+            p.server.state(),
+            State::Failed(FailureCause::FingerprintMismatch { .. })
+        ),
         "server is {}",
         p.server.state()
     );
@@ -175,28 +246,68 @@ fn each_srtp_profile_negotiates_and_carries_rtp_both_ways() {
             srtp_profiles: vec![profile],
             ..TransportConfig::server()
         };
-        let mut p = common::pair(addr(C), addr(S), TransportConfig::default(), server_cfg, |a| a, None, sim.now);
+        let mut p = common::pair(
+            addr(C),
+            addr(S),
+            TransportConfig::default(),
+            server_cfg,
+            |a| a,
+            None,
+            sim.now,
+        );
         let mut ev: [Vec<Event>; 2] = Default::default();
         connect(&mut sim, &mut p, &mut ev);
         assert_eq!(p.client.srtp_profile(), Some(profile));
         assert_eq!(p.server.srtp_profile(), Some(profile));
         for seq in 0..5 {
-            p.client.send_rtp(&OutgoingRtp::new(1, seq, 0, 111, b"up")).unwrap();
-            p.server.send_rtp(&OutgoingRtp::new(2, seq, 0, 111, b"down")).unwrap();
+            p.client
+                .send_rtp(&OutgoingRtp::new(1, seq, 0, 111, b"up"))
+                .unwrap();
+            p.server
+                .send_rtp(&OutgoingRtp::new(2, seq, 0, 111, b"down"))
+                .unwrap();
         }
-        sim.run_for(&mut [&mut p.client, &mut p.server], &mut ev, Duration::from_millis(50));
-        assert_eq!(rtp_of(&ev[0]).iter().filter(|x| x.payload.as_ref() == b"down").count(), 5, "{profile}");
-        assert_eq!(rtp_of(&ev[1]).iter().filter(|x| x.payload.as_ref() == b"up").count(), 5, "{profile}");
+        sim.run_for(
+            &mut [&mut p.client, &mut p.server],
+            &mut ev,
+            Duration::from_millis(50),
+        );
+        assert_eq!(
+            rtp_of(&ev[0])
+                .iter()
+                .filter(|x| x.payload.as_ref() == b"down")
+                .count(),
+            5,
+            "{profile}"
+        );
+        assert_eq!(
+            rtp_of(&ev[1])
+                .iter()
+                .filter(|x| x.payload.as_ref() == b"up")
+                .count(),
+            5,
+            "{profile}"
+        );
     }
 }
 
 #[test]
 fn replayed_srtp_is_dropped_and_counted() {
     let mut sim = Sim::new(4);
-    let mut p = common::pair(addr(C), addr(S), TransportConfig::default(), TransportConfig::server(), |a| a, None, sim.now);
+    let mut p = common::pair(
+        addr(C),
+        addr(S),
+        TransportConfig::default(),
+        TransportConfig::server(),
+        |a| a,
+        None,
+        sim.now,
+    );
     let mut ev: [Vec<Event>; 2] = Default::default();
     connect(&mut sim, &mut p, &mut ev);
-    p.server.send_rtp(&OutgoingRtp::new(9, 1, 0, 111, b"once")).unwrap();
+    p.server
+        .send_rtp(&OutgoingRtp::new(9, 1, 0, 111, b"once"))
+        .unwrap();
     let t = p.server.poll_transmit().unwrap();
     let now = sim.now;
     p.client.handle_datagram(now, addr(S), &t.contents);
@@ -213,12 +324,23 @@ fn replayed_srtp_is_dropped_and_counted() {
 #[test]
 fn media_from_an_unvalidated_address_is_dropped() {
     let mut sim = Sim::new(5);
-    let mut p = common::pair(addr(C), addr(S), TransportConfig::default(), TransportConfig::server(), |a| a, None, sim.now);
+    let mut p = common::pair(
+        addr(C),
+        addr(S),
+        TransportConfig::default(),
+        TransportConfig::server(),
+        |a| a,
+        None,
+        sim.now,
+    );
     let mut ev: [Vec<Event>; 2] = Default::default();
     connect(&mut sim, &mut p, &mut ev);
-    p.server.send_rtp(&OutgoingRtp::new(9, 1, 0, 111, b"spoof")).unwrap();
+    p.server
+        .send_rtp(&OutgoingRtp::new(9, 1, 0, 111, b"spoof"))
+        .unwrap();
     let t = p.server.poll_transmit().unwrap();
-    p.client.handle_datagram(sim.now, addr("10.9.9.9:1"), &t.contents);
+    p.client
+        .handle_datagram(sim.now, addr("10.9.9.9:1"), &t.contents);
     assert!(p.client.poll_event().is_none());
     assert_eq!(p.client.stats().unvalidated, 1);
 }
@@ -229,11 +351,23 @@ fn silence_gives_disconnected_then_failed_with_the_configured_timeouts() {
     let mut cfg = TransportConfig::default();
     cfg.ice_timeouts.disconnected = Duration::from_secs(3);
     cfg.ice_timeouts.failed = Duration::from_secs(8);
-    let mut p = common::pair(addr(C), addr(S), cfg, TransportConfig::server(), |a| a, None, sim.now);
+    let mut p = common::pair(
+        addr(C),
+        addr(S),
+        cfg,
+        TransportConfig::server(),
+        |a| a,
+        None,
+        sim.now,
+    );
     let mut ev: [Vec<Event>; 2] = Default::default();
     connect(&mut sim, &mut p, &mut ev);
     // Keepalives hold the connection for a while.
-    sim.run_for(&mut [&mut p.client, &mut p.server], &mut ev, Duration::from_secs(20));
+    sim.run_for(
+        &mut [&mut p.client, &mut p.server],
+        &mut ev,
+        Duration::from_secs(20),
+    );
     assert!(p.client.is_connected(), "{}", p.client.state());
     assert!(p.server.is_connected(), "{}", p.server.state());
 
@@ -242,31 +376,63 @@ fn silence_gives_disconnected_then_failed_with_the_configured_timeouts() {
     let t0 = sim.now;
     let mut disconnected_at = None;
     let deadline = sim.now + Duration::from_secs(60);
-    sim.run_until(&mut [&mut p.client, &mut p.server], &mut ev, deadline, |ts, _| {
-        if disconnected_at.is_none() && *ts[0].state() == State::Disconnected {
-            disconnected_at = Some(());
-        }
-        matches!(ts[0].state(), State::Failed(_))
-    });
+    sim.run_until(
+        &mut [&mut p.client, &mut p.server],
+        &mut ev,
+        deadline,
+        |ts, _| {
+            if disconnected_at.is_none() && *ts[0].state() == State::Disconnected {
+                disconnected_at = Some(());
+            }
+            matches!(ts[0].state(), State::Failed(_))
+        },
+    );
     let failed_after = sim.now - t0;
     assert!(disconnected_at.is_some(), "never reported disconnected");
-    assert!(matches!(p.client.state(), State::Failed(FailureCause::Timeout)), "{}", p.client.state());
-    assert!(failed_after >= Duration::from_secs(8) && failed_after < Duration::from_secs(20), "{failed_after:?}");
+    assert!(
+        matches!(p.client.state(), State::Failed(FailureCause::Timeout)),
+        "{}",
+        p.client.state()
+    );
+    assert!(
+        failed_after >= Duration::from_secs(8) && failed_after < Duration::from_secs(20),
+        "{failed_after:?}"
+    );
 }
 
 #[test]
 fn lite_side_fails_after_30_s_without_checks() {
     let mut sim = Sim::new(7);
-    let mut p = common::pair(addr(C), addr(S), TransportConfig::default(), TransportConfig::server(), |a| a, None, sim.now);
+    let mut p = common::pair(
+        addr(C),
+        addr(S),
+        TransportConfig::default(),
+        TransportConfig::server(),
+        |a| a,
+        None,
+        sim.now,
+    );
     let mut ev: [Vec<Event>; 2] = Default::default();
     connect(&mut sim, &mut p, &mut ev);
     sim.net.blackholed.insert(addr(C));
     let t0 = sim.now;
     let deadline = sim.now + Duration::from_secs(60);
-    sim.run_until(&mut [&mut p.client, &mut p.server], &mut ev, deadline, |ts, _| matches!(ts[1].state(), State::Failed(_)));
+    sim.run_until(
+        &mut [&mut p.client, &mut p.server],
+        &mut ev,
+        deadline,
+        |ts, _| matches!(ts[1].state(), State::Failed(_)),
+    );
     let after = sim.now - t0;
-    assert!(matches!(p.server.state(), State::Failed(FailureCause::Timeout)), "{}", p.server.state());
-    assert!(after >= Duration::from_secs(30) && after < Duration::from_secs(33), "{after:?}");
+    assert!(
+        matches!(p.server.state(), State::Failed(FailureCause::Timeout)),
+        "{}",
+        p.server.state()
+    );
+    assert!(
+        after >= Duration::from_secs(30) && after < Duration::from_secs(33),
+        "{after:?}"
+    );
 }
 
 #[test]
@@ -286,20 +452,52 @@ fn connects_through_loss_delay_and_reordering() {
             delay: Duration::from_millis(30),
             jitter: Duration::from_millis(40),
         };
-        let mut p = common::pair(addr(C), addr(S), lossy(TransportConfig::default()), lossy(TransportConfig::server()), |a| a, None, sim.now);
+        let mut p = common::pair(
+            addr(C),
+            addr(S),
+            lossy(TransportConfig::default()),
+            lossy(TransportConfig::server()),
+            |a| a,
+            None,
+            sim.now,
+        );
         let mut ev: [Vec<Event>; 2] = Default::default();
         let deadline = sim.now + Duration::from_secs(30);
-        let ok = sim.run_until(&mut [&mut p.client, &mut p.server], &mut ev, deadline, connected);
-        assert!(ok, "seed {seed}: client {} server {}", p.client.state(), p.server.state());
+        let ok = sim.run_until(
+            &mut [&mut p.client, &mut p.server],
+            &mut ev,
+            deadline,
+            connected,
+        );
+        assert!(
+            ok,
+            "seed {seed}: client {} server {}",
+            p.client.state(),
+            p.server.state()
+        );
         // Paced as audio is, one packet per 20 ms.
         for seq in 0..200 {
-            p.server.send_rtp(&OutgoingRtp::new(5, seq, seq as u32 * 960, 111, b"x")).unwrap();
-            sim.run_for(&mut [&mut p.client, &mut p.server], &mut ev, Duration::from_millis(20));
+            p.server
+                .send_rtp(&OutgoingRtp::new(5, seq, seq as u32 * 960, 111, b"x"))
+                .unwrap();
+            sim.run_for(
+                &mut [&mut p.client, &mut p.server],
+                &mut ev,
+                Duration::from_millis(20),
+            );
         }
-        sim.run_for(&mut [&mut p.client, &mut p.server], &mut ev, Duration::from_millis(200));
+        sim.run_for(
+            &mut [&mut p.client, &mut p.server],
+            &mut ev,
+            Duration::from_millis(200),
+        );
         let st = &p.client.stats().ssrcs[&5];
         // About 10% lost; duplicates are replays and dropped; reordering shows as jitter.
-        assert!(st.packets > 160 && st.packets < 195, "seed {seed}: {}", st.packets);
+        assert!(
+            st.packets > 160 && st.packets < 195,
+            "seed {seed}: {}",
+            st.packets
+        );
         assert_eq!(st.lost(), st.expected() - st.packets);
         assert!(st.jitter_ms() > 1.0, "jitter {}", st.jitter_ms());
         assert!(p.client.stats().replays > 0);
@@ -309,12 +507,31 @@ fn connects_through_loss_delay_and_reordering() {
 #[test]
 fn close_stops_everything() {
     let mut sim = Sim::new(9);
-    let mut p = common::pair(addr(C), addr(S), TransportConfig::default(), TransportConfig::server(), |a| a, None, sim.now);
+    let mut p = common::pair(
+        addr(C),
+        addr(S),
+        TransportConfig::default(),
+        TransportConfig::server(),
+        |a| a,
+        None,
+        sim.now,
+    );
     let mut ev: [Vec<Event>; 2] = Default::default();
     connect(&mut sim, &mut p, &mut ev);
     p.client.close(sim.now);
     assert_eq!(*p.client.state(), State::Closed);
-    assert!(p.client.send_rtp(&OutgoingRtp::new(1, 1, 1, 111, b"x")).is_err());
-    sim.run_for(&mut [&mut p.client, &mut p.server], &mut ev, Duration::from_millis(100));
-    assert!(matches!(p.server.state(), State::Failed(FailureCause::PeerClosed)), "{}", p.server.state());
+    assert!(p
+        .client
+        .send_rtp(&OutgoingRtp::new(1, 1, 1, 111, b"x"))
+        .is_err());
+    sim.run_for(
+        &mut [&mut p.client, &mut p.server],
+        &mut ev,
+        Duration::from_millis(100),
+    );
+    assert!(
+        matches!(p.server.state(), State::Failed(FailureCause::PeerClosed)),
+        "{}",
+        p.server.state()
+    );
 }

@@ -8,8 +8,8 @@ use std::time::Instant;
 use groupcall_media::answer::{telegram_audio_info, telegram_video_info, Candidate, TransportInfo};
 use groupcall_media::payload::DtlsFingerprint;
 use groupcall_media::{
-    IceCredentials, JoinPayload, LocalEndpoint, LocalIdentity, RemotePeer, RtcAnswer,
-    ServerAnswer, Setup, Transport, TransportConfig, VideoPublish,
+    IceCredentials, JoinPayload, LocalEndpoint, LocalIdentity, RemotePeer, RtcAnswer, ServerAnswer,
+    Setup, Transport, TransportConfig, VideoPublish,
 };
 
 pub struct Pair {
@@ -73,7 +73,10 @@ pub fn pair(
     let answer_json = tamper_answer(answer_json(&server_creds, &server_identity, server_addr));
 
     // Client side: parse the answer, connect.
-    let answer = ServerAnswer::parse(&answer_json).unwrap().into_rtc().unwrap();
+    let answer = ServerAnswer::parse(&answer_json)
+        .unwrap()
+        .into_rtc()
+        .unwrap();
     let cert = client_cert.unwrap_or_else(|| client_identity.clone());
     let client = Transport::new(
         client_cfg,

@@ -1,0 +1,325 @@
+//! Opus through libopus (`opus` 0.4): the encoder with Telegram's settings, the decoder behind the
+//! jitter buffer, and a pure-Rust reader of an Opus packet's duration.
+//!
+//! The duration parser exists so that the jitter buffer can place packets on its timeline
+//! without a call into libopus: the per-packet path outside libopus is what the engine is
+//! measured on.
+
+use super::{Channels, FRAME_SAMPLES, MAX_PACKET_SAMPLES, SAMPLE_RATE};
+use crate::error::{Error, Result};
+
+/// Largest Opus packet we produce or accept for passthrough: well under a 1200-byte path MTU
+/// once SRTP, RTP, extensions and UDP/IP headers are added.
+pub const MAX_OPUS_PAYLOAD: usize = 1000;
+
+/// How libopus should tune itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Application {
+    /// Speech (libopus VOIP): what Telegram's clients use for microphones.
+    #[default]
+    Voip,
+    /// Music and mixed content (libopus AUDIO): better for music bots.
+    Audio,
+}
+
+/// Encoder settings. The defaults are what Telegram's own clients send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncoderConfig {
+    pub channels: Channels,
+    /// Target bitrate in bit/s (Telegram: 32 kbit/s).
+    pub bitrate: u32,
+    /// In-band FEC: each packet carries a low-bitrate copy of the previous one, so a single
+    /// lost packet is recovered by the receiver. On, as in Telegram's `useinbandfec=1`.
+    pub fec: bool,
+    /// The loss rate libopus should plan FEC for. libopus adds no FEC data at 0 %.
+    pub expected_loss_percent: u8,
+    /// Discontinuous transmission: near-silent frames are not sent at all.
+    pub dtx: bool,
+    pub application: Application,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        EncoderConfig {
+            channels: Channels::Mono,
+            bitrate: 32_000,
+            fec: true,
+            expected_loss_percent: 10,
+            dtx: false,
+            application: Application::Voip,
+        }
+    }
+}
+
+/// A libopus encoder for 20 ms frames at 48 kHz.
+pub struct Encoder {
+    inner: opus::Encoder,
+    channels: Channels,
+    dtx: bool,
+    out: Box<[u8; MAX_OPUS_PAYLOAD]>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("channels", &self.channels)
+            .field("dtx", &self.dtx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Encoder {
+    pub fn new(config: &EncoderConfig) -> Result<Self> {
+        if !(6_000..=510_000).contains(&config.bitrate) {
+            return Err(Error::InvalidConfig(format!(
+                "Opus bitrate {} bit/s is outside 6000..=510000",
+                config.bitrate
+            )));
+        }
+        if config.expected_loss_percent > 100 {
+            return Err(Error::InvalidConfig(format!(
+                "expected loss {} % is more than 100 %",
+                config.expected_loss_percent
+            )));
+        }
+        let app = match config.application {
+            Application::Voip => opus::Application::Voip,
+            Application::Audio => opus::Application::Audio,
+        };
+        let mut inner = opus::Encoder::new(SAMPLE_RATE, config.channels.to_opus(), app)
+            .map_err(|e| Error::opus("encoder creation", e))?;
+        inner
+            .set_bitrate(opus::Bitrate::Bits(config.bitrate as i32))
+            .map_err(|e| Error::opus("set bitrate", e))?;
+        inner
+            .set_inband_fec(config.fec)
+            .map_err(|e| Error::opus("set in-band FEC", e))?;
+        inner
+            .set_packet_loss_perc(config.expected_loss_percent as i32)
+            .map_err(|e| Error::opus("set expected loss", e))?;
+        inner
+            .set_dtx(config.dtx)
+            .map_err(|e| Error::opus("set DTX", e))?;
+        Ok(Encoder {
+            inner,
+            channels: config.channels,
+            dtx: config.dtx,
+            out: Box::new([0; MAX_OPUS_PAYLOAD]),
+        })
+    }
+
+    pub fn channels(&self) -> Channels {
+        self.channels
+    }
+
+    /// Encodes one 20 ms frame (960 samples per channel, interleaved). With DTX on, a silent
+    /// frame comes back as a packet of at most 2 bytes, which is not to be sent
+    /// ([`Encoder::is_dtx_packet`]).
+    pub fn encode(&mut self, pcm: &[i16]) -> Result<&[u8]> {
+        let expected = self.channels.frame_len();
+        if pcm.len() != expected {
+            return Err(Error::FrameSize {
+                expected,
+                got: pcm.len(),
+            });
+        }
+        let n = self
+            .inner
+            .encode(pcm, &mut self.out[..])
+            .map_err(|e| Error::opus("encode", e))?;
+        Ok(&self.out[..n])
+    }
+
+    /// Whether `packet` is a DTX "nothing to say" packet that the sender should skip.
+    pub fn is_dtx_packet(&self, packet: &[u8]) -> bool {
+        self.dtx && packet.len() <= 2
+    }
+
+    /// Whether DTX is on.
+    pub fn dtx(&self) -> bool {
+        self.dtx
+    }
+
+    /// Changes the bitrate mid-stream (e.g. a user setting).
+    pub fn set_bitrate(&mut self, bitrate: u32) -> Result<()> {
+        self.inner
+            .set_bitrate(opus::Bitrate::Bits(bitrate as i32))
+            .map_err(|e| Error::opus("set bitrate", e))
+    }
+}
+
+/// What the jitter buffer needs from a decoder. libopus is the real one ([`Decoder`]); the
+/// benches plug in a no-op to measure the engine's own cost apart from libopus.
+///
+/// All outputs are interleaved at 48 kHz; `out.len()` is the number of samples wanted (a
+/// multiple of 2.5 ms for `conceal` and `decode_fec`). Each returns samples per channel written.
+pub trait FrameDecoder {
+    fn channels(&self) -> Channels;
+    /// Decodes a received packet.
+    fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> Result<usize>;
+    /// Rebuilds the frame that preceded `next` from `next`'s in-band FEC (or conceals it when
+    /// `next` carries none).
+    fn decode_fec(&mut self, next: &[u8], out: &mut [i16]) -> Result<usize>;
+    /// Packet loss concealment: plausible audio extrapolated from what was decoded last.
+    fn conceal(&mut self, out: &mut [i16]) -> Result<usize>;
+}
+
+/// A libopus decoder at 48 kHz.
+pub struct Decoder {
+    inner: opus::Decoder,
+    channels: Channels,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("channels", &self.channels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Decoder {
+    /// `channels` is the output layout; Opus decodes a mono packet to stereo and back as asked.
+    pub fn new(channels: Channels) -> Result<Self> {
+        let inner = opus::Decoder::new(SAMPLE_RATE, channels.to_opus())
+            .map_err(|e| Error::opus("decoder creation", e))?;
+        Ok(Decoder { inner, channels })
+    }
+}
+
+impl FrameDecoder for Decoder {
+    fn channels(&self) -> Channels {
+        self.channels
+    }
+
+    fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> Result<usize> {
+        self.inner
+            .decode(packet, out, false)
+            .map_err(|e| Error::opus("decode", e))
+    }
+
+    fn decode_fec(&mut self, next: &[u8], out: &mut [i16]) -> Result<usize> {
+        self.inner
+            .decode(next, out, true)
+            .map_err(|e| Error::opus("FEC decode", e))
+    }
+
+    fn conceal(&mut self, out: &mut [i16]) -> Result<usize> {
+        self.inner
+            .decode(&[], out, false)
+            .map_err(|e| Error::opus("loss concealment", e))
+    }
+}
+
+/// Duration of an Opus packet in samples per channel at 48 kHz, read from its TOC byte
+/// (RFC 6716 §3.1); `None` for a packet no decoder would accept (empty, a bad frame count,
+/// or longer than 120 ms).
+pub fn packet_samples(packet: &[u8]) -> Option<u32> {
+    let toc = *packet.first()?;
+    let config = toc >> 3;
+    let per_frame: u32 = match config {
+        0..=11 => [480, 960, 1920, 2880][(config & 3) as usize],
+        12..=15 => [480, 960][(config & 1) as usize],
+        _ => [120, 240, 480, 960][(config & 3) as usize],
+    };
+    let frames = match toc & 3 {
+        0 => 1,
+        1 => 2,
+        2 => {
+            if packet.len() < 2 {
+                return None;
+            }
+            2
+        }
+        _ => {
+            let count = (*packet.get(1)? & 0x3f) as u32;
+            if count == 0 {
+                return None;
+            }
+            count
+        }
+    };
+    let total = per_frame * frames;
+    (total as usize <= MAX_PACKET_SAMPLES).then_some(total)
+}
+
+/// Whether a packet from a file can go on the wire as it is: a 10..=120 ms duration every
+/// receiver accepts, and a size that fits one datagram.
+pub fn fits_wire(packet: &[u8]) -> bool {
+    packet.len() <= MAX_OPUS_PAYLOAD
+        && packet_samples(packet).is_some_and(|n| n as usize >= FRAME_SAMPLES / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_duration_matches_libopus_for_every_toc() {
+        for toc in 0..=255u8 {
+            for second in [0u8, 1, 2, 3, 0x30, 0x3f, 0x80] {
+                let pkt = [toc, second, 0, 0, 0, 0, 0, 0];
+                let ours = packet_samples(&pkt);
+                // libopus reports a code-3 packet with a frame count of 0 as 0 samples; no
+                // decoder can do anything with it, so ours refuses it.
+                let theirs = opus::packet::get_nb_samples(&pkt, 48000)
+                    .ok()
+                    .filter(|&n| n > 0);
+                assert_eq!(
+                    ours,
+                    theirs.map(|n| n as u32),
+                    "toc {toc:#x} second {second:#x}"
+                );
+            }
+        }
+        assert_eq!(packet_samples(&[]), None);
+        assert_eq!(packet_samples(&[0x03]), None); // code 3 without a count byte
+    }
+
+    #[test]
+    fn encoder_refuses_bad_settings_and_frames() {
+        let bad = EncoderConfig {
+            bitrate: 1_000_000_000,
+            ..Default::default()
+        };
+        assert!(matches!(Encoder::new(&bad), Err(Error::InvalidConfig(_))));
+        let mut enc = Encoder::new(&EncoderConfig::default()).unwrap();
+        assert!(matches!(
+            enc.encode(&[0; 961]),
+            Err(Error::FrameSize {
+                expected: 960,
+                got: 961
+            })
+        ));
+        let stereo = EncoderConfig {
+            channels: Channels::Stereo,
+            ..Default::default()
+        };
+        let mut enc = Encoder::new(&stereo).unwrap();
+        assert!(enc.encode(&[0; 960]).is_err());
+        let pkt = enc.encode(&[0; 1920]).unwrap().to_vec();
+        assert_eq!(packet_samples(&pkt), Some(960));
+        // A stereo packet says so in its TOC.
+        assert_eq!(pkt[0] & 0x04, 0x04);
+    }
+
+    #[test]
+    fn dtx_packets_are_tiny_only_with_dtx_on() {
+        let cfg = EncoderConfig {
+            dtx: true,
+            ..Default::default()
+        };
+        let mut enc = Encoder::new(&cfg).unwrap();
+        let mut saw_dtx = false;
+        for _ in 0..50 {
+            let p = enc.encode(&[0; 960]).unwrap().to_vec();
+            saw_dtx |= enc.is_dtx_packet(&p);
+        }
+        assert!(saw_dtx, "libopus never entered DTX on digital silence");
+        let mut enc = Encoder::new(&EncoderConfig::default()).unwrap();
+        for _ in 0..50 {
+            let p = enc.encode(&[0; 960]).unwrap().to_vec();
+            assert!(!enc.is_dtx_packet(&p));
+        }
+    }
+}

@@ -1,0 +1,1007 @@
+//! One speaker's adaptive jitter buffer: Opus packets in (any order, duplicated, late, 10..120 ms
+//! long), exactly 20 ms of decoded PCM out per pull.
+//!
+//! The buffer keeps a playout cursor in RTP time and a "delay": how far the cursor runs behind
+//! the sender's clock as estimated from the fastest recent packet. Each pull plays whatever
+//! covers the cursor. When that audio is missing, the delay decides: below the target the
+//! buffer waits (conceals without moving the cursor, which adds delay exactly when packets
+//! come late); at or above it, the audio is lost and is rebuilt from the next packet's in-band
+//! FEC when that packet is here, or concealed. When the delay is well above the target, one
+//! frame is dropped, preferably while the speaker is quiet. The target follows the RFC 3550
+//! interarrival jitter, plus a bump for every late packet.
+//!
+//! Time comes only from the `now` arguments, so the buffer runs on virtual time in tests.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use groupcall_media::rtp::RtpPacket;
+
+use super::codec::{packet_samples, FrameDecoder};
+use super::level::frame_level;
+use super::{FRAME_SAMPLES, MAX_PACKET_SAMPLES, SAMPLE_RATE};
+
+/// Smallest unit libopus decodes or conceals (2.5 ms).
+const OPUS_QUANTUM: i64 = 120;
+/// A packet this much earlier than the clock predicts means the sender's timestamps jumped.
+const RESYNC_JUMP: i64 = SAMPLE_RATE as i64;
+/// After this many packets in a row are refused as late or duplicate, the sender's numbering
+/// has moved away from ours (a restart): start over.
+const RESYNC_AFTER_REJECTED: u32 = 25;
+/// Drop a frame when the delay exceeds the target by this much (and the speaker is quiet)...
+const DROP_MARGIN: i64 = 3 * FRAME_SAMPLES as i64;
+/// ...or by this much whatever the speaker does.
+const FORCE_DROP_MARGIN: i64 = 10 * FRAME_SAMPLES as i64;
+/// Frames quieter than this (-dBov) may be dropped to shrink the delay.
+const QUIET_LEVEL: u8 = 50;
+
+/// Settings of a [`JitterBuffer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JitterConfig {
+    /// The target delay never goes below this.
+    pub min_delay: Duration,
+    /// ...nor above this: audio later than that is lost rather than delaying everyone.
+    pub max_delay: Duration,
+    /// The target before any jitter has been measured.
+    pub initial_delay: Duration,
+    /// Packets held at most (memory bound against a sender that runs ahead).
+    pub capacity: usize,
+    /// How long loss concealment may extrapolate before the output turns to silence.
+    pub concealment_limit: Duration,
+}
+
+impl Default for JitterConfig {
+    fn default() -> Self {
+        JitterConfig {
+            min_delay: Duration::from_millis(40),
+            max_delay: Duration::from_millis(500),
+            initial_delay: Duration::from_millis(80),
+            capacity: 256,
+            concealment_limit: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Where a pulled frame's audio came from. When one 20 ms frame mixes sources, the least
+/// trustworthy one is reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// Decoded from packets that arrived in time.
+    Decoded,
+    /// (Partly) rebuilt from the next packet's in-band FEC.
+    Recovered,
+    /// (Partly) extrapolated by loss concealment.
+    Concealed,
+    /// Nothing to play: before the first packet, or long after the last one (all zeros).
+    Silence,
+}
+
+/// One pull's output: 20 ms of interleaved PCM at 48 kHz.
+#[derive(Debug)]
+pub struct Pulled<'a> {
+    pub kind: FrameKind,
+    pub pcm: &'a [i16],
+}
+
+/// Counters and current state of a [`JitterBuffer`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct JitterStats {
+    /// Packets given to `insert` with a parseable Opus payload.
+    pub received: u64,
+    pub duplicates: u64,
+    /// Packets that arrived after their audio had been played (concealed) already.
+    pub late: u64,
+    /// Packets never played: sequence numbers skipped at playout (late ones included).
+    pub lost: u64,
+    /// Payloads that are not Opus packets (dropped on arrival).
+    pub malformed: u64,
+    /// Packets libopus refused (concealed instead).
+    pub decode_errors: u64,
+    /// Packets dropped because the buffer was full.
+    pub overflow: u64,
+    /// Times the buffer started over after the sender's timestamps jumped.
+    pub resyncs: u64,
+    /// Samples (per channel) rebuilt from in-band FEC.
+    pub recovered_samples: u64,
+    /// Samples (per channel) produced by loss concealment.
+    pub concealed_samples: u64,
+    /// Samples (per channel) dropped to bring the delay down.
+    pub dropped_samples: u64,
+    /// RFC 3550 interarrival jitter.
+    pub jitter_ms: f32,
+    pub target_delay_ms: f32,
+    /// The playout delay at the last pull.
+    pub delay_ms: f32,
+}
+
+struct Slot {
+    seq: i64,
+    ts: i64,
+    samples: u32,
+    payload: Bytes,
+}
+
+/// Extends wrapping RTP counters to i64, relative to the highest value seen.
+#[derive(Clone, Copy, Default)]
+struct Unwrapper {
+    last: Option<(u32, i64)>,
+}
+
+impl Unwrapper {
+    fn unwrap(&mut self, raw: u32, bits: u32) -> i64 {
+        let ext = match self.last {
+            None => raw as i64,
+            Some((last_raw, last_ext)) => {
+                let diff = raw.wrapping_sub(last_raw);
+                // Sign-extend the `bits`-wide difference.
+                let shift = 32 - bits;
+                last_ext + (((diff << shift) as i32) >> shift) as i64
+            }
+        };
+        if self.last.is_none_or(|(_, l)| ext > l) {
+            self.last = Some((raw, ext));
+        }
+        ext
+    }
+}
+
+/// Which of the last 128 sequence numbers have been received.
+#[derive(Clone, Copy, Default)]
+struct SeenWindow {
+    top: Option<i64>,
+    bits: u128,
+}
+
+impl SeenWindow {
+    /// Marks `seq` received; returns whether it already was.
+    fn mark(&mut self, seq: i64) -> bool {
+        let Some(top) = self.top else {
+            self.top = Some(seq);
+            self.bits = 1;
+            return false;
+        };
+        if seq > top {
+            let shift = seq - top;
+            self.bits = if shift >= 128 { 0 } else { self.bits << shift };
+            self.bits |= 1;
+            self.top = Some(seq);
+            return false;
+        }
+        let off = top - seq;
+        if off >= 128 {
+            return false; // too old to tell; it will be refused as late anyway
+        }
+        let bit = 1u128 << off;
+        let dup = self.bits & bit != 0;
+        self.bits |= bit;
+        dup
+    }
+}
+
+/// Minimum of the transit time over the last ~8 s, in 1 s buckets: the "fastest path" that
+/// defines zero delay. A window rather than an all-time minimum lets the estimate follow a
+/// route change.
+#[derive(Clone, Copy)]
+struct MinWindow {
+    buckets: [i64; 8],
+    current: usize,
+    bucket_start: i64,
+    started: bool,
+}
+
+impl Default for MinWindow {
+    fn default() -> Self {
+        MinWindow {
+            buckets: [i64::MAX; 8],
+            current: 0,
+            bucket_start: 0,
+            started: false,
+        }
+    }
+}
+
+impl MinWindow {
+    const BUCKET: i64 = SAMPLE_RATE as i64;
+
+    fn observe(&mut self, t: i64, value: i64) {
+        if !self.started || t - self.bucket_start >= Self::BUCKET * self.buckets.len() as i64 {
+            *self = MinWindow::default();
+            self.started = true;
+            self.bucket_start = t;
+        }
+        while t - self.bucket_start >= Self::BUCKET {
+            self.current = (self.current + 1) % self.buckets.len();
+            self.buckets[self.current] = i64::MAX;
+            self.bucket_start += Self::BUCKET;
+        }
+        let b = &mut self.buckets[self.current];
+        *b = (*b).min(value);
+    }
+
+    fn min(&self) -> Option<i64> {
+        let m = self.buckets.iter().copied().min().unwrap_or(i64::MAX);
+        (m != i64::MAX).then_some(m)
+    }
+}
+
+/// Collects which kinds of audio went into one pulled frame.
+#[derive(Clone, Copy, Default)]
+struct KindMix {
+    decoded: bool,
+    recovered: bool,
+    concealed: bool,
+}
+
+impl KindMix {
+    fn add(&mut self, kind: FrameKind) {
+        match kind {
+            FrameKind::Decoded => self.decoded = true,
+            FrameKind::Recovered => self.recovered = true,
+            FrameKind::Concealed => self.concealed = true,
+            FrameKind::Silence => {}
+        }
+    }
+
+    fn kind(self) -> FrameKind {
+        if self.concealed {
+            FrameKind::Concealed
+        } else if self.recovered {
+            FrameKind::Recovered
+        } else if self.decoded {
+            FrameKind::Decoded
+        } else {
+            FrameKind::Silence
+        }
+    }
+}
+
+fn samples_of(d: Duration) -> i64 {
+    (d.as_micros() as i64).saturating_mul(SAMPLE_RATE as i64) / 1_000_000
+}
+
+/// See the module documentation. `D` is the Opus decoder ([`super::Decoder`]) in real use.
+pub struct JitterBuffer<D> {
+    decoder: D,
+    channels: usize,
+    min_delay: i64,
+    max_delay: i64,
+    capacity: usize,
+    concealment_limit: i64,
+
+    slots: VecDeque<Slot>,
+    origin: Option<Instant>,
+    seq_unwrap: Unwrapper,
+    ts_unwrap: Unwrapper,
+    seen: SeenWindow,
+    base: MinWindow,
+    last_transit: Option<i64>,
+    /// RFC 3550 jitter, in samples.
+    jitter: f64,
+    /// Extra target after late packets, in samples; decays.
+    bump: f64,
+    last_packet_samples: i64,
+    consecutive_rejected: u32,
+
+    playing: bool,
+    cursor: i64,
+    last_played_seq: Option<i64>,
+    /// Samples per channel since real audio was last decoded (for the concealment limit).
+    since_audio: i64,
+    last_frame_quiet: bool,
+
+    pending: Vec<i16>,
+    pending_start: usize,
+    pending_end: usize,
+    pending_kind: FrameKind,
+    out: Vec<i16>,
+    stats: JitterStats,
+}
+
+impl<D: FrameDecoder> JitterBuffer<D> {
+    pub fn new(config: JitterConfig, decoder: D) -> Self {
+        let channels = decoder.channels().count();
+        let min_delay = samples_of(config.min_delay).max(0);
+        let max_delay = samples_of(config.max_delay).max(min_delay);
+        let initial = samples_of(config.initial_delay).clamp(min_delay, max_delay);
+        let frame = FRAME_SAMPLES as i64;
+        JitterBuffer {
+            decoder,
+            channels,
+            min_delay,
+            max_delay,
+            capacity: config.capacity.max(1),
+            concealment_limit: samples_of(config.concealment_limit),
+            slots: VecDeque::with_capacity(config.capacity.max(1)),
+            origin: None,
+            seq_unwrap: Unwrapper::default(),
+            ts_unwrap: Unwrapper::default(),
+            seen: SeenWindow::default(),
+            base: MinWindow::default(),
+            last_transit: None,
+            // Start from a jitter that yields the initial target; measurements take over.
+            jitter: ((initial - frame).max(0) as f64) / 3.0,
+            bump: 0.0,
+            last_packet_samples: frame,
+            consecutive_rejected: 0,
+            playing: false,
+            cursor: 0,
+            last_played_seq: None,
+            since_audio: i64::MAX / 2,
+            last_frame_quiet: false,
+            pending: vec![0; MAX_PACKET_SAMPLES * channels],
+            pending_start: 0,
+            pending_end: 0,
+            pending_kind: FrameKind::Silence,
+            out: vec![0; FRAME_SAMPLES * channels],
+            stats: JitterStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> JitterStats {
+        let mut s = self.stats;
+        s.jitter_ms = (self.jitter / 48.0) as f32;
+        s.target_delay_ms = (self.target() as f64 / 48.0) as f32;
+        s
+    }
+
+    /// Packets waiting to be played.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn t48(&self, now: Instant) -> i64 {
+        let d = self
+            .origin
+            .map_or(Duration::ZERO, |o| now.saturating_duration_since(o));
+        d.as_secs() as i64 * SAMPLE_RATE as i64 + d.subsec_nanos() as i64 * 48 / 1_000_000
+    }
+
+    fn target(&self) -> i64 {
+        let t = self.last_packet_samples as f64 + 3.0 * self.jitter + self.bump;
+        (t as i64).clamp(self.min_delay, self.max_delay)
+    }
+
+    /// A received RTP packet (payload type already checked by the caller).
+    pub fn insert_rtp(&mut self, now: Instant, packet: &RtpPacket) {
+        self.insert(
+            now,
+            packet.sequence,
+            packet.timestamp,
+            packet.payload.clone(),
+        );
+    }
+
+    /// A received Opus packet. Never fails: what cannot be used is counted and dropped.
+    pub fn insert(&mut self, now: Instant, sequence: u16, timestamp: u32, payload: Bytes) {
+        let Some(samples) = packet_samples(&payload) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        self.origin.get_or_insert(now);
+        let t = self.t48(now);
+        let seq = self.seq_unwrap.unwrap(sequence as u32, 16);
+        let ts = self.ts_unwrap.unwrap(timestamp, 32);
+        self.stats.received += 1;
+        if self.seen.mark(seq) {
+            self.stats.duplicates += 1;
+            self.reject();
+            return;
+        }
+        let transit = t - ts;
+        if self
+            .base
+            .min()
+            .is_some_and(|base| transit < base - RESYNC_JUMP)
+        {
+            self.resync(seq);
+        }
+        // RFC 3550 §6.4.1, on every packet: late ones are the measurements that matter most.
+        if let Some(prev) = self.last_transit {
+            let d = (transit - prev).abs() as f64;
+            self.jitter += (d - self.jitter) / 16.0;
+        }
+        self.last_transit = Some(transit);
+        if self.playing && ts + samples as i64 <= self.cursor {
+            self.stats.late += 1;
+            self.bump = (self.bump + samples as f64).min(self.max_delay as f64);
+            if !self.reject() {
+                return;
+            }
+            self.resync(seq);
+        }
+        self.consecutive_rejected = 0;
+        self.base.observe(t, transit);
+        self.last_packet_samples = samples as i64;
+
+        let pos = self
+            .slots
+            .iter()
+            .rposition(|s| s.ts < ts)
+            .map_or(0, |p| p + 1);
+        if self.slots.get(pos).is_some_and(|s| s.ts == ts) {
+            // Same audio under another sequence number: a retransmission.
+            self.stats.duplicates += 1;
+            return;
+        }
+        let mut pos = pos;
+        if self.slots.len() >= self.capacity {
+            self.stats.overflow += 1;
+            if pos == 0 {
+                return; // older than everything held: the least useful packet
+            }
+            self.slots.pop_front();
+            pos -= 1;
+        }
+        self.slots.insert(
+            pos,
+            Slot {
+                seq,
+                ts,
+                samples,
+                payload,
+            },
+        );
+    }
+
+    /// Counts a refused packet; returns true when so many came in a row that the stream must
+    /// have restarted.
+    fn reject(&mut self) -> bool {
+        self.consecutive_rejected += 1;
+        self.consecutive_rejected >= RESYNC_AFTER_REJECTED
+    }
+
+    fn resync(&mut self, seq: i64) {
+        self.stats.resyncs += 1;
+        self.slots.clear();
+        self.playing = false;
+        self.base = MinWindow::default();
+        self.last_transit = None;
+        self.last_played_seq = None;
+        self.consecutive_rejected = 0;
+        self.pending_start = 0;
+        self.pending_end = 0;
+        self.seen = SeenWindow::default();
+        self.seen.mark(seq);
+    }
+
+    /// The next 20 ms of audio. Call every 20 ms of `now`.
+    pub fn pull(&mut self, now: Instant) -> Pulled<'_> {
+        let need = self.out.len();
+        let t = self.t48(now);
+        let base = self.base.min();
+        if !self.playing {
+            if let (Some(base), Some(front)) = (base, self.slots.front()) {
+                if t - base - front.ts >= self.target() {
+                    self.playing = true;
+                    self.cursor = front.ts;
+                }
+            }
+        }
+        if !self.playing {
+            self.out.fill(0);
+            return Pulled {
+                kind: FrameKind::Silence,
+                pcm: &self.out,
+            };
+        }
+        let base = base.unwrap_or(t);
+        let target = self.target();
+        let mut mix = KindMix::default();
+        let mut filled = 0;
+        let mut dropped = false;
+        while filled < need {
+            if self.pending_start < self.pending_end {
+                let n = (need - filled).min(self.pending_end - self.pending_start);
+                self.out[filled..filled + n]
+                    .copy_from_slice(&self.pending[self.pending_start..self.pending_start + n]);
+                self.pending_start += n;
+                filled += n;
+                mix.add(self.pending_kind);
+                continue;
+            }
+            while self
+                .slots
+                .front()
+                .is_some_and(|s| s.ts + s.samples as i64 <= self.cursor)
+            {
+                // Arrived in time but overtaken by a frame that was dropped or resized.
+                self.slots.pop_front();
+                self.stats.late += 1;
+            }
+            let delay = t - base - self.cursor;
+            if self.slots.front().is_some_and(|s| s.ts <= self.cursor) {
+                let Some(slot) = self.slots.pop_front() else {
+                    break;
+                };
+                let over = delay - target;
+                let may_drop = !dropped
+                    && over > DROP_MARGIN
+                    && slot.samples as i64 <= over
+                    && (self.last_frame_quiet || over > FORCE_DROP_MARGIN);
+                self.play_slot(slot);
+                if may_drop {
+                    // Decoded (to keep the decoder's state continuous) but not played.
+                    dropped = true;
+                    let n = (self.pending_end - self.pending_start) / self.channels;
+                    self.stats.dropped_samples += n as u64;
+                    self.pending_start = self.pending_end;
+                }
+                continue;
+            }
+            // The audio at the cursor is missing.
+            let frames_left = (need - filled) / self.channels;
+            if delay < target {
+                // Not yet due: wait for it, filling this pull without moving the cursor.
+                self.conceal(frames_left as i64);
+                continue;
+            }
+            let next = self.slots.front().map(|s| (s.seq, s.ts, s.samples as i64));
+            match next {
+                Some((next_seq, next_ts, next_samples)) => {
+                    let gap = next_ts - self.cursor;
+                    let packets_missing = self.last_played_seq.is_none_or(|l| next_seq > l + 1);
+                    if packets_missing && gap <= next_samples && gap % OPUS_QUANTUM == 0 {
+                        self.recover(gap);
+                    } else {
+                        // Conceal up to where the next packet's FEC can take over (or, in a
+                        // silence of the sender, up to the next packet).
+                        let piece = if packets_missing && gap > next_samples {
+                            gap - next_samples
+                        } else {
+                            gap
+                        };
+                        self.conceal(piece.clamp(1, FRAME_SAMPLES as i64));
+                    }
+                    self.cursor += self.pending_len() as i64;
+                }
+                None => {
+                    // Nothing newer has arrived: the sender is silent (DTX, muted) or stalled.
+                    self.conceal(FRAME_SAMPLES as i64);
+                    self.cursor += FRAME_SAMPLES as i64;
+                }
+            }
+        }
+        self.stats.delay_ms = ((t - base - self.cursor) as f64 / 48.0) as f32;
+        self.bump *= 1.0 - 1.0 / 256.0;
+        let over = t - base - self.cursor - target;
+        self.last_frame_quiet = over > DROP_MARGIN && frame_level(&self.out) >= QUIET_LEVEL;
+        Pulled {
+            kind: mix.kind(),
+            pcm: &self.out,
+        }
+    }
+
+    fn pending_len(&self) -> usize {
+        (self.pending_end - self.pending_start) / self.channels
+    }
+
+    fn set_pending(&mut self, start_frames: usize, frames: usize, kind: FrameKind) {
+        self.pending_start = start_frames.min(frames) * self.channels;
+        self.pending_end = frames * self.channels;
+        self.pending_kind = kind;
+    }
+
+    /// Decodes the packet at (or overlapping) the cursor into `pending`.
+    fn play_slot(&mut self, slot: Slot) {
+        if let Some(last) = self.last_played_seq {
+            if slot.seq > last + 1 {
+                self.stats.lost += (slot.seq - last - 1) as u64;
+            }
+        }
+        self.last_played_seq = Some(self.last_played_seq.map_or(slot.seq, |l| l.max(slot.seq)));
+        let skip = (self.cursor - slot.ts).max(0) as usize;
+        let frames = slot.samples as usize;
+        match self
+            .decoder
+            .decode(&slot.payload, &mut self.pending[..frames * self.channels])
+        {
+            Ok(n) if n > 0 => {
+                self.set_pending(skip, n.min(frames), FrameKind::Decoded);
+                self.since_audio = 0;
+            }
+            _ => {
+                self.stats.decode_errors += 1;
+                self.conceal(frames as i64);
+                self.pending_start = skip.min(frames) * self.channels;
+            }
+        }
+        self.cursor = slot.ts + frames as i64;
+    }
+
+    /// Rebuilds `gap` samples before the next packet from its in-band FEC.
+    fn recover(&mut self, gap: i64) {
+        let Some(next) = self.slots.front() else {
+            return;
+        };
+        let len = gap as usize * self.channels;
+        match self
+            .decoder
+            .decode_fec(&next.payload, &mut self.pending[..len])
+        {
+            Ok(n) if n > 0 => {
+                self.set_pending(0, n.min(gap as usize), FrameKind::Recovered);
+                self.stats.recovered_samples += n as u64;
+                self.since_audio = 0;
+            }
+            _ => {
+                self.stats.decode_errors += 1;
+                self.conceal(gap);
+            }
+        }
+    }
+
+    /// Fills `pending` with `frames` of concealment, or of silence once concealment has run
+    /// past its limit (or when libopus cannot conceal that length).
+    fn conceal(&mut self, frames: i64) {
+        let frames = frames.clamp(1, MAX_PACKET_SAMPLES as i64) as usize;
+        let len = frames * self.channels;
+        let plc = self.since_audio < self.concealment_limit && frames as i64 % OPUS_QUANTUM == 0;
+        let mut kind = FrameKind::Silence;
+        if plc {
+            match self.decoder.conceal(&mut self.pending[..len]) {
+                Ok(_) => {
+                    kind = FrameKind::Concealed;
+                    self.stats.concealed_samples += frames as u64;
+                }
+                Err(_) => self.stats.decode_errors += 1,
+            }
+        }
+        if kind == FrameKind::Silence {
+            self.pending[..len].fill(0);
+        }
+        self.since_audio = self.since_audio.saturating_add(frames as i64);
+        self.set_pending(0, frames, kind);
+    }
+
+    /// The decoder (e.g. to reset it when the speaker changes).
+    pub fn decoder_mut(&mut self) -> &mut D {
+        &mut self.decoder
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::Channels;
+    use crate::error::Result;
+
+    /// Packets carry an id; the fake decoder writes the id into every sample (FEC: minus the id
+    /// of the frame rebuilt; concealment: i16::MIN), so the output shows exactly what was played.
+    struct Fake;
+
+    const TOC_20MS: u8 = 0xF8; // CELT FB 20 ms, one frame
+    const TOC_10MS: u8 = 0xF0; // CELT FB 10 ms
+    const TOC_60MS: u8 = 0x18; // SILK NB 60 ms
+    const CONCEALED: i16 = i16::MIN;
+
+    fn id_of(p: &[u8]) -> i16 {
+        i16::from_be_bytes([p[1], p[2]])
+    }
+
+    impl FrameDecoder for Fake {
+        fn channels(&self) -> Channels {
+            Channels::Mono
+        }
+        fn decode(&mut self, p: &[u8], out: &mut [i16]) -> Result<usize> {
+            let n = packet_samples(p).unwrap() as usize;
+            out[..n].fill(id_of(p));
+            Ok(n)
+        }
+        fn decode_fec(&mut self, next: &[u8], out: &mut [i16]) -> Result<usize> {
+            out.fill(-(id_of(next) - 1));
+            Ok(out.len())
+        }
+        fn conceal(&mut self, out: &mut [i16]) -> Result<usize> {
+            out.fill(CONCEALED);
+            Ok(out.len())
+        }
+    }
+
+    fn pkt(toc: u8, id: i16) -> Bytes {
+        let b = id.to_be_bytes();
+        Bytes::copy_from_slice(&[toc, b[0], b[1]])
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Runs a 20 ms-pull receiver over `arrivals` (time since t0, seq, ts, payload); returns
+    /// each pull's (kind, first sample, last sample).
+    fn run(
+        jb: &mut JitterBuffer<Fake>,
+        mut arrivals: Vec<(Duration, u16, u32, Bytes)>,
+        pulls: usize,
+    ) -> Vec<(FrameKind, i16, i16)> {
+        let t0 = Instant::now();
+        arrivals.sort_by_key(|a| a.0);
+        let mut it = arrivals.into_iter().peekable();
+        let mut out = vec![];
+        for k in 0..pulls {
+            let now = t0 + ms(20 * k as u64 + 5);
+            while let Some(a) = it.next_if(|a| t0 + a.0 <= now) {
+                jb.insert(t0 + a.0, a.1, a.2, a.3);
+            }
+            let p = jb.pull(now);
+            assert_eq!(p.pcm.len(), 960);
+            out.push((p.kind, p.pcm[0], p.pcm[959]));
+        }
+        out
+    }
+
+    fn stream(n: i16, delay: impl Fn(i16) -> u64) -> Vec<(Duration, u16, u32, Bytes)> {
+        (1..=n)
+            .map(|id| {
+                let seq = 65530u16.wrapping_add(id as u16);
+                let ts = (u32::MAX - 5000).wrapping_add(960 * id as u32);
+                (ms(20 * id as u64 + delay(id)), seq, ts, pkt(TOC_20MS, id))
+            })
+            .collect()
+    }
+
+    fn played_ids(out: &[(FrameKind, i16, i16)]) -> Vec<i16> {
+        out.iter()
+            .filter(|o| o.0 == FrameKind::Decoded)
+            .map(|o| o.1)
+            .collect()
+    }
+
+    #[test]
+    fn plays_in_order_across_wraparound_after_the_initial_delay() {
+        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let out = run(&mut jb, stream(50, |_| 10), 60);
+        let first = out.iter().position(|o| o.0 != FrameKind::Silence).unwrap();
+        // The first packet arrives at 30 ms; playout starts once it is about the initial 80 ms
+        // (minus the jitter decay of the first few packets) old: the pull at 105 or 125 ms.
+        assert!((5..=6).contains(&first), "{out:?}");
+        let ids = played_ids(&out);
+        assert_eq!(ids, (1..=50).collect::<Vec<_>>());
+        assert!(out[first..first + 50]
+            .iter()
+            .all(|o| o.0 == FrameKind::Decoded && o.1 == o.2));
+        let s = jb.stats();
+        assert_eq!((s.received, s.lost, s.late, s.duplicates), (50, 0, 0, 0));
+        // After the stream: concealment for 100 ms, then silence.
+        let tail: Vec<_> = out[first + 50..].iter().map(|o| o.0).collect();
+        assert_eq!(&tail[..4], &[FrameKind::Concealed; 4]);
+    }
+
+    #[test]
+    fn reorders_and_drops_duplicates() {
+        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let mut arr = stream(40, |id| if id % 2 == 0 { 30 } else { 0 });
+        let dups: Vec<_> = arr
+            .iter()
+            .step_by(3)
+            .map(|a| (a.0 + ms(7), a.1, a.2, a.3.clone()))
+            .collect();
+        arr.extend(dups);
+        let out = run(&mut jb, arr, 50);
+        assert_eq!(played_ids(&out), (1..=40).collect::<Vec<_>>());
+        let s = jb.stats();
+        assert_eq!(s.duplicates, 14);
+        assert_eq!((s.lost, s.late), (0, 0));
+    }
+
+    #[test]
+    fn rebuilds_a_lost_packet_from_the_next_ones_fec() {
+        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let arr: Vec<_> = stream(30, |_| 5)
+            .into_iter()
+            .filter(|a| id_of(&a.3) != 10)
+            .collect();
+        let out = run(&mut jb, arr, 40);
+        let i = out.iter().position(|o| o.1 == 9).unwrap();
+        assert_eq!(out[i + 1], (FrameKind::Recovered, -10, -10));
+        assert_eq!(out[i + 2], (FrameKind::Decoded, 11, 11));
+        let s = jb.stats();
+        assert_eq!((s.lost, s.recovered_samples, s.late), (1, 960, 0));
+    }
+
+    #[test]
+    fn conceals_a_burst_then_recovers_its_last_packet() {
+        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let arr: Vec<_> = stream(30, |_| 5)
+            .into_iter()
+            .filter(|a| !(10..=12).contains(&id_of(&a.3)))
+            .collect();
+        let out = run(&mut jb, arr, 40);
+        let i = out.iter().position(|o| o.1 == 9).unwrap();
+        assert_eq!(out[i + 1].0, FrameKind::Concealed);
+        assert_eq!(out[i + 2].0, FrameKind::Concealed);
+        assert_eq!(out[i + 3], (FrameKind::Recovered, -12, -12));
+        assert_eq!(out[i + 4], (FrameKind::Decoded, 13, 13));
+        assert_eq!(jb.stats().lost, 3);
+    }
+
+    #[test]
+    fn a_late_packet_is_counted_and_raises_the_target() {
+        let mut calm = JitterBuffer::new(JitterConfig::default(), Fake);
+        run(&mut calm, stream(30, |_| 0), 40);
+        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let out = run(&mut jb, stream(30, |id| if id == 15 { 400 } else { 0 }), 40);
+        let s = jb.stats();
+        assert_eq!((s.late, s.lost), (1, 1));
+        assert!(out
+            .iter()
+            .any(|o| o.0 == FrameKind::Recovered && o.1 == -15));
+        assert!(
+            s.target_delay_ms > calm.stats().target_delay_ms + 30.0,
+            "{s:?} vs {:?}",
+            calm.stats()
+        );
+    }
+
+    #[test]
+    fn waits_for_a_packet_that_is_late_but_not_yet_due() {
+        // Packet 10 comes 50 ms late while the delay is 80 ms: played, not lost.
+        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let out = run(&mut jb, stream(30, |id| if id == 10 { 50 } else { 0 }), 40);
+        assert_eq!(played_ids(&out), (1..=30).collect::<Vec<_>>());
+        assert_eq!(jb.stats().lost, 0);
+    }
+
+    #[test]
+    fn target_follows_measured_jitter_within_bounds() {
+        let cfg = JitterConfig::default();
+        let mut jb = JitterBuffer::new(cfg, Fake);
+        run(&mut jb, stream(300, |_| 0), 310);
+        let calm = jb.stats().target_delay_ms;
+        assert!((40.0..=45.0).contains(&calm), "calm target {calm}");
+        let mut jb = JitterBuffer::new(cfg, Fake);
+        // Alternating 0 / 60 ms: every interarrival deviates by 60 ms.
+        run(
+            &mut jb,
+            stream(300, |id| if id % 2 == 0 { 60 } else { 0 }),
+            310,
+        );
+        let s = jb.stats();
+        assert!((55.0..=65.0).contains(&s.jitter_ms), "{s:?}");
+        assert!(
+            s.target_delay_ms >= 180.0 && s.target_delay_ms <= 500.0,
+            "{s:?}"
+        );
+        let mut jb = JitterBuffer::new(cfg, Fake);
+        run(
+            &mut jb,
+            stream(300, |id| if id % 2 == 0 { 900 } else { 0 }),
+            310,
+        );
+        assert_eq!(jb.stats().target_delay_ms, 500.0);
+    }
+
+    #[test]
+    fn silence_at_the_sender_is_not_loss_and_playout_resumes_on_time() {
+        // 20 packets, 2 s of DTX (timestamps jump, sequence numbers do not), 20 more.
+        let mut arr = stream(20, |_| 5);
+        for id in 21..=40i16 {
+            let t = 20 * id as u64 + 2000;
+            let ts = (u32::MAX - 5000).wrapping_add(960 * id as u32 + 96_000);
+            arr.push((
+                ms(t + 5),
+                65530u16.wrapping_add(id as u16),
+                ts,
+                pkt(TOC_20MS, id),
+            ));
+        }
+        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let out = run(&mut jb, arr, 160);
+        assert_eq!(played_ids(&out), (1..=40).collect::<Vec<_>>());
+        let s = jb.stats();
+        assert_eq!((s.lost, s.late, s.resyncs), (0, 0, 0));
+        let gap_start = out.iter().position(|o| o.1 == 20).unwrap() + 1;
+        let resume = out.iter().position(|o| o.1 == 21).unwrap();
+        assert_eq!(resume - gap_start, 100, "2 s of silence keeps its length");
+        assert!(out[gap_start + 10..resume]
+            .iter()
+            .all(|o| o.0 == FrameKind::Silence && o.1 == 0));
+    }
+
+    #[test]
+    fn starts_over_when_the_senders_clock_jumps() {
+        let mut arr = stream(20, |_| 5);
+        for id in 21..=40i16 {
+            let ts = 123_456u32.wrapping_add(960 * id as u32);
+            arr.push((ms(20 * id as u64 + 5), id as u16 * 7, ts, pkt(TOC_20MS, id)));
+        }
+        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let out = run(&mut jb, arr, 60);
+        let ids = played_ids(&out);
+        assert_eq!(jb.stats().resyncs, 1);
+        assert!(ids.ends_with(&(21..=40).collect::<Vec<_>>()), "{ids:?}");
+        assert!(ids.starts_with(&(1..=15).collect::<Vec<_>>()), "{ids:?}");
+    }
+
+    #[test]
+    fn rechunks_10_and_60_ms_packets_into_20_ms_frames() {
+        // 60 ms packets (ids 1..=10) then 10 ms packets (ids 11..=40).
+        let mut arr = vec![];
+        for id in 1..=10i16 {
+            let ts = 2880 * (id as u32 - 1);
+            arr.push((ms(60 * id as u64), id as u16, ts, pkt(TOC_60MS, id)));
+        }
+        for id in 11..=40i16 {
+            let ts = 28800 + 480 * (id as u32 - 11);
+            arr.push((
+                ms(660 + 10 * (id as u64 - 11)),
+                id as u16,
+                ts,
+                pkt(TOC_10MS, id),
+            ));
+        }
+        // A fixed 150 ms target, so that no frame is dropped when the packet length changes.
+        let cfg = JitterConfig {
+            min_delay: ms(150),
+            initial_delay: ms(150),
+            ..Default::default()
+        };
+        let mut jb = JitterBuffer::new(cfg, Fake);
+        let t0 = Instant::now();
+        let mut pcm = vec![];
+        let mut it = arr.into_iter().peekable();
+        for k in 0..60u64 {
+            let now = t0 + ms(20 * k);
+            while let Some(a) = it.next_if(|a| t0 + a.0 <= now) {
+                jb.insert(t0 + a.0, a.1, a.2, a.3);
+            }
+            pcm.extend_from_slice(jb.pull(now).pcm);
+        }
+        let start = pcm.iter().position(|&s| s != 0).unwrap();
+        let played = &pcm[start..start + 28800 + 14400];
+        for (i, &s) in played.iter().enumerate() {
+            let want = if i < 28800 {
+                1 + i / 2880
+            } else {
+                11 + (i - 28800) / 480
+            };
+            assert_eq!(s as usize, want, "sample {i}");
+        }
+        assert_eq!(jb.stats().lost, 0);
+    }
+
+    #[test]
+    fn garbage_and_floods_are_counted_not_fatal() {
+        let cfg = JitterConfig {
+            capacity: 8,
+            ..Default::default()
+        };
+        let mut jb = JitterBuffer::new(cfg, Fake);
+        let t0 = Instant::now();
+        jb.insert(t0, 1, 0, Bytes::new());
+        jb.insert(t0, 1, 0, Bytes::from_static(&[0x03]));
+        assert_eq!(jb.stats().malformed, 2);
+        for i in 0..20u16 {
+            jb.insert(t0, i, i as u32 * 960, pkt(TOC_20MS, i as i16 + 1));
+        }
+        assert_eq!(jb.len(), 8);
+        assert_eq!(jb.stats().overflow, 12);
+        // The eight newest remain (ids 13..=20). They all arrived at once, so the delay is far
+        // above the target and the first of them is dropped to catch up.
+        let p = jb.pull(t0 + ms(200));
+        assert_eq!(p.kind, FrameKind::Decoded);
+        assert_eq!(p.pcm[0], 14);
+        assert_eq!(jb.stats().dropped_samples, 960);
+        assert_eq!(jb.pull(t0 + ms(220)).pcm[0], 16);
+    }
+
+    #[test]
+    fn drops_a_quiet_frame_when_far_behind() {
+        // A burst: 30 frames arrive at once after 600 ms, then real time. The delay is far above
+        // the target, and the fake's output (ids) reads as quiet, so frames are dropped.
+        let mut arr = stream(30, |id| 600 - 20 * id as u64);
+        arr.extend(stream(80, |_| 0).into_iter().skip(30));
+        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let out = run(&mut jb, arr, 120);
+        let s = jb.stats();
+        assert!(s.dropped_samples >= 960, "{s:?}");
+        assert!(s.delay_ms < 200.0, "{s:?}");
+        let ids = played_ids(&out);
+        assert!(ids.windows(2).all(|w| w[1] > w[0]));
+        assert_eq!(*ids.last().unwrap(), 80);
+    }
+}

@@ -1,0 +1,67 @@
+//! Audio for a group call: what is sent (sources -> [`AudioSender`]) and what is received
+//! (RTP -> [`JitterBuffer`] -> mixer, level meters and sinks).
+//!
+//! Everything runs on 20 ms frames of 48 kHz interleaved `i16` PCM because that is what Opus,
+//! Telegram's calls and the driver's pacing timer all use; other rates and frame sizes are
+//! converted at the edges (sources resample, the jitter buffer re-chunks 10..120 ms packets).
+//!
+//! Threading: nothing here locks or spawns, except the ffmpeg source (a thread that drains
+//! ffmpeg's stderr). Sources that read pipes or standard input block in `next_frame`; the driver
+//! runs them on a blocking thread.
+
+pub mod codec;
+pub mod jitter;
+pub mod level;
+pub mod mixer;
+pub mod resample;
+pub mod send;
+pub mod sink;
+pub mod source;
+
+pub use codec::{Application, Decoder, Encoder, EncoderConfig, FrameDecoder};
+pub use jitter::{FrameKind, JitterBuffer, JitterConfig, JitterStats, Pulled};
+pub use level::{LevelMeter, SpeakingLevel, Vad};
+pub use mixer::Mixer;
+pub use send::{AudioSender, Packetizer};
+pub use sink::{AppSink, FileFormat, FileSink, MixRecorder, ParticipantSinks, ReceivedFrame};
+pub use source::{Frame, FramePusher, Next, Source, SourceOptions};
+
+/// The only sample rate on the wire (Opus in WebRTC always runs at 48 kHz).
+pub const SAMPLE_RATE: u32 = 48_000;
+
+/// Samples per channel in one 20 ms frame at 48 kHz: the unit of pacing, mixing and decoding.
+pub const FRAME_SAMPLES: usize = 960;
+
+/// The longest Opus packet (120 ms) in samples per channel at 48 kHz.
+pub const MAX_PACKET_SAMPLES: usize = 5760;
+
+/// Mono or stereo. Sources convert any input channel count to one of these.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Channels {
+    /// The default: Telegram's clients send mono unless stereo is switched on.
+    #[default]
+    Mono,
+    Stereo,
+}
+
+impl Channels {
+    /// 1 or 2.
+    pub fn count(self) -> usize {
+        match self {
+            Channels::Mono => 1,
+            Channels::Stereo => 2,
+        }
+    }
+
+    /// Samples in one interleaved 20 ms frame.
+    pub fn frame_len(self) -> usize {
+        FRAME_SAMPLES * self.count()
+    }
+
+    pub(crate) fn to_opus(self) -> opus::Channels {
+        match self {
+            Channels::Mono => opus::Channels::Mono,
+            Channels::Stereo => opus::Channels::Stereo,
+        }
+    }
+}

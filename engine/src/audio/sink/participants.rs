@@ -1,0 +1,290 @@
+//! Per-participant outputs, and what happens to audio from an SSRC the roster has not named yet.
+//!
+//! Telegram forwards a new speaker's audio before the client learns who it is (the SSRC is
+//! looked up with `phone.getGroupParticipants`, one round trip or more). tgcalls buffers 50
+//! packets and then drops them; here the decoded frames are held, up to a bound, and released
+//! with the peer once it is known. If the roster takes longer than the bound, the frames are
+//! released without a peer rather than lost, and later frames carry the peer once it comes.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::app::{AppSink, PeerId, ReceivedFrame};
+use super::file::{FileFormat, FileSink};
+use crate::audio::{Channels, FrameKind, FRAME_SAMPLES, SAMPLE_RATE};
+use crate::error::{Error, Result};
+
+struct Stream {
+    peer: Option<PeerId>,
+    /// Gave up waiting for the roster: frames flow without a peer.
+    anonymous: bool,
+    held: VecDeque<(FrameKind, Vec<i16>)>,
+    file: Option<FileSink>,
+}
+
+/// Routes each speaker's frames to their own file and/or to the application.
+pub struct ParticipantSinks {
+    channels: Channels,
+    hold_frames: usize,
+    files: Option<(PathBuf, FileFormat)>,
+    app: Option<AppSink>,
+    streams: HashMap<u32, Stream>,
+}
+
+impl std::fmt::Debug for ParticipantSinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParticipantSinks")
+            .field("channels", &self.channels)
+            .field("hold_frames", &self.hold_frames)
+            .field("files", &self.files)
+            .field("streams", &self.streams.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ParticipantSinks {
+    /// `hold` bounds how much audio of an unnamed SSRC waits for the roster (per SSRC).
+    pub fn new(channels: Channels, hold: Duration) -> Self {
+        let frame_ms = (FRAME_SAMPLES as u64 * 1000 / SAMPLE_RATE as u64).max(1);
+        ParticipantSinks {
+            channels,
+            hold_frames: (hold.as_millis() as u64 / frame_ms) as usize,
+            files: None,
+            app: None,
+            streams: HashMap::new(),
+        }
+    }
+
+    /// One file per SSRC in `dir`: `peer<PEER>_ssrc<SSRC>.<ext>`, or `ssrc<SSRC>.<ext>` when
+    /// the peer was not known when the first frame was written.
+    pub fn with_files(mut self, dir: impl Into<PathBuf>, format: FileFormat) -> Self {
+        self.files = Some((dir.into(), format));
+        self
+    }
+
+    pub fn with_app(mut self, app: AppSink) -> Self {
+        self.app = Some(app);
+        self
+    }
+
+    /// The file an SSRC is recorded to, once it has been created.
+    pub fn file_path(&self, ssrc: u32) -> Option<&Path> {
+        self.streams.get(&ssrc)?.file.as_ref().map(FileSink::path)
+    }
+
+    /// Frames of `ssrc` waiting for the roster.
+    pub fn held(&self, ssrc: u32) -> usize {
+        self.streams.get(&ssrc).map_or(0, |s| s.held.len())
+    }
+
+    /// The roster named the owner of `ssrc`: held frames go out now, with the peer.
+    pub fn identify(&mut self, ssrc: u32, peer: PeerId) -> Result<()> {
+        let stream = self.streams.entry(ssrc).or_insert_with(new_stream);
+        stream.peer = Some(peer);
+        self.release(ssrc)
+    }
+
+    /// One 20 ms frame of `ssrc`.
+    pub fn write(&mut self, ssrc: u32, kind: FrameKind, pcm: &[i16]) -> Result<()> {
+        if pcm.len() != self.channels.frame_len() {
+            return Err(Error::FrameSize {
+                expected: self.channels.frame_len(),
+                got: pcm.len(),
+            });
+        }
+        let hold = self.hold_frames;
+        let stream = self.streams.entry(ssrc).or_insert_with(new_stream);
+        if stream.peer.is_none() && !stream.anonymous {
+            if stream.held.len() < hold {
+                stream.held.push_back((kind, pcm.to_vec()));
+                return Ok(());
+            }
+            stream.anonymous = true;
+            self.release(ssrc)?;
+        }
+        self.deliver(ssrc, kind, pcm.to_vec())
+    }
+
+    /// The participant left: held frames go out (without a peer if still unknown) and the
+    /// file is closed.
+    pub fn remove(&mut self, ssrc: u32) -> Result<()> {
+        let released = self.release(ssrc);
+        let closed = match self.streams.remove(&ssrc).and_then(|s| s.file) {
+            Some(f) => f.finish(),
+            None => Ok(()),
+        };
+        released.and(closed)
+    }
+
+    /// Closes everything; the first error is returned, after every file has been tried.
+    pub fn finish(mut self) -> Result<()> {
+        let ssrcs: Vec<u32> = self.streams.keys().copied().collect();
+        let mut first = Ok(());
+        for ssrc in ssrcs {
+            let r = self.remove(ssrc);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    fn release(&mut self, ssrc: u32) -> Result<()> {
+        let Some(stream) = self.streams.get_mut(&ssrc) else {
+            return Ok(());
+        };
+        let held = std::mem::take(&mut stream.held);
+        let mut first = Ok(());
+        for (kind, pcm) in held {
+            let r = self.deliver(ssrc, kind, pcm);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    fn deliver(&mut self, ssrc: u32, kind: FrameKind, pcm: Vec<i16>) -> Result<()> {
+        let Some(stream) = self.streams.get_mut(&ssrc) else {
+            return Ok(());
+        };
+        let mut file_result = Ok(());
+        if let Some((dir, format)) = &self.files {
+            if stream.file.is_none() {
+                let name = match stream.peer {
+                    Some(peer) => format!("peer{peer}_ssrc{ssrc}.{}", format.extension()),
+                    None => format!("ssrc{ssrc}.{}", format.extension()),
+                };
+                stream.file = Some(FileSink::create(dir.join(name), *format, self.channels)?);
+            }
+            if let Some(file) = stream.file.as_mut() {
+                file_result = file.write(&pcm);
+            }
+        }
+        let app_result = match self.app.as_mut() {
+            Some(app) => app.deliver(ReceivedFrame {
+                ssrc,
+                peer: stream.peer,
+                kind,
+                channels: self.channels,
+                pcm,
+            }),
+            None => Ok(()),
+        };
+        file_result.and(app_result)
+    }
+}
+
+fn new_stream() -> Stream {
+    Stream {
+        peer: None,
+        anonymous: false,
+        held: VecDeque::new(),
+        file: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(v: i16) -> Vec<i16> {
+        vec![v; 960]
+    }
+
+    #[test]
+    fn unknown_ssrc_is_held_then_released_with_its_peer() {
+        let (app, rx) = AppSink::channel(100);
+        let mut s = ParticipantSinks::new(Channels::Mono, Duration::from_millis(200)).with_app(app);
+        for i in 0..5 {
+            s.write(7, FrameKind::Decoded, &frame(i)).unwrap();
+        }
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing before the roster names SSRC 7"
+        );
+        assert_eq!(s.held(7), 5);
+        s.identify(7, 4242).unwrap();
+        s.write(7, FrameKind::Concealed, &frame(5)).unwrap();
+        let got: Vec<_> = rx.try_iter().collect();
+        assert_eq!(got.len(), 6);
+        for (i, f) in got.iter().enumerate() {
+            assert_eq!((f.ssrc, f.peer, f.pcm[0]), (7, Some(4242), i as i16));
+        }
+        assert_eq!(got[5].kind, FrameKind::Concealed);
+    }
+
+    #[test]
+    fn a_slow_roster_gets_frames_without_a_peer_not_a_loss() {
+        let (app, rx) = AppSink::channel(100);
+        let mut s = ParticipantSinks::new(Channels::Mono, Duration::from_millis(100)).with_app(app);
+        for i in 0..8 {
+            s.write(9, FrameKind::Decoded, &frame(i)).unwrap();
+        }
+        let got: Vec<_> = rx.try_iter().collect();
+        assert_eq!(
+            got.iter().map(|f| f.pcm[0]).collect::<Vec<_>>(),
+            (0..8).collect::<Vec<_>>()
+        );
+        assert!(got.iter().all(|f| f.peer.is_none()));
+        s.identify(9, 1).unwrap();
+        s.write(9, FrameKind::Decoded, &frame(8)).unwrap();
+        assert_eq!(rx.try_recv().unwrap().peer, Some(1));
+    }
+
+    #[test]
+    fn files_are_named_by_peer_and_hold_every_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ParticipantSinks::new(Channels::Mono, Duration::from_secs(1))
+            .with_files(dir.path(), FileFormat::Wav);
+        s.write(1, FrameKind::Decoded, &frame(1)).unwrap();
+        s.identify(1, -100123).unwrap();
+        s.write(1, FrameKind::Decoded, &frame(2)).unwrap();
+        s.write(2, FrameKind::Decoded, &frame(3)).unwrap();
+        assert_eq!(
+            s.file_path(1),
+            Some(dir.path().join("peer-100123_ssrc1.wav").as_path())
+        );
+        s.remove(2).unwrap(); // left before being named: written anonymously
+        assert!(dir.path().join("ssrc2.wav").exists());
+        s.finish().unwrap();
+        let back: Vec<i16> = hound::WavReader::open(dir.path().join("peer-100123_ssrc1.wav"))
+            .unwrap()
+            .samples::<i16>()
+            .map(|x| x.unwrap())
+            .collect();
+        assert_eq!(back.len(), 1920);
+        assert_eq!((back[0], back[1919]), (1, 2));
+    }
+
+    #[test]
+    fn sink_errors_surface() {
+        let mut s = ParticipantSinks::new(Channels::Mono, Duration::ZERO)
+            .with_files("/nonexistent/groupcall/dir", FileFormat::Raw);
+        let err = s.write(3, FrameKind::Decoded, &frame(0)).unwrap_err();
+        assert!(matches!(err, Error::CreateSink { .. }), "{err:?}");
+
+        let (app, rx) = AppSink::channel(1);
+        let mut s = ParticipantSinks::new(Channels::Mono, Duration::ZERO).with_app(app);
+        s.write(3, FrameKind::Decoded, &frame(0)).unwrap();
+        let err = s.write(3, FrameKind::Decoded, &frame(0)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::AppSinkFull {
+                    capacity: 1,
+                    ssrc: 3
+                }
+            ),
+            "{err:?}"
+        );
+        drop(rx);
+        let err = s.write(3, FrameKind::Decoded, &frame(0)).unwrap_err();
+        assert!(matches!(err, Error::AppSinkClosed { ssrc: 3 }), "{err:?}");
+        assert!(matches!(
+            s.write(3, FrameKind::Decoded, &[0; 100]),
+            Err(Error::FrameSize { .. })
+        ));
+    }
+}

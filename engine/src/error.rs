@@ -1,0 +1,138 @@
+//! The one error type of the engine crate.
+//!
+//! Every variant names what failed, with which input (a path, "stdin", an SSRC) and, where the
+//! caller can do something about it, what to do. Audio problems that only degrade a stream (a
+//! late packet, a corrupt Opus frame from the network) are counted in statistics instead: they
+//! must never end a call.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Errors returned by the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An input file could not be opened.
+    #[error("cannot open {path}: {source}; check that the file exists and is readable")]
+    OpenInput {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Reading an input (a file, a pipe, standard input, ffmpeg's output) failed midway.
+    #[error("cannot read {input}: {source}")]
+    ReadInput {
+        input: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The file is not a WAV file this engine can read.
+    #[error("{path} is not a readable WAV file ({reason}); convert it to PCM WAV or play it through the ffmpeg source")]
+    BadWav { path: PathBuf, reason: String },
+
+    /// The file is not a well-formed Ogg file, or not Ogg/Opus.
+    #[error("{path} is not a readable Ogg/Opus file ({reason}); re-encode it (e.g. `ffmpeg -i IN -c:a libopus OUT.opus`) or play it through the ffmpeg source")]
+    BadOggOpus { path: PathBuf, reason: String },
+
+    /// The input is well-formed but uses a format this engine does not handle natively.
+    #[error("{input}: {what} is not supported; play it through the ffmpeg source instead")]
+    UnsupportedFormat { input: String, what: String },
+
+    /// An audio setting is out of range (a sample rate of 0, a bitrate of 1 Gbit/s, ...).
+    #[error("invalid audio setting: {0}")]
+    InvalidConfig(String),
+
+    /// Looping was asked for a stream that cannot be rewound.
+    #[error("{input} cannot loop: it is a stream that cannot be rewound; loop a file instead, or loop in the producer")]
+    CannotLoop { input: String },
+
+    /// The ffmpeg binary is not installed (or not at the configured path).
+    #[error("`{binary}` was not found: install ffmpeg (e.g. `apt-get install ffmpeg`) or give the path of the binary; WAV, raw PCM and Ogg/Opus inputs work without it")]
+    FfmpegMissing { binary: PathBuf },
+
+    /// ffmpeg exists but could not be started.
+    #[error("cannot start `{binary}`: {source}")]
+    FfmpegSpawn {
+        binary: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// ffmpeg ran but failed on the input.
+    #[error("ffmpeg could not decode {input} ({status}): {stderr}")]
+    FfmpegFailed {
+        input: String,
+        status: String,
+        stderr: String,
+    },
+
+    /// The resampler refused the input (it should not: reported rather than panicking).
+    #[error("cannot resample {input} from {rate} Hz to 48000 Hz: {reason}")]
+    Resample {
+        input: String,
+        rate: u32,
+        reason: String,
+    },
+
+    /// libopus refused an operation (creating an encoder, setting a bitrate, encoding a frame).
+    #[error("Opus {op} failed: {source}")]
+    Opus {
+        op: &'static str,
+        #[source]
+        source: opus::Error,
+    },
+
+    /// A PCM frame of the wrong size was given where a 20 ms frame is required.
+    #[error(
+        "expected a 20 ms frame of {expected} samples (960 per channel, interleaved), got {got}"
+    )]
+    FrameSize { expected: usize, got: usize },
+
+    /// Pushed samples are not a whole number of frames for the source's channel count.
+    #[error("pushed {got} samples, which is not a multiple of the source's {channels} channels; push interleaved samples")]
+    PushedSamples { got: usize, channels: usize },
+
+    /// The pushed-frame source is full: the application pushes faster than real time.
+    #[error("the pushed-frame source is full ({capacity} chunks queued); push at real-time pace or use the blocking `push`")]
+    PushFull { capacity: usize },
+
+    /// The source that pushed frames go to was dropped (the call ended or the source changed).
+    #[error(
+        "the pushed-frame source is gone (the call ended or its source was replaced); stop pushing"
+    )]
+    SourceClosed,
+
+    /// An output file could not be created.
+    #[error("cannot create {path}: {source}; check that the directory exists and is writable")]
+    CreateSink {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Writing an output file failed (disk full, file system error, WAV size limit).
+    #[error("cannot write {path}: {source}; check free disk space and the file system")]
+    WriteSink {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The application does not take received frames fast enough.
+    #[error("the application's frame queue is full ({capacity} frames): a frame for SSRC {ssrc} was not delivered; take frames faster or use a larger queue")]
+    AppSinkFull { capacity: usize, ssrc: u32 },
+
+    /// The application dropped the receiving end of its frame channel.
+    #[error("the application's frame receiver was dropped: a frame for SSRC {ssrc} was not delivered; keep the receiver or remove the sink")]
+    AppSinkClosed { ssrc: u32 },
+}
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn opus(op: &'static str, source: opus::Error) -> Self {
+        Error::Opus { op, source }
+    }
+}

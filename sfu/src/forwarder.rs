@@ -1,0 +1,360 @@
+//! The media plane as a sans-IO state machine: one UDP socket's datagrams routed to per-participant
+//! ICE-lite transports, and every RTP packet a participant sends forwarded, re-protected, to every
+//! other connected participant of the same call with the sender's SSRC unchanged, as Telegram's
+//! server does (protocol.md §5.3).
+//!
+//! Routing: STUN carries `serverUfrag:clientUfrag`, and every participant gets its own server
+//! ufrag, so a check finds its participant even from an address never seen before (the client's
+//! address is learned from its checks, never assumed). Everything else is routed by the source
+//! address the participant's latest valid check came from.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use groupcall_media::answer::{
+    telegram_audio_info, telegram_video_info, Candidate, RtcAnswer, TransportInfo,
+};
+use groupcall_media::demux::{classify, PacketClass};
+use groupcall_media::ice::stun_username;
+use groupcall_media::payload::DtlsFingerprint;
+use groupcall_media::{
+    Event, FailureCause, IceCredentials, JoinPayload, LocalEndpoint, LocalIdentity, RemotePeer,
+    State, Transport, TransportConfig,
+};
+
+/// A participant of a call, identified as Telegram does: call id and audio source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub call: i64,
+    pub source: u32,
+}
+
+/// What the media plane tells the control plane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaEvent {
+    Connected(Key),
+    /// The participant's transport failed (silent for the consent timeout, refused
+    /// certificate, closed): the control plane removes it and tells the call.
+    Gone {
+        key: Key,
+        cause: FailureCause,
+    },
+}
+
+/// Counters of the whole media plane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForwarderStats {
+    /// Datagrams from addresses and ufrags that belong to no participant.
+    pub strangers: u64,
+    /// RTP packets received from participants.
+    pub rtp_in: u64,
+    /// RTP packets sent to participants (one per receiver).
+    pub rtp_forwarded: u64,
+    /// Packets that could not be re-protected for a receiver.
+    pub forward_failures: u64,
+}
+
+/// Per-participant counters, for a person (or a test) checking who sends what.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParticipantStats {
+    pub rtp_received: u64,
+    pub rtp_sent: u64,
+    pub connected: bool,
+}
+
+struct Participant {
+    transport: Transport,
+    server_ufrag: String,
+    addr: Option<SocketAddr>,
+    stats: ParticipantStats,
+}
+
+pub struct Forwarder {
+    local_addr: SocketAddr,
+    identity: LocalIdentity,
+    config: TransportConfig,
+    participants: HashMap<Key, Participant>,
+    by_ufrag: HashMap<String, Key>,
+    by_addr: HashMap<SocketAddr, Key>,
+    transmits: VecDeque<(SocketAddr, BytesMut)>,
+    events: VecDeque<MediaEvent>,
+    stats: ForwarderStats,
+    /// Reused per forwarded packet: the receivers of the sender's call.
+    scratch_keys: Vec<Key>,
+}
+
+impl Forwarder {
+    /// A media plane answering on `local_addr` with one server certificate for every participant.
+    pub fn new(local_addr: SocketAddr, config: TransportConfig) -> groupcall_media::Result<Self> {
+        Ok(Forwarder {
+            local_addr,
+            identity: LocalIdentity::generate()?,
+            config,
+            participants: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: ForwarderStats::default(),
+            scratch_keys: Vec::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn stats(&self) -> ForwarderStats {
+        self.stats
+    }
+
+    pub fn participant_stats(&self, key: Key) -> Option<ParticipantStats> {
+        self.participants.get(&key).map(|p| p.stats)
+    }
+
+    /// Fresh server credentials for one participant and the answer that announces them. Pure:
+    /// callers on another thread can answer the join at once and hand the credentials over.
+    pub fn prepare_answer(&self, payload: &JoinPayload) -> (IceCredentials, RtcAnswer) {
+        answer_for(self.local_addr, &self.identity, payload)
+    }
+
+    /// A clone of what [`prepare_answer`](Self::prepare_answer) needs, to answer off-thread.
+    pub fn answerer(&self) -> Answerer {
+        Answerer {
+            local_addr: self.local_addr,
+            identity: self.identity.clone(),
+        }
+    }
+
+    /// Registers a participant with the credentials its answer announced.
+    pub fn add(
+        &mut self,
+        now: Instant,
+        key: Key,
+        payload: &JoinPayload,
+        server_ice: IceCredentials,
+    ) -> groupcall_media::Result<()> {
+        self.remove(now, key);
+        let remote = RemotePeer::from_payload(payload)?;
+        let setup = payload.fingerprints[0].setup.complement();
+        let transport = Transport::new(
+            self.config.clone(),
+            LocalEndpoint {
+                addr: self.local_addr,
+                ice: server_ice.clone(),
+                certificate: self.identity.certificate.clone(),
+                setup,
+            },
+            remote,
+            now,
+        )?;
+        self.by_ufrag.insert(server_ice.ufrag.clone(), key);
+        self.participants.insert(
+            key,
+            Participant {
+                transport,
+                server_ufrag: server_ice.ufrag,
+                addr: None,
+                stats: ParticipantStats::default(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Drops a participant (left, kicked, call discarded). Its DTLS association is closed.
+    pub fn remove(&mut self, now: Instant, key: Key) {
+        if let Some(mut p) = self.participants.remove(&key) {
+            p.transport.close(now);
+            self.drain(key, &mut p);
+            self.by_ufrag.remove(&p.server_ufrag);
+            if let Some(a) = p.addr {
+                if self.by_addr.get(&a) == Some(&key) {
+                    self.by_addr.remove(&a);
+                }
+            }
+        }
+    }
+
+    /// Removes every participant of a call.
+    pub fn remove_call(&mut self, now: Instant, call: i64) {
+        let keys: Vec<Key> = self
+            .participants
+            .keys()
+            .filter(|k| k.call == call)
+            .copied()
+            .collect();
+        for k in keys {
+            self.remove(now, k);
+        }
+    }
+
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let key = if classify(data) == PacketClass::Stun {
+            stun_username(data)
+                .and_then(|u| u.split(':').next().map(str::to_owned))
+                .and_then(|ufrag| self.by_ufrag.get(&ufrag).copied())
+        } else {
+            self.by_addr.get(&from).copied()
+        };
+        let Some(key) = key else {
+            self.stats.strangers += 1;
+            return;
+        };
+        let Some(mut p) = self.participants.remove(&key) else {
+            self.stats.strangers += 1;
+            return;
+        };
+        p.transport.handle_datagram(now, from, data);
+        let remote = p.transport.remote_addr();
+        if remote != p.addr {
+            if let Some(old) = p.addr {
+                if self.by_addr.get(&old) == Some(&key) {
+                    self.by_addr.remove(&old);
+                }
+            }
+            if let Some(new) = remote {
+                self.by_addr.insert(new, key);
+            }
+            p.addr = remote;
+        }
+        self.drain(key, &mut p);
+        self.participants.insert(key, p);
+    }
+
+    /// Moves a participant's output to the socket queue, forwards its RTP, reports its fate.
+    fn drain(&mut self, key: Key, p: &mut Participant) {
+        while let Some(t) = p.transport.poll_transmit() {
+            self.transmits.push_back((t.destination, t.contents));
+        }
+        while let Some(e) = p.transport.poll_event() {
+            match e {
+                Event::Rtp(pkt) => {
+                    p.stats.rtp_received += 1;
+                    self.stats.rtp_in += 1;
+                    self.forward(key, &pkt.raw);
+                }
+                Event::Connected { .. } => {
+                    p.stats.connected = true;
+                    self.events.push_back(MediaEvent::Connected(key));
+                }
+                Event::StateChanged(State::Failed(cause)) => {
+                    p.stats.connected = false;
+                    self.events.push_back(MediaEvent::Gone { key, cause });
+                }
+                // RTCP (reports, feedback) and data-channel records are accepted and not acted
+                // on: audio forwarding needs neither.
+                _ => {}
+            }
+        }
+    }
+
+    fn forward(&mut self, from: Key, raw: &[u8]) {
+        let mut receivers = std::mem::take(&mut self.scratch_keys);
+        receivers.clear();
+        receivers.extend(
+            self.participants
+                .iter()
+                .filter(|(k, p)| k.call == from.call && **k != from && p.transport.is_connected())
+                .map(|(k, _)| *k),
+        );
+        for k in &receivers {
+            if let Some(r) = self.participants.get_mut(k) {
+                match r.transport.send_rtp_raw(raw) {
+                    Ok(()) => {
+                        r.stats.rtp_sent += 1;
+                        self.stats.rtp_forwarded += 1;
+                        while let Some(t) = r.transport.poll_transmit() {
+                            self.transmits.push_back((t.destination, t.contents));
+                        }
+                    }
+                    Err(_) => self.stats.forward_failures += 1,
+                }
+            }
+        }
+        self.scratch_keys = receivers;
+    }
+
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.participants
+            .values_mut()
+            .filter_map(|p| p.transport.poll_timeout())
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<Key> = self
+            .participants
+            .iter_mut()
+            .filter_map(|(k, p)| {
+                p.transport
+                    .poll_timeout()
+                    .is_some_and(|t| t <= now)
+                    .then_some(*k)
+            })
+            .collect();
+        for key in due {
+            if let Some(mut p) = self.participants.remove(&key) {
+                p.transport.handle_timeout(now);
+                self.drain(key, &mut p);
+                self.participants.insert(key, p);
+            }
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+}
+
+/// Builds answers without access to the forwarder (the control plane's thread).
+#[derive(Clone)]
+pub struct Answerer {
+    local_addr: SocketAddr,
+    identity: LocalIdentity,
+}
+
+impl Answerer {
+    pub fn answer(&self, payload: &JoinPayload) -> (IceCredentials, RtcAnswer) {
+        answer_for(self.local_addr, &self.identity, payload)
+    }
+}
+
+fn answer_for(
+    addr: SocketAddr,
+    identity: &LocalIdentity,
+    payload: &JoinPayload,
+) -> (IceCredentials, RtcAnswer) {
+    // Longer than a client's 4 characters: the ufrag is also the routing key of this socket.
+    let ice = IceCredentials::generate_with_len(16, 24);
+    let setup = payload
+        .fingerprints
+        .first()
+        .map(|f| f.setup.complement())
+        .unwrap_or(groupcall_media::Setup::Active);
+    let answer = RtcAnswer {
+        transport: TransportInfo {
+            ufrag: ice.ufrag.clone(),
+            pwd: ice.pwd.clone(),
+            fingerprints: vec![DtlsFingerprint {
+                fingerprint: identity.fingerprint.to_string(),
+                hash: "sha-256".into(),
+                setup,
+            }],
+            candidates: vec![Candidate::udp_host(addr, "1", &ice.ufrag)],
+            xmlns: Some("urn:xmpp:jingle:transports:ice-udp:1".into()),
+            rtcp_mux: Some(true),
+        },
+        audio: Some(telegram_audio_info()),
+        video: Some(telegram_video_info(
+            &format!("endpoint-{}", payload.audio_ssrc()),
+            payload.audio_ssrc() ^ 0x5a5a_5a5a,
+        )),
+    };
+    (ice, answer)
+}
