@@ -123,6 +123,31 @@ pub enum Error {
     #[error("the application's frame queue is full ({capacity} frames): a frame for SSRC {ssrc} was not delivered; take frames faster or use a larger queue")]
     AppSinkFull { capacity: usize, ssrc: u32 },
 
+    /// The signaling server refused or failed a request (join, leave, mute, ...).
+    #[error("{0}")]
+    Signaling(#[from] groupcall_signaling::Error),
+
+    /// The media core refused the server's answer or could not set up the transport.
+    #[error("cannot set up the media transport: {0}")]
+    Media(#[from] groupcall_media::Error),
+
+    /// The UDP socket for the call's media could not be opened.
+    #[error("cannot open a UDP socket towards {target}: {source}; check the network (an interface with a route to the server)")]
+    Socket {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The server answered with a livestream (`{"stream": true}`), which this engine does not
+    /// play yet.
+    #[error("the call is a livestream (the server answered {answer}); joining livestreams is not supported yet, only voice and video chats")]
+    StreamUnsupported { answer: String },
+
+    /// The call's task is gone (the call ended, failed or was left).
+    #[error("the call has ended ({0}); join again to continue")]
+    CallEnded(String),
+
     /// The application dropped the receiving end of its frame channel.
     #[error("the application's frame receiver was dropped: a frame for SSRC {ssrc} was not delivered; keep the receiver or remove the sink")]
     AppSinkClosed { ssrc: u32 },

@@ -1,7 +1,11 @@
 //! # groupcall-engine
 //!
-//! Ties the media core to the outside world: audio sources and sinks, the Opus send and receive
-//! pipelines, and (to come) the tokio driver and the public async API.
+//! Where it sits: on top of `groupcall-media` (the sans-IO transport) and `groupcall-signaling`
+//! (how the join reaches a server). An [`Engine`] joins a call through a signaling backend; each
+//! [`Call`] runs on its own tokio task ([`driver`](crate::driver)) that owns the UDP socket, the
+//! media transport and the audio: a source is paced in 20 ms frames into the Opus sender, and
+//! every speaker's packets go through a jitter buffer and a decoder into the sinks (a file per
+//! speaker, a mix, the application), with speaking levels and roster events on the way out.
 //!
 //! The audio pipeline ([`audio`]) is sans-IO in the same sense as `groupcall-media`: nothing in
 //! it reads a clock or owns a timer. Sources are pulled, receivers are pushed packets with an
@@ -9,6 +13,15 @@
 //! virtual time.
 
 pub mod audio;
+mod call;
+mod driver;
 pub mod error;
+mod receive;
 
+pub use call::{
+    Call, CallConfig, CallEvent, CallStats, CallSummary, ConnectionState, EndReason, Engine,
+    ParticipantInfo, RejoinPolicy, SpeakerStats,
+};
 pub use error::{Error, Result};
+pub use groupcall_media as media;
+pub use groupcall_signaling as signaling;

@@ -56,20 +56,6 @@ fn pcm_of(frames: &[Owned]) -> Vec<i16> {
         .collect()
 }
 
-fn write_wav(path: &Path, rate: u32, channels: u16, interleaved: &[i16]) {
-    let spec = hound::WavSpec {
-        channels,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for &s in interleaved {
-        w.write_sample(s).unwrap();
-    }
-    w.finalize().unwrap();
-}
-
 fn opts(channels: Channels, looping: bool) -> SourceOptions {
     SourceOptions { channels, looping }
 }

@@ -113,3 +113,63 @@ impl Rng {
         (self.next_u64() % n as u64) as usize
     }
 }
+
+/// The normalised cross-correlation of `a` with `b` delayed by `lag`, over their overlap:
+/// 1.0 when `b` is `a` shifted and scaled.
+pub fn correlation_at(a: &[i16], b: &[i16], lag: usize) -> f64 {
+    let n = a.len().min(b.len().saturating_sub(lag));
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        let (x, y) = (a[i] as f64, b[i + lag] as f64);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa > 0.0 && bb > 0.0 {
+        ab / (aa * bb).sqrt()
+    } else {
+        0.0
+    }
+}
+
+/// Aligns `b` (a delayed copy of `a`) on `a`: the lag in `0..max_lag` at which the part
+/// `a[at..at + window]` correlates best (put `at` on a distinctive moment, such as a change of
+/// tone: a steady tone matches itself at every period), and the correlation of the whole
+/// signals at that lag.
+pub fn best_correlation(
+    a: &[i16],
+    b: &[i16],
+    max_lag: usize,
+    at: usize,
+    window: usize,
+) -> (f64, usize) {
+    let part = &a[at.min(a.len())..(at + window).min(a.len())];
+    let score = |lag: usize| correlation_at(part, b.get(at..).unwrap_or(&[]), lag);
+    let lag = (0..max_lag)
+        .max_by(|&x, &y| score(x).total_cmp(&score(y)))
+        .unwrap_or(0);
+    (correlation_at(a, b, lag), lag)
+}
+
+/// Writes 16-bit PCM WAV.
+pub fn write_wav(path: &std::path::Path, rate: u32, channels: u16, interleaved: &[i16]) {
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for &s in interleaved {
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// A WAV file's samples (interleaved) and its channel count.
+pub fn read_wav(path: &std::path::Path) -> (Vec<i16>, u16) {
+    let mut r = hound::WavReader::open(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let channels = r.spec().channels;
+    (r.samples::<i16>().map(|s| s.unwrap()).collect(), channels)
+}

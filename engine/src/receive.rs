@@ -1,0 +1,201 @@
+//! The receive side of one call: every decrypted RTP packet goes to its SSRC's jitter buffer;
+//! every 20 ms each buffer gives a frame, which goes to the participant sinks (one file per
+//! speaker, the application) and into the mix; every 100 ms each speaker's level is reported.
+//!
+//! Sans-IO like the rest of the audio pipeline: the driver calls [`Receivers::insert`] with the
+//! packet's arrival time and [`Receivers::tick`] on its 20 ms clock.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use groupcall_media::RtpPacket;
+
+use crate::audio::{
+    Channels, Decoder, FileFormat, FrameKind, JitterBuffer, JitterConfig, LevelMeter, MixRecorder,
+    ParticipantSinks, SpeakingLevel,
+};
+use crate::error::{Error, Result};
+
+/// Opus's RTP payload type in Telegram's calls; anything else (RTX padding probes, video) is
+/// not audio.
+const OPUS_PT: u8 = 111;
+
+/// A speaker that sent nothing for this long stops being pulled (its file pauses) until it
+/// speaks again; the roster removes it for good when it leaves.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
+
+struct Speaker {
+    jitter: JitterBuffer<Decoder>,
+    level: LevelMeter,
+    last_packet: Instant,
+}
+
+/// What one tick produced for the driver to report.
+#[derive(Debug, Default)]
+pub(crate) struct TickReport {
+    /// Sink failures (disk full, read-only directory, the application's queue full). Each is
+    /// reported once per kind of failure, never silently dropped.
+    pub errors: Vec<Error>,
+}
+
+/// Every speaker of one call, and where their audio goes.
+pub(crate) struct Receivers {
+    channels: Channels,
+    jitter_config: JitterConfig,
+    speakers: HashMap<u32, Speaker>,
+    sinks: ParticipantSinks,
+    mix: Option<MixRecorder>,
+    /// Packets of another payload type (video, RTX padding): counted, not decoded.
+    pub not_audio: u64,
+    /// A failing sink keeps failing every 20 ms: only the first failure of each sink is
+    /// reported, the rest are counted.
+    sink_failed: bool,
+    mix_failed: bool,
+    pub sink_errors: u64,
+    scratch: Vec<u32>,
+}
+
+impl Receivers {
+    pub fn new(
+        channels: Channels,
+        jitter_config: JitterConfig,
+        sinks: ParticipantSinks,
+        mix: Option<MixRecorder>,
+    ) -> Self {
+        Receivers {
+            channels,
+            jitter_config,
+            speakers: HashMap::new(),
+            sinks,
+            mix,
+            not_audio: 0,
+            sink_failed: false,
+            mix_failed: false,
+            sink_errors: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Creates the mix file. Separate from `new` so that a failure is a typed error at join.
+    pub fn create_mix(path: &Path, format: FileFormat, channels: Channels) -> Result<MixRecorder> {
+        MixRecorder::create(path, format, channels)
+    }
+
+    /// One decrypted RTP packet. Returns true when the SSRC was heard for the first time.
+    pub fn insert(&mut self, now: Instant, packet: &RtpPacket) -> Result<bool> {
+        if packet.payload_type != OPUS_PT || packet.payload.is_empty() {
+            self.not_audio += 1;
+            return Ok(false);
+        }
+        let mut new = false;
+        let speaker = match self.speakers.get_mut(&packet.ssrc) {
+            Some(s) => s,
+            None => {
+                new = true;
+                self.speakers.insert(
+                    packet.ssrc,
+                    Speaker {
+                        jitter: JitterBuffer::new(self.jitter_config, Decoder::new(self.channels)?),
+                        level: LevelMeter::new(),
+                        last_packet: now,
+                    },
+                );
+                self.speakers
+                    .get_mut(&packet.ssrc)
+                    .expect("inserted just above")
+            }
+        };
+        speaker.last_packet = now;
+        if let Some(level) = packet.audio_level {
+            speaker.level.observe_extension(level);
+        }
+        speaker.jitter.insert_rtp(now, packet);
+        Ok(new)
+    }
+
+    /// 20 ms of every active speaker into the sinks and the mix.
+    pub fn tick(&mut self, now: Instant, gain: f32) -> TickReport {
+        let mut report = TickReport::default();
+        for (&ssrc, speaker) in self.speakers.iter_mut() {
+            if now.saturating_duration_since(speaker.last_packet) > IDLE_AFTER
+                && speaker.jitter.is_empty()
+            {
+                continue;
+            }
+            let pulled = speaker.jitter.pull(now);
+            if pulled.kind == FrameKind::Silence {
+                continue;
+            }
+            let (kind, pcm) = (pulled.kind, pulled.pcm);
+            if let Err(e) = self.sinks.write(ssrc, kind, pcm) {
+                self.sink_errors += 1;
+                if !self.sink_failed {
+                    self.sink_failed = true;
+                    report.errors.push(e);
+                }
+            }
+            if let Some(mix) = self.mix.as_mut() {
+                // Adding can only fail on a frame of the wrong size, which the jitter buffer
+                // never produces.
+                let _ = mix.add(pcm, gain);
+            }
+        }
+        if let Some(mix) = self.mix.as_mut() {
+            if let Err(e) = mix.write_tick() {
+                self.sink_errors += 1;
+                if !self.mix_failed {
+                    self.mix_failed = true;
+                    report.errors.push(e);
+                }
+            }
+        }
+        report
+    }
+
+    /// Each speaker's level since the last call (every 100 ms).
+    pub fn levels(&mut self) -> Vec<(u32, SpeakingLevel)> {
+        self.speakers
+            .iter_mut()
+            .filter_map(|(&ssrc, s)| s.level.take().map(|l| (ssrc, l)))
+            .collect()
+    }
+
+    /// The roster named the owner of `ssrc`.
+    pub fn identify(&mut self, ssrc: u32, peer: i64) -> Result<()> {
+        self.sinks.identify(ssrc, peer)
+    }
+
+    /// The owner of `ssrc` left: its buffer goes, its file is closed.
+    pub fn remove(&mut self, ssrc: u32) -> Result<()> {
+        self.speakers.remove(&ssrc);
+        self.sinks.remove(ssrc)
+    }
+
+    /// SSRCs heard so far.
+    pub fn ssrcs(&mut self) -> &[u32] {
+        self.scratch.clear();
+        self.scratch.extend(self.speakers.keys().copied());
+        self.scratch.sort_unstable();
+        &self.scratch
+    }
+
+    /// Where a speaker is recorded, once its file exists.
+    pub fn file_path(&self, ssrc: u32) -> Option<&Path> {
+        self.sinks.file_path(ssrc)
+    }
+
+    pub fn mix_path(&self) -> Option<&Path> {
+        self.mix.as_ref().map(MixRecorder::path)
+    }
+
+    /// Closes every file; the first error is returned after all were tried.
+    pub fn finish(self) -> Result<()> {
+        let sinks = self.sinks.finish();
+        let mix = match self.mix {
+            Some(m) => m.finish(),
+            None => Ok(()),
+        };
+        sinks.and(mix)
+    }
+}

@@ -1,0 +1,527 @@
+//! End to end over real UDP on 127.0.0.1: bots of this engine join a call of the real local
+//! server (ICE-lite, DTLS, SRTP, forwarding) through the local signaling backend, and what one
+//! plays is what the other records.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use groupcall_engine::audio::{Channels, Source, SourceOptions};
+use groupcall_engine::signaling::local::LocalSignaling;
+use groupcall_engine::signaling::{CallRef, CreateCall, PeerId, Signaling};
+use groupcall_engine::{
+    Call, CallConfig, CallEvent, CallSummary, ConnectionState, EndReason, Engine,
+};
+use groupcall_sfu::{LocalServer, LocalServerConfig};
+use support::*;
+use tokio::time::timeout;
+
+const RATE: u32 = 48_000;
+
+struct Setup {
+    server: LocalServer,
+    call: CallRef,
+}
+
+async fn setup() -> Setup {
+    let server = LocalServer::start(LocalServerConfig::default())
+        .await
+        .expect("the local server starts");
+    let admin = LocalSignaling::new(server.control_url(), PeerId::User(1)).unwrap();
+    let info = admin
+        .create_call(None, &CreateCall::default())
+        .await
+        .expect("call created");
+    Setup {
+        server,
+        call: CallRef::Id(info.id),
+    }
+}
+
+fn engine(server: &LocalServer, user: i64) -> Engine {
+    Engine::new(Arc::new(
+        LocalSignaling::new(server.control_url(), PeerId::User(user)).unwrap(),
+    ))
+}
+
+/// Waits for the first event `pick` accepts, failing after `secs`; returns it and everything
+/// seen before it.
+async fn wait_for<T>(
+    call: &mut Call,
+    secs: u64,
+    what: &str,
+    mut pick: impl FnMut(&CallEvent) -> Option<T>,
+) -> (T, Vec<CallEvent>) {
+    let mut seen = Vec::new();
+    let r = timeout(Duration::from_secs(secs), async {
+        while let Some(e) = call.next_event().await {
+            if let Some(t) = pick(&e) {
+                return Some(t);
+            }
+            seen.push(e);
+        }
+        None
+    })
+    .await;
+    match r {
+        Ok(Some(t)) => (t, seen),
+        Ok(None) => panic!("{what}: the call ended first; events: {seen:?}"),
+        Err(_) => panic!("{what}: not within {secs} s; events: {seen:?}"),
+    }
+}
+
+async fn connected(call: &mut Call) {
+    wait_for(call, 10, "connected", |e| {
+        matches!(e, CallEvent::State(ConnectionState::Connected)).then_some(())
+    })
+    .await;
+}
+
+fn two_tone(secs_each: f64, f1: f64, f2: f64) -> Vec<i16> {
+    let n = (secs_each * RATE as f64) as usize;
+    let mut v = sine(f1, 12000.0, RATE, 0, n);
+    v.extend(sine(f2, 12000.0, RATE, n, n));
+    v
+}
+
+fn wav_source(path: &Path) -> Source {
+    Source::wav(
+        path,
+        SourceOptions {
+            channels: Channels::Mono,
+            looping: false,
+        },
+    )
+    .unwrap()
+}
+
+fn recording_of(summary: &CallSummary, ssrc: u32) -> Vec<i16> {
+    let path = summary
+        .recordings
+        .iter()
+        .find(|(s, _)| *s == ssrc)
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| panic!("no recording of SSRC {ssrc}: {:?}", summary.recordings));
+    let (samples, channels) = read_wav(&path);
+    assert_eq!(channels, 1);
+    samples
+}
+
+/// Trims leading and trailing near-silence (the jitter buffer's start-up, the tail).
+fn trim(v: &[i16]) -> &[i16] {
+    let block = (RATE / 200) as usize;
+    let first = v.chunks(block).position(|b| rms(b) > 0.02).unwrap_or(0) * block;
+    let last = v
+        .chunks(block)
+        .rposition(|b| rms(b) > 0.02)
+        .map_or(v.len(), |i| ((i + 1) * block).min(v.len()));
+    &v[first..last.max(first)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_plays_b_records_per_participant_and_in_the_mix() {
+    let s = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("a.wav");
+    let sent = two_tone(2.5, 440.0, 1000.0);
+    write_wav(&wav, RATE, 1, &sent);
+
+    let rec = dir.path().join("rec");
+    std::fs::create_dir(&rec).unwrap();
+    let mut b = engine(&s.server, 2002)
+        .join(
+            s.call.clone(),
+            CallConfig {
+                record_dir: Some(rec.clone()),
+                record_mix: Some(dir.path().join("mix.wav")),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .expect("B joins");
+    connected(&mut b).await;
+    let mut a = engine(&s.server, 1001)
+        .join(
+            s.call.clone(),
+            CallConfig {
+                source: Some(wav_source(&wav)),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .expect("A joins");
+    connected(&mut a).await;
+    let a_ssrc = a.ssrc();
+    assert_ne!(a_ssrc, 0);
+
+    let (_, _) = wait_for(&mut a, 15, "A's source ends", |e| {
+        matches!(e, CallEvent::SourceEnded { .. }).then_some(())
+    })
+    .await;
+    // Nothing more than one end per source.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    while let Some(e) = a.try_next_event() {
+        assert!(
+            !matches!(e, CallEvent::SourceEnded { .. }),
+            "a second SourceEnded"
+        );
+    }
+
+    // B's events name A, with A's SSRC, and report A speaking.
+    let mut joined = None;
+    let mut spoke = false;
+    while let Some(e) = b.try_next_event() {
+        match e {
+            CallEvent::ParticipantJoined(p) if p.source == a_ssrc => joined = Some(p.peer),
+            CallEvent::Speaking {
+                ssrc, peer, level, ..
+            } if ssrc == a_ssrc && level > 0.1 => {
+                assert_eq!(peer, Some(PeerId::User(1001)), "speaking event names A");
+                spoke = true;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(joined, Some(PeerId::User(1001)), "B was told A joined");
+    assert!(spoke, "B saw A speaking");
+
+    let stats = b.stats();
+    assert!(stats.packets_received >= 200, "{stats:?}");
+    let summary = b.leave().await.expect("B leaves");
+    a.leave().await.expect("A leaves");
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+
+    let got = recording_of(&summary, a_ssrc);
+    let name = summary
+        .recordings
+        .iter()
+        .find(|(s, _)| *s == a_ssrc)
+        .unwrap()
+        .1
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.starts_with("peer1001_"), "file named after A: {name}");
+    let got = trim(&got);
+    assert!(
+        got.len() as f64 > 4.8 * RATE as f64,
+        "received {:.2} s of 5 s",
+        got.len() as f64 / RATE as f64
+    );
+    // Each second: 440 Hz for the first two, 1 kHz for the last two (the middle one mixes).
+    let sec = RATE as usize;
+    for (i, want) in [(0, 440.0), (1, 440.0), (3, 1000.0)] {
+        assert_frequency(
+            &got[i * sec..(i + 1) * sec],
+            RATE,
+            want,
+            &format!("second {i}"),
+        );
+    }
+    let tail = &got[got.len() - sec..];
+    assert_frequency(tail, RATE, 1000.0, "last second");
+    // Aligned on the change of tone at 2.5 s (over lags up to 0.5 s), then compared whole.
+    let (corr, lag) = best_correlation(
+        &sent[..4 * sec],
+        got,
+        sec / 2,
+        5 * sec / 2 - sec / 20,
+        sec / 10,
+    );
+    println!("per-participant recording: correlation {corr:.3} at a lag of {lag} samples");
+    assert!(corr >= 0.9, "cross-correlation {corr:.3} (lag {lag})");
+
+    let (mix, _) = read_wav(summary.mix.as_ref().expect("mix recorded"));
+    let mix = trim(&mix);
+    assert_frequency(&mix[..sec], RATE, 440.0, "mix, first second");
+    assert_frequency(&mix[mix.len() - sec..], RATE, 1000.0, "mix, last second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_speakers_at_once_each_file_has_its_own_tone_and_the_mix_has_both() {
+    let s = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (wa, wb) = (dir.path().join("a.wav"), dir.path().join("b.wav"));
+    write_wav(
+        &wa,
+        RATE,
+        1,
+        &sine(500.0, 10000.0, RATE, 0, 3 * RATE as usize),
+    );
+    write_wav(
+        &wb,
+        RATE,
+        1,
+        &sine(1300.0, 10000.0, RATE, 0, 3 * RATE as usize),
+    );
+    let rec = dir.path().join("rec");
+    std::fs::create_dir(&rec).unwrap();
+    let mut l = engine(&s.server, 3)
+        .join(
+            s.call.clone(),
+            CallConfig {
+                record_dir: Some(rec),
+                record_mix: Some(dir.path().join("mix.wav")),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    connected(&mut l).await;
+    let mut a = engine(&s.server, 1)
+        .join(
+            s.call.clone(),
+            CallConfig {
+                source: Some(wav_source(&wa)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut b = engine(&s.server, 2)
+        .join(
+            s.call.clone(),
+            CallConfig {
+                source: Some(wav_source(&wb)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    connected(&mut a).await;
+    connected(&mut b).await;
+    let (sa, sb) = (a.ssrc(), b.ssrc());
+    for c in [&mut a, &mut b] {
+        wait_for(c, 10, "source ends", |e| {
+            matches!(e, CallEvent::SourceEnded { .. }).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let summary = l.leave().await.unwrap();
+    let ra = recording_of(&summary, sa);
+    let rb = recording_of(&summary, sb);
+    let (ra, rb) = (trim(&ra), trim(&rb));
+    let sec = RATE as usize;
+    assert_frequency(&ra[sec / 2..sec / 2 + sec], RATE, 500.0, "A's file");
+    assert_frequency(&rb[sec / 2..sec / 2 + sec], RATE, 1300.0, "B's file");
+    let (mix, _) = read_wav(summary.mix.as_ref().unwrap());
+    let mix = trim(&mix);
+    let middle = &mix[mix.len() / 2 - sec / 2..mix.len() / 2 + sec / 2];
+    // Both tones in the mix: each carries a large share of the energy at its frequency.
+    let e500 = tone_energy(middle, 500.0);
+    let e1300 = tone_energy(middle, 1300.0);
+    let e900 = tone_energy(middle, 900.0);
+    assert!(
+        e500 > 20.0 * e900 && e1300 > 20.0 * e900,
+        "500: {e500:.0}, 1300: {e1300:.0}, 900 (neither): {e900:.0}"
+    );
+}
+
+/// Energy at one frequency (Goertzel).
+fn tone_energy(x: &[i16], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / RATE as f64;
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &v in x {
+        let s0 = v as f64 + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - c * s1 * s2) / x.len() as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_stops_all_rtp_and_unmute_resumes_it() {
+    let s = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("a.wav");
+    write_wav(
+        &wav,
+        RATE,
+        1,
+        &sine(700.0, 10000.0, RATE, 0, 10 * RATE as usize),
+    );
+    let mut l = engine(&s.server, 2)
+        .join(s.call.clone(), CallConfig::default())
+        .await
+        .unwrap();
+    connected(&mut l).await;
+    let mut a = engine(&s.server, 1)
+        .join(
+            s.call.clone(),
+            CallConfig {
+                source: Some(wav_source(&wav)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    connected(&mut a).await;
+    let call_id = match &s.call {
+        CallRef::Id(c) => c.id,
+        _ => unreachable!(),
+    };
+    let ssrc = a.ssrc();
+    let received = || async {
+        s.server
+            .participant_stats(call_id, ssrc)
+            .await
+            .unwrap()
+            .rtp_received
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = received().await;
+    assert!(before > 10, "A sends while unmuted: {before}");
+
+    a.mute().await.expect("mute");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let at_mute = received().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(received().await, at_mute, "no RTP at all while muted");
+    // The server shows A muted.
+    let (muted, _) = wait_for(&mut l, 5, "A shown muted", |e| match e {
+        CallEvent::ParticipantUpdated(p) if p.source == ssrc && p.muted => Some(true),
+        _ => None,
+    })
+    .await;
+    assert!(muted);
+
+    a.unmute().await.expect("unmute");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = received().await;
+    assert!(
+        after > at_mute + 10,
+        "RTP resumes after unmute: {at_mute} -> {after}"
+    );
+    a.leave().await.unwrap();
+    l.leave().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_the_source_does_not_fire_source_ended_but_its_end_does_once() {
+    let s = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir.path().join("long.wav");
+    let short = dir.path().join("short.wav");
+    write_wav(
+        &long,
+        RATE,
+        1,
+        &sine(300.0, 8000.0, RATE, 0, 10 * RATE as usize),
+    );
+    write_wav(
+        &short,
+        RATE,
+        1,
+        &sine(600.0, 8000.0, RATE, 0, RATE as usize / 2),
+    );
+    let mut a = engine(&s.server, 1)
+        .join(
+            s.call.clone(),
+            CallConfig {
+                source: Some(wav_source(&long)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    connected(&mut a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.set_source(Some(wav_source(&short))).unwrap();
+    let (name, before) = wait_for(&mut a, 5, "the short source ends", |e| match e {
+        CallEvent::SourceEnded { source } => Some(source.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(name.contains("short"), "ended: {name}");
+    assert!(!before
+        .iter()
+        .any(|e| matches!(e, CallEvent::SourceEnded { .. })));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Some(e) = a.try_next_event() {
+        assert!(!matches!(e, CallEvent::SourceEnded { .. }), "fired twice");
+    }
+    a.leave().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_that_cannot_be_written_is_an_error_event_not_silence() {
+    let s = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("a.wav");
+    write_wav(
+        &wav,
+        RATE,
+        1,
+        &sine(700.0, 10000.0, RATE, 0, 3 * RATE as usize),
+    );
+    // A directory that does not exist stands for one that cannot be written: tests run as
+    // root, which ignores permission bits.
+    let missing = dir.path().join("no-such-dir");
+    let mut l = engine(&s.server, 2)
+        .join(
+            s.call.clone(),
+            CallConfig {
+                record_dir: Some(missing.clone()),
+                hold_unknown: Duration::from_millis(100),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    connected(&mut l).await;
+    let mut a = engine(&s.server, 1)
+        .join(
+            s.call.clone(),
+            CallConfig {
+                source: Some(wav_source(&wav)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    connected(&mut a).await;
+    let (error, _) = wait_for(&mut l, 5, "a recording error", |e| match e {
+        CallEvent::RecordingError { error } => Some(error.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(error.contains("no-such-dir"), "names the path: {error}");
+    // A mix file that cannot be created refuses the join itself, before anything is sent.
+    let e = engine(&s.server, 3)
+        .join(
+            s.call.clone(),
+            CallConfig {
+                record_mix: Some(missing.join("mix.wav")),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("mix.wav"), "{e}");
+    a.leave().await.unwrap();
+    l.leave().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discarded_call_ends_with_its_reason() {
+    let s = setup().await;
+    let mut l = engine(&s.server, 2)
+        .join(s.call.clone(), CallConfig::default())
+        .await
+        .unwrap();
+    connected(&mut l).await;
+    let admin = LocalSignaling::new(s.server.control_url(), PeerId::User(1)).unwrap();
+    admin.discard(&s.call).await.unwrap();
+    let (reason, _) = wait_for(&mut l, 5, "ended", |e| match e {
+        CallEvent::Ended { reason } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, EndReason::Discarded);
+}
