@@ -22,11 +22,20 @@ enum Owned {
 /// across three extra pulls after the first one.
 fn drain(src: &mut Source, limit: usize) -> Result<(Vec<Owned>, usize), Error> {
     let mut frames = vec![];
-    for _ in 0..limit {
+    let mut idle = 0;
+    let stream = ![".raw", ".wav", ".ogg", ".opus"]
+        .iter()
+        .any(|ext| src.name().ends_with(ext));
+    while frames.len() < limit {
         match src.next_frame()? {
             Next::Frame(Frame::Pcm(p)) => frames.push(Owned::Pcm(p.to_vec())),
             Next::Frame(Frame::Opus { packet, samples }) => {
                 frames.push(Owned::Opus(packet.to_vec(), samples))
+            }
+            // Streams are read ahead on a thread: wait for it, a little.
+            Next::Idle if stream && idle < 500 => {
+                idle += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
             }
             Next::Idle => panic!("a file source was idle"),
             Next::End => {

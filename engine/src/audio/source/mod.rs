@@ -202,7 +202,8 @@ impl Source {
         if options.looping {
             return Err(Error::CannotLoop { input: name });
         }
-        let reader = raw::RawReader::stream(name.clone(), reader, format.channels);
+        let prefetch = raw::Prefetch::spawn(&name, reader)?;
+        let reader = raw::RawReader::stream(name.clone(), prefetch, format.channels);
         Self::from_pcm(
             name,
             Box::new(reader),
