@@ -783,12 +783,7 @@ impl Driver {
                 tracing::warn!("leaving the call failed: {e}");
             }
         }
-        let mut recordings: Vec<(u32, std::path::PathBuf)> = Vec::new();
-        for &ssrc in self.receivers.ssrcs().to_vec().iter() {
-            if let Some(p) = self.receivers.file_path(ssrc) {
-                recordings.push((ssrc, p.to_path_buf()));
-            }
-        }
+        let recordings = self.receivers.recordings();
         let mix = self.receivers.mix_path().map(|p| p.to_path_buf());
         let stats = self.stats_tx.borrow().clone();
         let mut errors = Vec::new();

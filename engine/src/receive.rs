@@ -6,7 +6,7 @@
 //! packet's arrival time and [`Receivers::tick`] on its 20 ms clock.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use groupcall_media::RtpPacket;
@@ -53,7 +53,8 @@ pub(crate) struct Receivers {
     sink_failed: bool,
     mix_failed: bool,
     pub sink_errors: u64,
-    scratch: Vec<u32>,
+    /// Recordings of speakers who left, closed already.
+    closed: Vec<(u32, PathBuf)>,
 }
 
 impl Receivers {
@@ -73,7 +74,7 @@ impl Receivers {
             sink_failed: false,
             mix_failed: false,
             sink_errors: 0,
-            scratch: Vec::new(),
+            closed: Vec::new(),
         }
     }
 
@@ -169,20 +170,23 @@ impl Receivers {
     /// The owner of `ssrc` left: its buffer goes, its file is closed.
     pub fn remove(&mut self, ssrc: u32) -> Result<()> {
         self.speakers.remove(&ssrc);
+        if let Some(path) = self.sinks.file_path(ssrc) {
+            self.closed.push((ssrc, path.to_path_buf()));
+        }
         self.sinks.remove(ssrc)
     }
 
-    /// SSRCs heard so far.
-    pub fn ssrcs(&mut self) -> &[u32] {
-        self.scratch.clear();
-        self.scratch.extend(self.speakers.keys().copied());
-        self.scratch.sort_unstable();
-        &self.scratch
-    }
-
-    /// Where a speaker is recorded, once its file exists.
-    pub fn file_path(&self, ssrc: u32) -> Option<&Path> {
-        self.sinks.file_path(ssrc)
+    /// Every recording file, of speakers present and gone, by SSRC.
+    pub fn recordings(&self) -> Vec<(u32, PathBuf)> {
+        let mut all = self.closed.clone();
+        all.extend(
+            self.speakers
+                .keys()
+                .filter_map(|&ssrc| Some((ssrc, self.sinks.file_path(ssrc)?.to_path_buf()))),
+        );
+        all.sort();
+        all.dedup();
+        all
     }
 
     pub fn mix_path(&self) -> Option<&Path> {

@@ -362,7 +362,13 @@ impl Transport {
 
     fn fail(&mut self, cause: FailureCause) {
         if !self.is_dead() {
-            tracing::warn!(local = %self.local_addr, "transport failed: {cause}");
+            // A peer that closes is leaving as it should (a server side sees it on every
+            // leave): not worth a warning.
+            if cause == FailureCause::PeerClosed {
+                tracing::debug!(local = %self.local_addr, "transport closed by the peer");
+            } else {
+                tracing::warn!(local = %self.local_addr, "transport failed: {cause}");
+            }
             self.set_state(State::Failed(cause));
             self.srtp = None;
         }

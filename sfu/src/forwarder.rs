@@ -54,6 +54,9 @@ pub struct ForwarderStats {
     pub rtp_forwarded: u64,
     /// Packets that could not be re-protected for a receiver.
     pub forward_failures: u64,
+    /// RTP packets received on an SSRC their sender did not declare in its join payload; they
+    /// are counted in `rtp_in` and not forwarded.
+    pub rtp_foreign_ssrc: u64,
 }
 
 /// Per-participant counters, for a person (or a test) checking who sends what.
@@ -69,6 +72,8 @@ struct Participant {
     server_ufrag: String,
     addr: Option<SocketAddr>,
     stats: ParticipantStats,
+    /// Every SSRC its join payload declared (audio, video groups): the only ones it may send.
+    sources: Vec<u32>,
 }
 
 pub struct Forwarder {
@@ -158,6 +163,7 @@ impl Forwarder {
                 server_ufrag: server_ice.ufrag,
                 addr: None,
                 stats: ParticipantStats::default(),
+                sources: payload.all_sources(),
             },
         );
         Ok(())
@@ -233,7 +239,15 @@ impl Forwarder {
                 Event::Rtp(pkt) => {
                     p.stats.rtp_received += 1;
                     self.stats.rtp_in += 1;
-                    self.forward(key, &pkt.raw);
+                    // Receivers attribute an SSRC to the participant whose `source` it is
+                    // (protocol.md §5.3), and share one SRTP replay window per SSRC: forwarding
+                    // a packet on a source its sender does not own would let one participant
+                    // speak as another and get the owner's real packets dropped as replays.
+                    if p.sources.contains(&pkt.ssrc) {
+                        self.forward(key, &pkt.raw);
+                    } else {
+                        self.stats.rtp_foreign_ssrc += 1;
+                    }
                 }
                 Event::Connected { .. } => {
                     p.stats.connected = true;

@@ -16,6 +16,7 @@ pub mod error;
 pub mod local;
 pub mod retry;
 mod signaling;
+pub mod stdio;
 pub mod telegram;
 pub mod types;
 pub mod updates;

@@ -5,7 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backend;
+mod callcmd;
+mod demo;
+mod join;
+mod login;
 mod serve;
+mod status;
 
 /// A native participant engine for Telegram group calls, and a local Telegram-compatible server.
 #[derive(Parser)]
@@ -20,8 +26,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Offline demo: a local server, a bot playing a clip, bots recording it, a report.
+    Demo(demo::Args),
     /// Run the local Telegram-compatible group-call server (control API and media).
     Serve(serve::Args),
+    /// Join a call: play, record, until the end, --duration or Ctrl+C.
+    Join(Box<join::Args>),
+    /// Log in to Telegram interactively and save the session.
+    Login(login::Args),
+    /// Create, start, invite to, list join-as peers of, or end a call.
+    #[command(subcommand)]
+    Call(callcmd::CallCommand),
 }
 
 fn main() -> ExitCode {
@@ -39,7 +54,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(args) => demo::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Join(args) => join::run(*args).await,
+            Command::Login(args) => login::run(args).await,
+            Command::Call(cmd) => callcmd::run(cmd).await,
         }
     });
     match result {

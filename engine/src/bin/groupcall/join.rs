@@ -1,0 +1,213 @@
+//! `groupcall join`: join a call, play a source, record, until the end, a duration or Ctrl+C.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use groupcall_engine::audio::source::RawFormat;
+use groupcall_engine::audio::{Channels, EncoderConfig, Source, SourceOptions};
+use groupcall_engine::signaling::JoinOptions;
+use groupcall_engine::{Call, CallConfig, CallEvent, CallSummary, Engine};
+
+use crate::backend::{parse_peer, BackendArgs};
+use crate::status;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The call: a Telegram @username, t.me link or chat id; with --local, the call id.
+    pub call: String,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Play this file (WAV, Ogg/Opus, raw .pcm/.raw s16le; anything else through ffmpeg), or
+    /// `-` for raw s16le on standard input.
+    #[arg(long, value_name = "FILE|-")]
+    pub play: Option<String>,
+    #[command(flatten)]
+    pub raw: RawArgs,
+    /// Start the file over when it ends.
+    #[arg(long = "loop")]
+    pub looping: bool,
+    /// Record the mix of everyone to this WAV file.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Record each participant to their own WAV file in this directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
+    /// Join muted (nothing is sent until unmuted). Without --play this is the default.
+    #[arg(long)]
+    pub muted: bool,
+    /// Join as this channel or chat (dialog id, e.g. -1001234567890).
+    #[arg(long, value_name = "PEER")]
+    pub join_as: Option<String>,
+    /// Speaker invite hash (from a `?voicechat=` link).
+    #[arg(long, value_name = "HASH")]
+    pub invite_hash: Option<String>,
+    /// Leave after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Send stereo (default mono, as Telegram's apps).
+    #[arg(long)]
+    pub stereo: bool,
+    /// Opus bitrate in kbit/s.
+    #[arg(long, default_value_t = 32)]
+    pub bitrate: u32,
+    /// No status line (events are still printed).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct RawArgs {
+    /// Sample rate of raw input (standard input, .raw/.pcm files).
+    #[arg(long, default_value_t = 48_000)]
+    pub raw_rate: u32,
+    /// Channels of raw input.
+    #[arg(long, default_value_t = 2)]
+    pub raw_channels: usize,
+}
+
+/// Opens what `--play` names.
+pub fn open_source(spec: &str, raw: RawArgs, options: SourceOptions) -> Result<Source, String> {
+    let format = RawFormat {
+        rate: raw.raw_rate,
+        channels: raw.raw_channels,
+    };
+    let result = if spec == "-" {
+        Source::stdin(format, options)
+    } else {
+        let path = Path::new(spec);
+        if !path.exists() && !spec.contains("://") {
+            return Err(format!(
+                "cannot play {spec}: no such file; give a path to an audio file, or - for standard input"
+            ));
+        }
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        match ext.as_str() {
+            "wav" | "wave" => Source::wav(path, options),
+            "ogg" | "opus" | "oga" => Source::ogg_opus(path, options),
+            "raw" | "pcm" | "s16" | "s16le" => Source::raw_file(path, format, options),
+            _ => Source::ffmpeg(spec, None, options),
+        }
+    };
+    result.map_err(|e| e.to_string())
+}
+
+pub async fn run(args: Args) -> Result<(), String> {
+    let channels = if args.stereo {
+        Channels::Stereo
+    } else {
+        Channels::Mono
+    };
+    let source = match &args.play {
+        Some(spec) => Some(open_source(
+            spec,
+            args.raw,
+            SourceOptions {
+                channels,
+                looping: args.looping,
+            },
+        )?),
+        None => None,
+    };
+    if let Some(dir) = &args.record_dir {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "cannot create the recording directory {}: {e}",
+                dir.display()
+            )
+        })?;
+    }
+    let backend = args.backend.connect().await?;
+    let target = backend.resolve(&args.call).await?;
+    let join_as = args.join_as.as_deref().map(parse_peer).transpose()?;
+    let has_source = source.is_some();
+    let config = CallConfig {
+        join: JoinOptions {
+            join_as,
+            invite_hash: args.invite_hash.clone().or(target.invite_hash.clone()),
+            ..JoinOptions::default()
+        },
+        muted: Some(args.muted || !has_source),
+        source,
+        encoder: EncoderConfig {
+            channels,
+            bitrate: args.bitrate.saturating_mul(1000),
+            ..EncoderConfig::default()
+        },
+        record_dir: args.record_dir.clone(),
+        record_mix: args.record.clone(),
+        ..CallConfig::default()
+    };
+    let engine = Engine::new(target.signaling.clone());
+    let call = engine
+        .join(target.call.clone(), config)
+        .await
+        .map_err(|e| format!("cannot join {}: {e}", args.call))?;
+    eprintln!("joined {} with SSRC {}", args.call, call.ssrc());
+    // A player with nothing to record leaves when its source is done.
+    let leave_at_end =
+        has_source && !args.looping && args.record.is_none() && args.record_dir.is_none();
+    let summary = drive(call, args.duration, leave_at_end, args.quiet).await?;
+    report(&summary);
+    Ok(())
+}
+
+/// Prints events and a status line until the call ends, `duration` passes, the source ends
+/// (when `leave_at_end`) or Ctrl+C; then leaves.
+pub async fn drive(
+    mut call: Call,
+    duration: Option<f64>,
+    leave_at_end: bool,
+    quiet: bool,
+) -> Result<CallSummary, String> {
+    let deadline =
+        duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            e = call.next_event() => match e {
+                Some(e) => {
+                    if let Some(line) = status::event("call", &e) {
+                        eprintln!("{line}");
+                    }
+                    match e {
+                        CallEvent::Ended { reason } => {
+                            return Err(format!("the call ended: {}", status::end_reason(&reason)));
+                        }
+                        CallEvent::SourceEnded { .. } | CallEvent::SourceError { .. } if leave_at_end => break,
+                        _ => {}
+                    }
+                }
+                None => return Err("the call ended".into()),
+            },
+            _ = status_tick.tick(), if !quiet => eprintln!("{}", status::line("status", &call.stats())),
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
+            r = tokio::signal::ctrl_c() => {
+                r.map_err(|e| format!("cannot wait for Ctrl+C: {e}"))?;
+                eprintln!("leaving (Ctrl+C)");
+                break;
+            }
+        }
+    }
+    call.leave()
+        .await
+        .map_err(|e| format!("leaving failed: {e}"))
+}
+
+pub fn report(summary: &CallSummary) {
+    eprintln!(
+        "left: sent {} packets, received {}",
+        summary.stats.packets_sent, summary.stats.packets_received
+    );
+    for (ssrc, path) in &summary.recordings {
+        eprintln!("recorded SSRC {ssrc} to {}", path.display());
+    }
+    if let Some(mix) = &summary.mix {
+        eprintln!("recorded the mix to {}", mix.display());
+    }
+    for e in &summary.errors {
+        eprintln!("recording error: {e}");
+    }
+}

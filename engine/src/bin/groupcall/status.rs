@@ -1,0 +1,87 @@
+//! What a person sees while a call runs: one line per event, and a status line per
+//! participant.
+
+use groupcall_engine::{CallEvent, CallStats, ConnectionState, EndReason};
+
+/// A level (0.0..=1.0) as a short bar.
+pub fn bar(level: f32) -> String {
+    const STEPS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let i = (level.clamp(0.0, 1.0) * 8.0).round() as usize;
+    STEPS[i].to_string()
+}
+
+/// One line of a call's figures: who it is, its state, what it sent and heard.
+pub fn line(name: &str, s: &CallStats) -> String {
+    let state = if s.connected {
+        "connected"
+    } else {
+        "connecting"
+    };
+    let mut out = format!(
+        "{name:<10} {state:<10} ssrc {:>10}  sent {:>5}{}",
+        s.ssrc,
+        s.packets_sent,
+        if s.muted { " (muted)" } else { "" }
+    );
+    for sp in &s.speakers {
+        let who = sp.peer.map_or_else(
+            || format!("ssrc {}", sp.ssrc),
+            |p| p.dialog_id().to_string(),
+        );
+        out.push_str(&format!(
+            " | from {who}: {} pkts, {} lost, jitter {:.1} ms, level {}",
+            sp.packets,
+            sp.lost,
+            sp.jitter_ms,
+            bar(sp.level)
+        ));
+    }
+    out
+}
+
+/// An event as a line for a person, `None` for the frequent ones (levels).
+pub fn event(name: &str, e: &CallEvent) -> Option<String> {
+    let text = match e {
+        CallEvent::State(ConnectionState::Connecting) => "connecting".into(),
+        CallEvent::State(ConnectionState::Connected) => "connected".into(),
+        CallEvent::State(ConnectionState::Disconnected) => {
+            "disconnected: nothing heard from the server; waiting".into()
+        }
+        CallEvent::State(ConnectionState::Rejoining { attempt, reason }) => {
+            format!("rejoining (attempt {attempt}): {reason}")
+        }
+        CallEvent::Rejoined { ssrc } => format!("rejoined with SSRC {ssrc}"),
+        CallEvent::ParticipantJoined(p) => format!(
+            "{} joined (SSRC {}{})",
+            p.peer,
+            p.source,
+            if p.muted { ", muted" } else { "" }
+        ),
+        CallEvent::ParticipantLeft(p) => format!("{} left", p.peer),
+        CallEvent::ParticipantUpdated(p) => format!(
+            "{} is now {}",
+            p.peer,
+            if p.muted { "muted" } else { "unmuted" }
+        ),
+        CallEvent::Speaking { .. } => return None,
+        CallEvent::SourceEnded { source } => format!("finished playing {source}"),
+        CallEvent::SourceError { source, error } => {
+            format!("cannot play {source}: {error}")
+        }
+        CallEvent::RecordingError { error } => format!("recording error: {error}"),
+        CallEvent::Ended { reason } => format!("call ended: {}", end_reason(reason)),
+    };
+    Some(format!("{name}: {text}"))
+}
+
+pub fn end_reason(r: &EndReason) -> String {
+    match r {
+        EndReason::Left => "left".into(),
+        EndReason::Discarded => "the call was ended for everyone".into(),
+        EndReason::JoinedElsewhere => "this account joined the call from elsewhere".into(),
+        EndReason::RejoinFailed { attempts, error } => {
+            format!("gave up after {attempts} rejoin attempts: {error}")
+        }
+        EndReason::Internal(e) => format!("internal error: {e}"),
+    }
+}

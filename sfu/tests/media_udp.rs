@@ -1,0 +1,767 @@
+//! The whole local server ([`LocalServer`]: HTTP control API and UDP media plane) against
+//! media-crate clients over real UDP on 127.0.0.1. Clients join through the control API exactly
+//! as a Telegram client joins through `phone.joinGroupCall`: their payload JSON goes in as
+//! `params`, the answer's `params` text comes back and is all they know about the server.
+//! Every test is bounded in time.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use groupcall_media::driver::UdpDriver;
+use groupcall_media::{
+    Event, JoinPayload, LocalEndpoint, LocalIdentity, OutgoingRtp, RemotePeer, RtpPacket,
+    ServerAnswer, Setup, SrtpProfile, State, Transport, TransportConfig, VideoPublish,
+};
+use groupcall_sfu::{LocalServer, LocalServerConfig};
+use serde_json::{json, Value};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Upper bound of every test.
+const LIMIT: Duration = Duration::from_secs(15);
+/// How long one expected thing (a connection, a burst of packets) may take.
+const STEP: Duration = Duration::from_secs(5);
+
+async fn bounded<F: Future<Output = ()>>(f: F) {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("test finished in time");
+}
+
+/// The payload a client sends as packet number `seq`: names the sender, so that a receiver can
+/// tell a packet arrived intact and from whom.
+fn payload_for(ssrc: u32, seq: u16) -> Vec<u8> {
+    let mut p = format!("from {ssrc:08x} packet {seq:05} ").into_bytes();
+    p.extend((0..40u8).map(|i| i ^ seq as u8));
+    p
+}
+
+/// A server, an HTTP client for its control API and one call.
+struct Harness {
+    server: LocalServer,
+    http: reqwest::Client,
+    call: i64,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let server = LocalServer::start(LocalServerConfig::default())
+            .await
+            .expect("server starts");
+        assert!(server.media_addr().ip().is_loopback());
+        let http = reqwest::Client::new();
+        let mut h = Harness {
+            server,
+            http,
+            call: 0,
+        };
+        let (status, call) = h.post("/calls", json!({"peer": 1, "title": "udp"})).await;
+        assert_eq!(status, 200, "create: {call}");
+        h.call = call["id"].as_i64().expect("call id");
+        h
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.server.control_url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        (r.status().as_u16(), r.json().await.expect("JSON answer"))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.server.control_url()))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(r.status(), 200);
+        r.json().await.expect("JSON answer")
+    }
+
+    /// Joins as `peer` with a fresh identity and the default client configuration.
+    async fn join(&self, peer: i64) -> Client {
+        self.join_with(peer, TransportConfig::default(), None).await
+    }
+
+    /// Joins as `peer`: the payload is built from a fresh identity, the transport then runs with
+    /// `cert`'s certificate instead when it is given (an impostor).
+    async fn join_with(
+        &self,
+        peer: i64,
+        config: TransportConfig,
+        cert: Option<LocalIdentity>,
+    ) -> Client {
+        let identity = LocalIdentity::generate().unwrap();
+        let payload = JoinPayload::new(&identity, VideoPublish::None).to_json();
+        let (status, joined) = self
+            .post(
+                &format!("/calls/{}/join", self.call),
+                json!({"peer": peer, "params": payload}),
+            )
+            .await;
+        assert_eq!(status, 200, "join of {peer}: {joined}");
+        assert_eq!(
+            joined["participant"]["source"].as_i64().map(|s| s as u32),
+            Some(identity.audio_ssrc)
+        );
+        let params = joined["params"].as_str().expect("params is JSON text");
+        let answer = ServerAnswer::parse(params)
+            .expect("answer parses")
+            .into_rtc()
+            .expect("an RTC answer");
+        let server_ufrag = answer.transport.ufrag.clone();
+
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let certificate = cert.unwrap_or_else(|| identity.clone()).certificate;
+        let transport = Transport::new(
+            config,
+            LocalEndpoint {
+                addr: socket.local_addr().unwrap(),
+                ice: identity.ice.clone(),
+                certificate,
+                setup: Setup::Passive,
+            },
+            RemotePeer::from_answer(&answer).expect("answer is usable"),
+            Instant::now(),
+        )
+        .unwrap();
+        Client::spawn(
+            identity.audio_ssrc,
+            server_ufrag,
+            identity.ice.ufrag,
+            UdpDriver::new(socket, transport),
+        )
+    }
+
+    /// Waits until the server side of `source`'s connection is up: the server forwards only to
+    /// connected participants, and the server (DTLS client) finishes after the participant.
+    async fn server_connected(&self, source: u32) {
+        tokio::time::timeout(STEP, async {
+            loop {
+                let s = self.server.participant_stats(self.call, source).await;
+                if s.is_some_and(|s| s.connected) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the server never connected {source:08x}"));
+    }
+
+    /// The sources of the call's current participants.
+    async fn sources(&self) -> Vec<u32> {
+        let v = self.get(&format!("/calls/{}", self.call)).await;
+        v["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["source"].as_i64().unwrap() as u32)
+            .collect()
+    }
+}
+
+enum ClientEvent {
+    Connected(SrtpProfile),
+    Failed(String),
+    Rtp(RtpPacket),
+    SendFailed(String),
+}
+
+/// A participant running in its own task: it sends numbered packets on request and reports
+/// what its transport reports.
+struct Client {
+    ssrc: u32,
+    server_ufrag: String,
+    client_ufrag: String,
+    /// `(ssrc, n)`: send the next `n` packets with this SSRC.
+    send: mpsc::UnboundedSender<(u32, u16)>,
+    events: mpsc::UnboundedReceiver<ClientEvent>,
+    task: JoinHandle<()>,
+    /// Packets read while waiting for something else, per sender.
+    received: BTreeMap<u32, Vec<RtpPacket>>,
+    connected: Option<SrtpProfile>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Client {
+    fn spawn(ssrc: u32, server_ufrag: String, client_ufrag: String, mut driver: UdpDriver) -> Self {
+        let (send, mut send_rx) = mpsc::unbounded_channel::<(u32, u16)>();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            // Sequence numbers continue across bursts, per SSRC: SRTP replay protection drops
+            // a repeat.
+            let mut next_seq: BTreeMap<u32, u16> = BTreeMap::new();
+            loop {
+                tokio::select! {
+                    cmd = send_rx.recv() => {
+                        let Some((ssrc, n)) = cmd else { return };
+                        for _ in 0..n {
+                            let next = next_seq.entry(ssrc).or_default();
+                            let seq = *next;
+                            *next += 1;
+                            let payload = payload_for(ssrc, seq);
+                            let mut p = OutgoingRtp::new(ssrc, seq, seq as u32 * 960, 111, &payload);
+                            p.marker = seq == 0;
+                            if let Err(e) = driver.transport_mut().send_rtp(&p) {
+                                let _ = events_tx.send(ClientEvent::SendFailed(e.to_string()));
+                                break;
+                            }
+                            // A little pacing, as a real sender has: a burst of hundreds of
+                            // datagrams could overflow a socket buffer on a busy machine.
+                            if seq % 10 == 9 {
+                                let _ = driver.flush().await;
+                                tokio::time::sleep(Duration::from_millis(2)).await;
+                            }
+                        }
+                        let _ = driver.flush().await;
+                    }
+                    e = driver.next_event() => {
+                        let e = match e {
+                            Ok(Event::Connected { profile, .. }) => ClientEvent::Connected(profile),
+                            Ok(Event::StateChanged(State::Failed(c))) => ClientEvent::Failed(c.to_string()),
+                            Ok(Event::Rtp(p)) => ClientEvent::Rtp(p),
+                            Ok(_) => continue,
+                            Err(e) => ClientEvent::Failed(format!("socket: {e}")),
+                        };
+                        if events_tx.send(e).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Client {
+            ssrc,
+            server_ufrag,
+            client_ufrag,
+            send,
+            events,
+            task,
+            received: BTreeMap::new(),
+            connected: None,
+        }
+    }
+
+    fn note(&mut self, e: ClientEvent) {
+        match e {
+            ClientEvent::Connected(p) => self.connected = Some(p),
+            ClientEvent::Failed(c) => panic!("client {:08x} failed: {c}", self.ssrc),
+            ClientEvent::SendFailed(c) => panic!("client {:08x} could not send: {c}", self.ssrc),
+            ClientEvent::Rtp(p) => self.received.entry(p.ssrc).or_default().push(p),
+        }
+    }
+
+    async fn connected(&mut self) -> SrtpProfile {
+        let r = tokio::time::timeout(STEP, async {
+            while self.connected.is_none() {
+                let e = self.events.recv().await.expect("client task runs");
+                self.note(e);
+            }
+        })
+        .await;
+        r.unwrap_or_else(|_| panic!("client {:08x} never connected", self.ssrc));
+        self.connected.unwrap()
+    }
+
+    /// Sends the next `n` packets (sequence numbers and timestamps count from 0 over the
+    /// client's life).
+    fn send(&self, n: u16) {
+        self.send_as(self.ssrc, n);
+    }
+
+    /// Sends the next `n` packets with someone else's SSRC.
+    fn send_as(&self, ssrc: u32, n: u16) {
+        self.send.send((ssrc, n)).expect("client task runs");
+    }
+
+    /// Waits until, for each `(sender, n)`, `n` packets in all from `sender` have arrived, then
+    /// checks they arrived exactly as sent, in order and without gaps or duplicates: sender's
+    /// SSRC, sequence, timestamp, marker, payload type and payload.
+    async fn expect(&mut self, want: &[(u32, usize)]) {
+        let done = |c: &Client| {
+            want.iter()
+                .all(|(s, n)| c.received.get(s).map_or(0, Vec::len) >= *n)
+        };
+        let r = tokio::time::timeout(STEP, async {
+            while !done(self) {
+                let e = self.events.recv().await.expect("client task runs");
+                self.note(e);
+            }
+        })
+        .await;
+        let counts: BTreeMap<String, usize> = self
+            .received
+            .iter()
+            .map(|(s, v)| (format!("{s:08x}"), v.len()))
+            .collect();
+        let wanted: Vec<String> = want
+            .iter()
+            .map(|(s, n)| format!("{n} from {s:08x}"))
+            .collect();
+        assert!(
+            r.is_ok(),
+            "client {:08x} expected {wanted:?}, got {counts:?}",
+            self.ssrc
+        );
+        for (s, n) in want {
+            let got = &self.received[s];
+            assert_eq!(got.len(), *n, "duplicates from {s:08x}: {counts:?}");
+            let first = got[0].sequence;
+            for (i, p) in got.iter().enumerate() {
+                let seq = first + i as u16;
+                assert_eq!(
+                    (p.ssrc, p.sequence, p.timestamp, p.payload_type, p.marker),
+                    (*s, seq, seq as u32 * 960, 111, seq == 0),
+                    "packet {i} from {s:08x} as received by {:08x}",
+                    self.ssrc
+                );
+                assert_eq!(&p.payload[..], &payload_for(*s, seq)[..], "payload intact");
+            }
+        }
+        assert!(
+            !self.received.contains_key(&self.ssrc),
+            "the server echoed {:08x}'s own packets back",
+            self.ssrc
+        );
+    }
+
+    /// Reads what arrives for `d`; fails on a failure report.
+    async fn idle(&mut self, d: Duration) {
+        let _ = tokio::time::timeout(d, async {
+            while let Some(e) = self.events.recv().await {
+                self.note(e);
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn two_participants_exchange_rtp_both_ways() {
+    bounded(async {
+        let h = Harness::start().await;
+        let mut a = h.join(10).await;
+        let mut b = h.join(11).await;
+        a.connected().await;
+        b.connected().await;
+        h.server_connected(a.ssrc).await;
+        h.server_connected(b.ssrc).await;
+
+        a.send(50);
+        b.send(50);
+        a.expect(&[(b.ssrc, 50)]).await;
+        b.expect(&[(a.ssrc, 50)]).await;
+
+        let sa = h.server.participant_stats(h.call, a.ssrc).await.unwrap();
+        let sb = h.server.participant_stats(h.call, b.ssrc).await.unwrap();
+        assert_eq!((sa.rtp_received, sa.rtp_sent), (50, 50), "{sa:?}");
+        assert_eq!((sb.rtp_received, sb.rtp_sent), (50, 50), "{sb:?}");
+        let t = h.server.media_totals().await.unwrap();
+        assert_eq!(
+            (t.rtp_in, t.rtp_forwarded, t.forward_failures),
+            (100, 100, 0)
+        );
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_late_joiner_receives_both_earlier_participants() {
+    bounded(async {
+        let h = Harness::start().await;
+        let mut a = h.join(10).await;
+        let mut b = h.join(11).await;
+        a.connected().await;
+        b.connected().await;
+        h.server_connected(a.ssrc).await;
+        h.server_connected(b.ssrc).await;
+        a.send(20);
+        b.send(20);
+        a.expect(&[(b.ssrc, 20)]).await;
+        b.expect(&[(a.ssrc, 20)]).await;
+
+        // The third joins after media has flowed; what it gets starts with its connection.
+        let mut c = h.join(12).await;
+        c.connected().await;
+        h.server_connected(c.ssrc).await;
+        a.send(30);
+        b.send(30);
+        c.send(30);
+        c.expect(&[(a.ssrc, 30), (b.ssrc, 30)]).await;
+        a.expect(&[(b.ssrc, 50), (c.ssrc, 30)]).await;
+        b.expect(&[(a.ssrc, 50), (c.ssrc, 30)]).await;
+        // C hears A and B from their first packet after it joined: nothing is replayed to it.
+        assert_eq!(c.received[&a.ssrc][0].sequence, 20);
+        assert_eq!(c.received[&b.ssrc][0].sequence, 20);
+
+        let sc = h.server.participant_stats(h.call, c.ssrc).await.unwrap();
+        assert_eq!((sc.rtp_received, sc.rtp_sent), (30, 60), "{sc:?}");
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_impostor_certificate_never_connects_and_gets_nothing() {
+    bounded(async {
+        let h = Harness::start().await;
+        let mut a = h.join(10).await;
+        let mut b = h.join(11).await;
+        // The payload carries one identity's fingerprint; DTLS runs with another certificate.
+        let other = LocalIdentity::generate().unwrap();
+        let mut x = h
+            .join_with(12, TransportConfig::default(), Some(other))
+            .await;
+        a.connected().await;
+        b.connected().await;
+        h.server_connected(a.ssrc).await;
+        h.server_connected(b.ssrc).await;
+
+        a.send(20);
+        b.send(20);
+        a.expect(&[(b.ssrc, 20)]).await;
+        b.expect(&[(a.ssrc, 20)]).await;
+
+        // The impostor's transport may fail on its own (the server aborts the handshake); that
+        // is fine, only a connection or media would not be.
+        let impostor_events = tokio::time::timeout(Duration::from_millis(500), async {
+            let mut seen = Vec::new();
+            while let Some(e) = x.events.recv().await {
+                seen.push(match e {
+                    ClientEvent::Connected(p) => format!("connected with {p}"),
+                    ClientEvent::Rtp(p) => format!("RTP from {:08x}", p.ssrc),
+                    ClientEvent::Failed(c) => {
+                        println!("impostor failed as expected: {c}");
+                        continue;
+                    }
+                    ClientEvent::SendFailed(c) => format!("send failed: {c}"),
+                });
+            }
+            seen
+        })
+        .await;
+        if let Ok(seen) = &impostor_events {
+            assert!(seen.is_empty(), "impostor got {seen:?}");
+        }
+        assert!(x.connected.is_none() && x.received.is_empty());
+
+        let stats = |s| h.server.participant_stats(h.call, s);
+        let (sa, sb) = (stats(a.ssrc).await.unwrap(), stats(b.ssrc).await.unwrap());
+        assert_eq!((sa.rtp_received, sb.rtp_received), (20, 20));
+        assert_eq!((sa.rtp_sent, sb.rtp_sent), (20, 20));
+        let t = h.server.media_totals().await.unwrap();
+        assert_eq!(
+            (t.rtp_in, t.rtp_forwarded),
+            (40, 40),
+            "only A and B were forwarded to: {t:?}"
+        );
+        if let Some(sx) = stats(x.ssrc).await {
+            assert!(!sx.connected && sx.rtp_sent == 0, "{sx:?}");
+        }
+
+        // The refused connection is dropped and published as left.
+        let gone = tokio::time::timeout(STEP, async {
+            while h.sources().await.contains(&x.ssrc) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(gone.is_ok(), "the impostor is still a participant");
+        assert!(stats(x.ssrc).await.is_none());
+        let mut remaining = h.sources().await;
+        remaining.sort_unstable();
+        let mut want = vec![a.ssrc, b.ssrc];
+        want.sort_unstable();
+        assert_eq!(remaining, want);
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+/// A tiny deterministic generator for the garbage (no extra dependency, reproducible runs).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A STUN Binding Request with `username`, a MESSAGE-INTEGRITY of garbage and no FINGERPRINT.
+fn binding_request(username: &str, rng: &mut XorShift) -> Vec<u8> {
+    let mut attrs = Vec::new();
+    let u = username.as_bytes();
+    attrs.extend(0x0006u16.to_be_bytes());
+    attrs.extend((u.len() as u16).to_be_bytes());
+    attrs.extend(u);
+    attrs.resize(attrs.len().next_multiple_of(4), 0);
+    attrs.extend(0x0008u16.to_be_bytes());
+    attrs.extend(20u16.to_be_bytes());
+    attrs.extend(rng.bytes(20));
+    let mut m = Vec::new();
+    m.extend(0x0001u16.to_be_bytes());
+    m.extend((attrs.len() as u16).to_be_bytes());
+    m.extend(0x2112_A442u32.to_be_bytes());
+    m.extend(rng.bytes(12));
+    m.extend(attrs);
+    m
+}
+
+#[tokio::test]
+async fn garbage_from_strangers_changes_nothing() {
+    bounded(async {
+        let h = Harness::start().await;
+        let mut a = h.join(10).await;
+        let mut b = h.join(11).await;
+        a.connected().await;
+        b.connected().await;
+        h.server_connected(a.ssrc).await;
+        h.server_connected(b.ssrc).await;
+        let before = h.server.media_totals().await.unwrap();
+
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut strangers: Vec<Vec<u8>> = Vec::new();
+        // Random datagrams of every class the demultiplexer knows, and none.
+        for len in [0usize, 1, 2, 3, 11, 12, 13, 20, 100, 500, 1200, 1500] {
+            strangers.push(rng.bytes(len));
+        }
+        for first in [0u8, 1, 20, 22, 23, 64, 128, 0x80, 0x90, 191, 200, 255] {
+            let mut d = rng.bytes(60);
+            d[0] = first;
+            strangers.push(d);
+        }
+        // Truncated and unroutable STUN: a real request cut short, one naming no participant,
+        // one with a length field pointing past the end.
+        let real = binding_request(&format!("{}:{}", a.server_ufrag, a.client_ufrag), &mut rng);
+        for cut in [1usize, 4, 19, 20, 21, 24, 30, real.len() - 1] {
+            strangers.push(real[..cut].to_vec());
+        }
+        strangers.push(binding_request("nobody00nobody00:abcd", &mut rng));
+        let mut long = binding_request("nobody00nobody00:abcd", &mut rng);
+        long[2..4].copy_from_slice(&400u16.to_be_bytes());
+        strangers.push(long);
+        // Fake RTP and RTCP claiming A's SSRC, and a fake DTLS handshake record.
+        for pt in [111u8, 0x80 | 111, 105] {
+            let mut d = vec![0x80, pt, 0, 7, 0, 0, 1, 0];
+            d.extend(a.ssrc.to_be_bytes());
+            d.extend(rng.bytes(80));
+            strangers.push(d);
+        }
+        let mut rtcp = vec![0x80, 200, 0, 6];
+        rtcp.extend(a.ssrc.to_be_bytes());
+        rtcp.extend(rng.bytes(20));
+        strangers.push(rtcp);
+        let mut dtls = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 40];
+        dtls.extend(rng.bytes(40));
+        strangers.push(dtls);
+        // Checks naming a real participant, but without its password: these reach A's
+        // transport (routing is by ufrag) and must be dropped there, address unchanged.
+        let forged: Vec<Vec<u8>> = (0..5)
+            .map(|_| binding_request(&format!("{}:{}", a.server_ufrag, a.client_ufrag), &mut rng))
+            .collect();
+
+        let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let media = h.server.media_addr();
+        for d in strangers.iter().chain(&forged) {
+            stranger.send_to(d, media).await.unwrap();
+        }
+        // And while the pair talks.
+        a.send(40);
+        b.send(40);
+        for d in strangers.iter().chain(&forged) {
+            stranger.send_to(d, media).await.unwrap();
+        }
+        a.expect(&[(b.ssrc, 40)]).await;
+        b.expect(&[(a.ssrc, 40)]).await;
+
+        let after = h.server.media_totals().await.unwrap();
+        assert_eq!(
+            after.strangers - before.strangers,
+            2 * strangers.len() as u64,
+            "every unroutable datagram is counted: {after:?}"
+        );
+        assert_eq!((after.rtp_in, after.rtp_forwarded), (80, 80), "{after:?}");
+        // The server answers no stranger (no reflection, no amplification).
+        let mut buf = [0u8; 2048];
+        let answered =
+            tokio::time::timeout(Duration::from_millis(200), stranger.recv_from(&mut buf)).await;
+        assert!(answered.is_err(), "the server answered a stranger");
+        // The forged checks did not move A: the pair still talks both ways.
+        a.send(10);
+        b.send(10);
+        a.expect(&[(b.ssrc, 50)]).await;
+        b.expect(&[(a.ssrc, 50)]).await;
+        assert!(
+            h.server
+                .participant_stats(h.call, a.ssrc)
+                .await
+                .unwrap()
+                .connected
+        );
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_srtp_profile_works_against_the_server() {
+    bounded(async {
+        let h = Harness::start().await;
+        for (i, profile) in SrtpProfile::ALL.into_iter().enumerate() {
+            let config = || TransportConfig {
+                srtp_profiles: vec![profile],
+                ..TransportConfig::default()
+            };
+            let peer = 100 + 2 * i as i64;
+            let mut a = h.join_with(peer, config(), None).await;
+            let mut b = h.join_with(peer + 1, config(), None).await;
+            assert_eq!(a.connected().await, profile);
+            assert_eq!(b.connected().await, profile);
+            h.server_connected(a.ssrc).await;
+            h.server_connected(b.ssrc).await;
+            a.send(10);
+            b.send(10);
+            a.expect(&[(b.ssrc, 10)]).await;
+            b.expect(&[(a.ssrc, 10)]).await;
+            // Leave, so that the next pair's counts are its own.
+            for (peer, c) in [(peer, &a), (peer + 1, &b)] {
+                let (status, v) = h
+                    .post(
+                        &format!("/calls/{}/leave", h.call),
+                        json!({"peer": peer, "source": c.ssrc as i32}),
+                    )
+                    .await;
+                assert_eq!(status, 200, "leave: {v}");
+            }
+            println!("{profile}: ok");
+        }
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn join_errors_from_the_real_server() {
+    bounded(async {
+        let h = Harness::start().await;
+        let a = h.join(10).await;
+        // Another peer claiming A's source.
+        let mut payload: Value = serde_json::from_str(
+            &JoinPayload::new(&LocalIdentity::generate().unwrap(), VideoPublish::None).to_json(),
+        )
+        .unwrap();
+        payload["ssrc"] = json!(a.ssrc as i32);
+        let (status, v) = h
+            .post(
+                &format!("/calls/{}/join", h.call),
+                json!({"peer": 11, "params": payload.to_string()}),
+            )
+            .await;
+        assert_eq!(
+            (status, v["error"]["type"].as_str()),
+            (400, Some("GROUPCALL_SSRC_DUPLICATE_MUCH")),
+            "{v}"
+        );
+        let (status, v) = h
+            .post(
+                &format!("/calls/{}/join", h.call),
+                json!({"peer": 11, "params": "{\"ufrag\": 12"}),
+            )
+            .await;
+        assert_eq!(
+            (status, v["error"]["type"].as_str()),
+            (400, Some("DATA_JSON_INVALID")),
+            "{v}"
+        );
+        assert_eq!(h.sources().await, [a.ssrc]);
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rtp_on_a_source_the_sender_does_not_own_is_not_forwarded() {
+    bounded(async {
+        let h = Harness::start().await;
+        let mut a = h.join(10).await;
+        let mut b = h.join(11).await;
+        let mut c = h.join(12).await;
+        for x in [&mut a, &mut b, &mut c] {
+            x.connected().await;
+            h.server_connected(x.ssrc).await;
+        }
+        // C sends as B (whose listeners map B's source to B's peer) and on a source nobody
+        // declared; then everyone sends as themselves.
+        c.send_as(b.ssrc, 20);
+        c.send_as(0x0bad_f00d, 20);
+        a.send(10);
+        b.send(10);
+        c.send(10);
+        a.expect(&[(b.ssrc, 10), (c.ssrc, 10)]).await;
+        b.expect(&[(a.ssrc, 10), (c.ssrc, 10)]).await;
+        c.expect(&[(a.ssrc, 10), (b.ssrc, 10)]).await;
+        a.idle(Duration::from_millis(200)).await;
+        b.idle(Duration::from_millis(200)).await;
+        for x in [&a, &b] {
+            let got: BTreeMap<u32, usize> = x.received.iter().map(|(s, v)| (*s, v.len())).collect();
+            assert_eq!(
+                got.keys().copied().collect::<Vec<_>>(),
+                {
+                    let mut k: Vec<u32> = [a.ssrc, b.ssrc, c.ssrc]
+                        .into_iter()
+                        .filter(|s| *s != x.ssrc)
+                        .collect();
+                    k.sort_unstable();
+                    k
+                },
+                "{:08x} received {got:x?}",
+                x.ssrc
+            );
+        }
+        let t = h.server.media_totals().await.unwrap();
+        assert_eq!((t.rtp_in, t.rtp_forwarded), (70, 60), "{t:?}");
+        assert_eq!(t.rtp_foreign_ssrc, 40, "{t:?}");
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+/// A participant alone in a call sends into the void: nothing comes back, nothing is forwarded.
+#[tokio::test]
+async fn a_lone_participant_receives_nothing() {
+    bounded(async {
+        let h = Harness::start().await;
+        let mut a = h.join(10).await;
+        a.connected().await;
+        h.server_connected(a.ssrc).await;
+        a.send(10);
+        a.idle(Duration::from_millis(300)).await;
+        assert!(a.received.is_empty(), "nothing to forward to, nothing back");
+        let sa = h.server.participant_stats(h.call, a.ssrc).await.unwrap();
+        assert_eq!((sa.rtp_received, sa.rtp_sent), (10, 0));
+        assert_eq!(h.server.media_totals().await.unwrap().rtp_forwarded, 0);
+        h.server.shutdown().await;
+    })
+    .await;
+}

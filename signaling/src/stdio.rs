@@ -1,0 +1,415 @@
+//! Bring-your-own signaling over JSON lines, like ntgcalls' `create_call` / `connect`: the
+//! engine writes its join payload as a line, the application (a Telethon or Pyrogram bot that
+//! owns the MTProto connection, or anything that can reach some server) sends it with
+//! `phone.joinGroupCall` and writes the server's answer back as a line.
+//!
+//! Lines the engine writes (one JSON object each):
+//! - `{"payload": {…}}`: a join payload to send (`phone.joinGroupCall.params`). A rejoin
+//!   writes a new one and waits for its answer.
+//! - `{"leave": {"source": N}}`: the engine left; call `phone.leaveGroupCall`.
+//! - `{"edit": {"muted": true}}`: the engine muted or unmuted itself; call
+//!   `phone.editGroupCallParticipant` for yourself.
+//!
+//! Lines the engine reads:
+//! - `{"answer": …}`: `updateGroupCallConnection.params`, as a JSON object or as the string
+//!   Telegram delivers;
+//! - `{"error": "GROUPCALL_SSRC_DUPLICATE_MUCH"}` (or any Telegram error name, or
+//!   `{"error": {"type": …, "code": …, "message": …}}`): the join failed; a duplicate SSRC gets
+//!   a fresh payload line, anything else fails the join with that error;
+//! - `{"participants": [{"source": N, "peer": ID, "left": false, "muted": false}, …]}`: the
+//!   roster as `updateGroupCallParticipants` reports it (signed or unsigned sources);
+//! - `{"discarded": true}`: the call ended for everyone;
+//! - anything else is handed to the application as a [`StdioCommand`] (`leave`, `mute`, …)
+//!   or reported as an unknown line; a malformed line never ends the session.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use groupcall_media::payload::ssrc_from_i64;
+use groupcall_media::{JoinPayload, ServerAnswer};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Mutex as AsyncMutex};
+
+use crate::error::{Error, Result};
+use crate::retry::{join_with_retries, PayloadFactory, RetryPolicy};
+use crate::signaling::Signaling;
+use crate::types::{
+    CallId, CallInfo, CallRef, CallState, CreateCall, JoinOptions, Joined, Participant,
+    ParticipantEdit, ParticipantPage, ParticipantQuery, PeerId, SignalingUpdate,
+};
+use crate::updates::{JoinedState, UpdateHub, UpdateStream};
+
+const METHOD: &str = "phone.joinGroupCall";
+
+/// The call id the line protocol stands for: it carries one call, whose id it never says.
+pub const STDIO_CALL: CallId = CallId {
+    id: 0,
+    access_hash: 0,
+};
+
+/// A line that is not signaling, for the application to act on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StdioCommand {
+    /// `{"leave": true}`, or the end of the input.
+    Leave,
+    /// `{"mute": true|false}`.
+    Mute(bool),
+    /// A line that could not be understood, with the reason; the session goes on.
+    Invalid { line: String, problem: String },
+}
+
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+struct Inner {
+    writer: AsyncMutex<Writer>,
+    answers: AsyncMutex<mpsc::UnboundedReceiver<std::result::Result<String, Error>>>,
+    hub: UpdateHub,
+    roster: Mutex<HashMap<u32, Participant>>,
+    policy: RetryPolicy,
+}
+
+/// The line-protocol backend. Cheap to clone.
+#[derive(Clone)]
+pub struct StdioSignaling {
+    inner: Arc<Inner>,
+}
+
+impl StdioSignaling {
+    /// A backend reading `input` and writing `output` (standard input and output for the
+    /// `groupcall join --signaling stdio` command), and the application's commands.
+    /// The reader runs on a task of the current tokio runtime until the input ends.
+    pub fn new(
+        input: impl AsyncBufRead + Send + Unpin + 'static,
+        output: impl AsyncWrite + Send + Unpin + 'static,
+    ) -> (Self, mpsc::UnboundedReceiver<StdioCommand>) {
+        let (answer_tx, answer_rx) = mpsc::unbounded_channel();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            writer: AsyncMutex::new(Box::new(output)),
+            answers: AsyncMutex::new(answer_rx),
+            hub: UpdateHub::new(),
+            roster: Mutex::default(),
+            policy: RetryPolicy {
+                // The application may need a while: it talks to Telegram for us.
+                answer_timeout: Duration::from_secs(60),
+                ..RetryPolicy::default()
+            },
+        });
+        tokio::spawn(read_lines(input, inner.clone(), answer_tx, cmd_tx));
+        (StdioSignaling { inner }, cmd_rx)
+    }
+
+    /// Writes one JSON line of the protocol (the CLI also writes its events this way).
+    pub async fn write_line(&self, value: &Value) -> Result<()> {
+        let mut line = value.to_string();
+        line.push('\n');
+        let mut w = self.inner.writer.lock().await;
+        let r = async {
+            w.write_all(line.as_bytes()).await?;
+            w.flush().await
+        }
+        .await;
+        r.map_err(|e| Error::Network {
+            method: "stdio",
+            message: format!("cannot write to the output: {e}"),
+        })
+    }
+}
+
+fn roster(inner: &Inner) -> MutexGuard<'_, HashMap<u32, Participant>> {
+    inner.roster.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn read_lines(
+    input: impl AsyncBufRead + Unpin,
+    inner: Arc<Inner>,
+    answers: mpsc::UnboundedSender<std::result::Result<String, Error>>,
+    commands: mpsc::UnboundedSender<StdioCommand>,
+) {
+    let mut lines = input.lines();
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(e) => {
+                let _ = commands.send(StdioCommand::Invalid {
+                    line: String::new(),
+                    problem: format!("cannot read the input: {e}"),
+                });
+                break;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Err(problem) = handle_line(&line, &inner, &answers, &commands) {
+            let _ = commands.send(StdioCommand::Invalid { line, problem });
+        }
+    }
+    inner.hub.publish(SignalingUpdate::Ended {
+        call: Some(STDIO_CALL),
+        reason: "the signaling input ended".into(),
+    });
+    let _ = commands.send(StdioCommand::Leave);
+}
+
+fn handle_line(
+    line: &str,
+    inner: &Inner,
+    answers: &mpsc::UnboundedSender<std::result::Result<String, Error>>,
+    commands: &mpsc::UnboundedSender<StdioCommand>,
+) -> std::result::Result<(), String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = v.as_object().ok_or("expected a JSON object")?;
+    if let Some(a) = obj.get("answer") {
+        let text = match a {
+            Value::String(s) => s.clone(),
+            Value::Object(_) => a.to_string(),
+            _ => return Err("\"answer\" must be the params object or its JSON text".into()),
+        };
+        let _ = answers.send(Ok(text));
+    } else if let Some(e) = obj.get("error") {
+        let (name, code, message) = match e {
+            Value::String(s) => (s.clone(), 400, None),
+            Value::Object(o) => (
+                o.get("type")
+                    .and_then(Value::as_str)
+                    .ok_or("\"error\" needs a \"type\" (the Telegram error name)")?
+                    .to_owned(),
+                o.get("code").and_then(Value::as_i64).unwrap_or(400) as i32,
+                o.get("message").and_then(Value::as_str).map(str::to_owned),
+            ),
+            _ => return Err("\"error\" must be a Telegram error name or an object".into()),
+        };
+        let _ = answers.send(Err(Error::from_rpc(METHOD, code, &name, None, message)));
+    } else if let Some(ps) = obj.get("participants") {
+        let ps = ps.as_array().ok_or("\"participants\" must be an array")?;
+        let mut parsed = Vec::with_capacity(ps.len());
+        for (i, p) in ps.iter().enumerate() {
+            parsed.push(parse_participant(p).map_err(|e| format!("participants[{i}]: {e}"))?);
+        }
+        {
+            let mut r = roster(inner);
+            for p in &parsed {
+                if p.left {
+                    r.remove(&p.source);
+                } else {
+                    r.insert(p.source, p.clone());
+                }
+            }
+        }
+        inner.hub.publish_participants(STDIO_CALL, 0, parsed);
+    } else if obj.get("discarded").and_then(Value::as_bool) == Some(true) {
+        inner
+            .hub
+            .publish(SignalingUpdate::CallDiscarded { call: STDIO_CALL });
+    } else if obj.contains_key("leave") {
+        let _ = commands.send(StdioCommand::Leave);
+    } else if let Some(m) = obj.get("mute") {
+        let m = m.as_bool().ok_or("\"mute\" must be true or false")?;
+        let _ = commands.send(StdioCommand::Mute(m));
+    } else {
+        return Err(
+            "unknown line: expected one of answer, error, participants, discarded, leave, mute"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn parse_participant(p: &Value) -> std::result::Result<Participant, String> {
+    let source = p
+        .get("source")
+        .and_then(Value::as_i64)
+        .ok_or("\"source\" (a number) is missing")?;
+    let source = ssrc_from_i64(source).ok_or("\"source\" is not a 32-bit SSRC")?;
+    let peer = match p.get("peer") {
+        None | Some(Value::Null) => PeerId::User(0),
+        Some(v) => v
+            .as_i64()
+            .and_then(PeerId::from_dialog_id)
+            .ok_or("\"peer\" must be a dialog id (a non-zero number)")?,
+    };
+    let flag = |k: &str| p.get(k).and_then(Value::as_bool).unwrap_or(false);
+    Ok(Participant {
+        peer,
+        source,
+        muted: flag("muted"),
+        can_self_unmute: true,
+        left: flag("left"),
+        just_joined: false,
+        is_self: flag("self"),
+        min: false,
+        date: 0,
+        volume: None,
+        raise_hand_rating: None,
+        video_stopped: true,
+        video: None,
+        presentation: None,
+    })
+}
+
+impl StdioSignaling {
+    async fn request_answer(&self, payload: &JoinPayload) -> Result<String> {
+        // An answer left over from an earlier join is stale: drop it.
+        let mut answers = self.inner.answers.lock().await;
+        while answers.try_recv().is_ok() {}
+        let value: Value = serde_json::from_str(&payload.to_json())
+            .map_err(|e| Error::InvalidArgument(format!("the join payload is not JSON: {e}")))?;
+        self.write_line(&json!({ "payload": value })).await?;
+        let waited = self.inner.policy.answer_timeout;
+        match tokio::time::timeout(waited, answers.recv()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => Err(Error::Network {
+                method: METHOD,
+                message: "the signaling input ended before the answer came".into(),
+            }),
+            Err(_) => Err(Error::NoAnswer { waited }),
+        }
+    }
+}
+
+#[async_trait]
+impl Signaling for StdioSignaling {
+    async fn join(
+        &self,
+        _call: &CallRef,
+        payloads: &mut PayloadFactory<'_>,
+        options: &JoinOptions,
+    ) -> Result<Joined> {
+        let (payload, params, attempts) =
+            join_with_retries(&self.inner.policy, METHOD, payloads, |payload| async move {
+                self.request_answer(&payload).await
+            })
+            .await?;
+        let answer = ServerAnswer::parse(&params).map_err(Error::BadAnswer)?;
+        self.inner.hub.set_joined(
+            STDIO_CALL,
+            JoinedState {
+                sources: payload.all_sources(),
+                as_peer: options.join_as,
+            },
+        );
+        Ok(Joined {
+            answer,
+            answer_json: params,
+            payload,
+            attempts,
+            call: Some(STDIO_CALL),
+            participant: None,
+        })
+    }
+
+    async fn leave(&self, _call: &CallRef, source: u32) -> Result<()> {
+        self.inner.hub.clear_joined(STDIO_CALL.id);
+        self.write_line(&json!({ "leave": { "source": source as i32 } }))
+            .await
+    }
+
+    /// The application owns the real signaling; as far as this side knows, every source it
+    /// was told about is still there.
+    async fn check(&self, _call: &CallRef, sources: &[u32]) -> Result<Vec<u32>> {
+        Ok(sources.to_vec())
+    }
+
+    async fn participants(
+        &self,
+        _call: &CallRef,
+        query: &ParticipantQuery,
+    ) -> Result<ParticipantPage> {
+        let r = roster(&self.inner);
+        let participants: Vec<Participant> = r
+            .values()
+            .filter(|p| query.sources.is_empty() || query.sources.contains(&p.source))
+            .filter(|p| query.peers.is_empty() || query.peers.contains(&p.peer))
+            .cloned()
+            .collect();
+        Ok(ParticipantPage {
+            count: r.len() as i32,
+            participants,
+            next_offset: None,
+            version: 0,
+        })
+    }
+
+    async fn edit_participant(
+        &self,
+        _call: &CallRef,
+        participant: Option<PeerId>,
+        edit: &ParticipantEdit,
+    ) -> Result<()> {
+        if participant.is_some() {
+            return Err(Error::Unsupported(
+                "editing another participant over stdio signaling",
+            ));
+        }
+        let mut fields = serde_json::Map::new();
+        if let Some(m) = edit.muted {
+            fields.insert("muted".into(), json!(m));
+        }
+        if let Some(v) = edit.volume {
+            fields.insert("volume".into(), json!(v));
+        }
+        if let Some(r) = edit.raise_hand {
+            fields.insert("raise_hand".into(), json!(r));
+        }
+        self.write_line(&json!({ "edit": fields })).await
+    }
+
+    fn updates(&self) -> UpdateStream {
+        self.inner.hub.subscribe()
+    }
+
+    async fn watch(&self, _call: &CallRef) -> Result<()> {
+        Ok(())
+    }
+
+    async fn get_call(&self, _call: &CallRef) -> Result<CallState> {
+        let page = self
+            .participants(&CallRef::Id(STDIO_CALL), &ParticipantQuery::default())
+            .await?;
+        Ok(CallState {
+            call: CallInfo {
+                id: STDIO_CALL,
+                title: None,
+                schedule_date: None,
+                rtmp_stream: false,
+                started: true,
+                discarded: false,
+                participants_count: page.count,
+                version: 0,
+                join_muted: false,
+                stream_dc_id: None,
+            },
+            participants: page.participants,
+            next_offset: None,
+        })
+    }
+
+    async fn create_call(&self, _chat: Option<PeerId>, _create: &CreateCall) -> Result<CallInfo> {
+        Err(Error::Unsupported("creating calls over stdio signaling"))
+    }
+
+    async fn start_scheduled(&self, _call: &CallRef) -> Result<()> {
+        Err(Error::Unsupported("starting calls over stdio signaling"))
+    }
+
+    async fn join_as_candidates(
+        &self,
+        _call: &CallRef,
+        _chat: Option<PeerId>,
+    ) -> Result<Vec<PeerId>> {
+        Err(Error::Unsupported("join-as peers over stdio signaling"))
+    }
+
+    async fn invite(&self, _call: &CallRef, _users: &[PeerId]) -> Result<()> {
+        Err(Error::Unsupported("invitations over stdio signaling"))
+    }
+
+    async fn discard(&self, _call: &CallRef) -> Result<()> {
+        Err(Error::Unsupported("ending calls over stdio signaling"))
+    }
+}

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Interop test: two ntgcalls (libwebrtc) participants pass a 1 kHz tone through the local
+# groupcall server (`groupcall serve`), joined through its HTTP control API.
+#
+# Sets up Python with ntgcalls and numpy (reuses a Python that has them, else a venv at
+# .venv-interop), builds the binary if it is missing, starts the server on two free loopback
+# ports, runs tests/interop/test_ntgcalls.py against it and always stops the server.
+#
+# Environment: GROUPCALL_BIN (the binary to run), NTGCALLS_VERSION (default 3.0.5, the version
+# protocol.md §12 was observed with), INTEROP_PYTHON (a python that already has both packages).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+VENV=.venv-interop
+NTGCALLS_VERSION=${NTGCALLS_VERSION:-3.0.5}
+
+has_deps() { "$1" -c 'import ntgcalls, numpy' >/dev/null 2>&1; }
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+make_venv() {
+  python3 -m venv "$VENV" >/dev/null 2>&1 && [ -x "$VENV/bin/pip" ] && return 0
+  # Debian and Ubuntu ship venv's pip bootstrap separately.
+  rm -rf "$VENV"
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "interop: installing python3-venv" >&2
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$VENV" && [ -x "$VENV/bin/pip" ] && return 0
+    rm -rf "$VENV"
+  fi
+  return 1
+}
+
+pick_python() {
+  if [ -n "${INTEROP_PYTHON:-}" ]; then
+    PY=$INTEROP_PYTHON
+  elif [ -x "$VENV/bin/python" ] && has_deps "$VENV/bin/python"; then
+    PY=$VENV/bin/python
+  elif has_deps python3; then
+    PY=python3
+  elif make_venv; then
+    echo "interop: installing ntgcalls==$NTGCALLS_VERSION and numpy into $VENV" >&2
+    "$VENV/bin/pip" install -q "ntgcalls==$NTGCALLS_VERSION" numpy
+    PY=$VENV/bin/python
+  else
+    echo "interop: no venv; installing ntgcalls and numpy with pip --user" >&2
+    python3 -m pip install -q --user "ntgcalls==$NTGCALLS_VERSION" numpy ||
+      python3 -m pip install -q --user --break-system-packages "ntgcalls==$NTGCALLS_VERSION" numpy
+    PY=python3
+  fi
+  if ! has_deps "$PY"; then
+    echo "interop: $PY cannot import ntgcalls and numpy" >&2
+    exit 1
+  fi
+}
+
+pick_python
+
+if [ -n "${GROUPCALL_BIN:-}" ]; then
+  BIN=$GROUPCALL_BIN
+  [ -x "$BIN" ] || { echo "interop: GROUPCALL_BIN=$BIN is not an executable" >&2; exit 1; }
+else
+  BIN=${CARGO_TARGET_DIR:-target}/debug/groupcall
+  if [ ! -x "$BIN" ]; then
+    echo "interop: building $BIN" >&2
+    cargo build -q -p groupcall-engine --bin groupcall
+  fi
+fi
+
+# Two free loopback ports: TCP for the control API, UDP for media. (Another process could take
+# one before the server binds it; the server then fails at once and says so.)
+read -r CONTROL_PORT MEDIA_PORT < <("$PY" - <<'EOF'
+import socket
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.bind(("127.0.0.1", 0))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", 0))
+print(t.getsockname()[1], u.getsockname()[1])
+EOF
+)
+CONTROL=http://127.0.0.1:$CONTROL_PORT
+
+LOG=$(mktemp -t groupcall-interop-server.XXXXXX)
+SERVER_PID=
+cleanup() {
+  local rc=$?
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    # Give it a moment, then make sure.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [ "$rc" -ne 0 ] && [ -s "$LOG" ]; then
+    echo "---- groupcall serve log (last 40 lines) ----" >&2
+    tail -n 40 "$LOG" >&2
+  fi
+  rm -f "$LOG"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$BIN" serve --control "127.0.0.1:$CONTROL_PORT" --media "127.0.0.1:$MEDIA_PORT" -v >"$LOG" 2>&1 &
+SERVER_PID=$!
+
+# Wait until the control API answers HTTP (any status: 404 for an unknown call is an answer).
+ready=
+for _ in $(seq 1 100); do
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "interop: groupcall serve exited before its control API answered" >&2
+    exit 1
+  fi
+  if "$PY" - "$CONTROL" <<'EOF' 2>/dev/null
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(sys.argv[1] + "/calls/0", timeout=1)
+except urllib.error.HTTPError:
+    pass  # an HTTP answer
+EOF
+  then
+    ready=1
+    break
+  fi
+  sleep 0.1
+done
+if [ -z "$ready" ]; then
+  echo "interop: the control API at $CONTROL did not answer within 10 s" >&2
+  exit 1
+fi
+
+echo "interop: groupcall serve on $CONTROL (media udp 127.0.0.1:$MEDIA_PORT), python $PY"
+# The test bounds itself (55 s); this is the backstop for a hung native library.
+rc=0
+timeout -k 5 75 "$PY" tests/interop/test_ntgcalls.py --control "$CONTROL" || rc=$?
+if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+  echo "interop: the Python test hung and was killed after 75 s" >&2
+fi
+exit "$rc"
