@@ -136,6 +136,10 @@ pub enum Error {
     #[error("the session is not valid ({0}); export a fresh session string or log in again")]
     Session(String),
 
+    /// The stdio line protocol broke down (the input ended, the output closed).
+    #[error("stdio signaling: {0}")]
+    Stdio(String),
+
     #[error("configuration: {0}")]
     Config(String),
 

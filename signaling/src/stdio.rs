@@ -112,9 +112,10 @@ impl StdioSignaling {
             w.flush().await
         }
         .await;
-        r.map_err(|e| Error::Network {
-            method: "stdio",
-            message: format!("cannot write to the output: {e}"),
+        r.map_err(|e| {
+            Error::Stdio(format!(
+                "cannot write to the output ({e}); whoever reads it has gone"
+            ))
         })
     }
 }
@@ -263,10 +264,9 @@ impl StdioSignaling {
         let waited = self.inner.policy.answer_timeout;
         match tokio::time::timeout(waited, answers.recv()).await {
             Ok(Some(r)) => r,
-            Ok(None) => Err(Error::Network {
-                method: METHOD,
-                message: "the signaling input ended before the answer came".into(),
-            }),
+            Ok(None) => Err(Error::Stdio(
+                "the input ended before the answer came; write {\"answer\": …} after reading {\"payload\": …}".into(),
+            )),
             Err(_) => Err(Error::NoAnswer { waited }),
         }
     }

@@ -13,8 +13,14 @@ use crate::status;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The call: a Telegram @username, t.me link or chat id; with --local, the call id.
-    pub call: String,
+    /// The call: a Telegram @username, t.me link or chat id; with --local, the call id; none
+    /// with --signaling stdio.
+    #[arg(required_unless_present = "signaling")]
+    pub call: Option<String>,
+    /// Bring your own signaling: `stdio` prints the join payload as a JSON line and reads the
+    /// server's answer (and roster updates) as JSON lines on standard input (see README).
+    #[arg(long, value_enum, conflicts_with = "local")]
+    pub signaling: Option<SignalingMode>,
     #[command(flatten)]
     pub backend: BackendArgs,
     /// Play this file (WAV, Ogg/Opus, raw .pcm/.raw s16le; anything else through ffmpeg), or
@@ -53,6 +59,12 @@ pub struct Args {
     /// No status line (events are still printed).
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalingMode {
+    /// JSON lines on standard input and output.
+    Stdio,
 }
 
 #[derive(clap::Args, Debug, Clone, Copy)]
@@ -94,12 +106,32 @@ pub fn open_source(spec: &str, raw: RawArgs, options: SourceOptions) -> Result<S
     result.map_err(|e| e.to_string())
 }
 
+/// The engine settings the arguments ask for.
+fn call_config(args: &Args, source: Option<Source>, channels: Channels) -> CallConfig {
+    let has_source = source.is_some();
+    CallConfig {
+        muted: Some(args.muted || !has_source),
+        source,
+        encoder: EncoderConfig {
+            channels,
+            bitrate: args.bitrate.saturating_mul(1000),
+            ..EncoderConfig::default()
+        },
+        record_dir: args.record_dir.clone(),
+        record_mix: args.record.clone(),
+        ..CallConfig::default()
+    }
+}
+
 pub async fn run(args: Args) -> Result<(), String> {
     let channels = if args.stereo {
         Channels::Stereo
     } else {
         Channels::Mono
     };
+    if args.signaling == Some(SignalingMode::Stdio) && args.play.as_deref() == Some("-") {
+        return Err("--play - reads audio from standard input, which --signaling stdio already uses for signaling; play a file or a named pipe instead".into());
+    }
     let source = match &args.play {
         Some(spec) => Some(open_source(
             spec,
@@ -111,6 +143,12 @@ pub async fn run(args: Args) -> Result<(), String> {
         )?),
         None => None,
     };
+    if args.bitrate < 6 || args.bitrate > 510 {
+        return Err(format!(
+            "--bitrate {} is out of range: Opus takes 6 to 510 kbit/s",
+            args.bitrate
+        ));
+    }
     if let Some(dir) = &args.record_dir {
         std::fs::create_dir_all(dir).map_err(|e| {
             format!(
@@ -119,36 +157,28 @@ pub async fn run(args: Args) -> Result<(), String> {
             )
         })?;
     }
-    let backend = args.backend.connect().await?;
-    let target = backend.resolve(&args.call).await?;
-    let join_as = args.join_as.as_deref().map(parse_peer).transpose()?;
     let has_source = source.is_some();
-    let config = CallConfig {
-        join: JoinOptions {
-            join_as,
-            invite_hash: args.invite_hash.clone().or(target.invite_hash.clone()),
-            ..JoinOptions::default()
-        },
-        muted: Some(args.muted || !has_source),
-        source,
-        encoder: EncoderConfig {
-            channels,
-            bitrate: args.bitrate.saturating_mul(1000),
-            ..EncoderConfig::default()
-        },
-        record_dir: args.record_dir.clone(),
-        record_mix: args.record.clone(),
-        ..CallConfig::default()
+    // A player with nothing to record leaves when its source is done.
+    let leave_at_end =
+        has_source && !args.looping && args.record.is_none() && args.record_dir.is_none();
+    let mut config = call_config(&args, source, channels);
+    if args.signaling == Some(SignalingMode::Stdio) {
+        return crate::stdio::run(args.duration, leave_at_end, config).await;
+    }
+    let call_name = args.call.clone().unwrap_or_default();
+    let backend = args.backend.connect().await?;
+    let target = backend.resolve(&call_name).await?;
+    config.join = JoinOptions {
+        join_as: args.join_as.as_deref().map(parse_peer).transpose()?,
+        invite_hash: args.invite_hash.clone().or(target.invite_hash.clone()),
+        ..JoinOptions::default()
     };
     let engine = Engine::new(target.signaling.clone());
     let call = engine
         .join(target.call.clone(), config)
         .await
-        .map_err(|e| format!("cannot join {}: {e}", args.call))?;
-    eprintln!("joined {} with SSRC {}", args.call, call.ssrc());
-    // A player with nothing to record leaves when its source is done.
-    let leave_at_end =
-        has_source && !args.looping && args.record.is_none() && args.record_dir.is_none();
+        .map_err(|e| format!("cannot join {call_name}: {e}"))?;
+    eprintln!("joined {call_name} with SSRC {}", call.ssrc());
     let summary = drive(call, args.duration, leave_at_end, args.quiet).await?;
     report(&summary);
     Ok(())

@@ -12,6 +12,7 @@ mod join;
 mod login;
 mod serve;
 mod status;
+mod stdio;
 
 /// A native participant engine for Telegram group calls, and a local Telegram-compatible server.
 #[derive(Parser)]
@@ -61,6 +62,9 @@ fn main() -> ExitCode {
             Command::Call(cmd) => callcmd::run(cmd).await,
         }
     });
+    // Do not wait for blocking reads still pending (standard input in stdio signaling would
+    // keep the process alive until its writer closes it).
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -85,3 +85,36 @@ pub fn end_reason(r: &EndReason) -> String {
         EndReason::Internal(e) => format!("internal error: {e}"),
     }
 }
+
+/// An event as a JSON line of the stdio protocol (`{"event": …}`); levels included.
+pub fn event_json(e: &CallEvent) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let participant = |kind: &str, p: &groupcall_engine::ParticipantInfo| json!({"event": kind, "source": p.source as i32, "peer": p.peer.dialog_id(), "muted": p.muted});
+    Some(match e {
+        CallEvent::State(ConnectionState::Connecting) => json!({"event": "connecting"}),
+        CallEvent::State(ConnectionState::Connected) => json!({"event": "connected"}),
+        CallEvent::State(ConnectionState::Disconnected) => json!({"event": "disconnected"}),
+        CallEvent::State(ConnectionState::Rejoining { attempt, reason }) => {
+            json!({"event": "rejoining", "attempt": attempt, "reason": reason})
+        }
+        CallEvent::Rejoined { ssrc } => json!({"event": "rejoined", "source": *ssrc as i32}),
+        CallEvent::ParticipantJoined(p) => participant("participant_joined", p),
+        CallEvent::ParticipantLeft(p) => participant("participant_left", p),
+        CallEvent::ParticipantUpdated(p) => participant("participant_updated", p),
+        CallEvent::Speaking {
+            ssrc,
+            peer,
+            level,
+            voice,
+        } => json!({
+            "event": "speaking", "source": *ssrc as i32,
+            "peer": peer.map(|p| p.dialog_id()), "level": level, "voice": voice
+        }),
+        CallEvent::SourceEnded { source } => json!({"event": "source_ended", "name": source}),
+        CallEvent::SourceError { source, error } => {
+            json!({"event": "source_error", "name": source, "error": error})
+        }
+        CallEvent::RecordingError { error } => json!({"event": "recording_error", "error": error}),
+        CallEvent::Ended { reason } => json!({"event": "ended", "reason": end_reason(reason)}),
+    })
+}

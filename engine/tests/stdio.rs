@@ -1,0 +1,194 @@
+//! `groupcall join --signaling stdio`, driven the way a Telethon/Pyrogram bot would drive it:
+//! this test reads the payload line, joins the real local server with it, writes the answer
+//! and the roster back, while an engine bot plays a tone into the call; then the recording of
+//! the stdio participant must hold that tone.
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use groupcall_engine::audio::{Channels, Source, SourceOptions};
+use groupcall_engine::media::JoinPayload;
+use groupcall_engine::signaling::local::LocalSignaling;
+use groupcall_engine::signaling::{CallRef, CreateCall, JoinOptions, PeerId, Signaling};
+use groupcall_engine::{CallConfig, CallEvent, ConnectionState, Engine};
+use groupcall_sfu::{LocalServer, LocalServerConfig};
+use serde_json::{json, Value};
+use support::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::time::timeout;
+
+const RATE: u32 = 48_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_drives_stdio_signaling_and_the_recording_holds_the_tone() {
+    let server = LocalServer::start(LocalServerConfig::default())
+        .await
+        .unwrap();
+    let admin = LocalSignaling::new(server.control_url(), PeerId::User(1)).unwrap();
+    let call = CallRef::Id(
+        admin
+            .create_call(None, &CreateCall::default())
+            .await
+            .unwrap()
+            .id,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupcall"))
+        .args([
+            "join",
+            "--signaling",
+            "stdio",
+            "--quiet",
+            "--duration",
+            "20",
+            "--record-dir",
+        ])
+        .arg(&rec)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("groupcall runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = async || -> Value {
+        let line = timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("a line within 10 s")
+            .unwrap()
+            .expect("stdout open");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+    };
+
+    // The bridge: the payload goes to the server as the bot's own join...
+    let first = next_line().await;
+    let payload = JoinPayload::parse(&first["payload"].to_string()).expect("a valid join payload");
+    let bridge = LocalSignaling::new(server.control_url(), PeerId::User(4242)).unwrap();
+    let mut once = {
+        let p = payload.clone();
+        move || Ok(p.clone())
+    };
+    let joined = bridge
+        .join(&call, &mut once, &JoinOptions::default())
+        .await
+        .expect("the server takes the stdio payload");
+    // A garbage line is reported and ignored; then the answer, as Telegram's string.
+    stdin.write_all(b"{not json\n").await.unwrap();
+    let answer = json!({ "answer": joined.answer_json });
+    stdin
+        .write_all(format!("{answer}\n").as_bytes())
+        .await
+        .unwrap();
+
+    let mut saw_error = false;
+    loop {
+        let v = next_line().await;
+        match v["event"].as_str() {
+            Some("connected") => break,
+            _ if v.get("error").is_some() => saw_error = true,
+            _ => {}
+        }
+    }
+    assert!(saw_error, "the malformed line was reported on stdout");
+
+    // A speaker joins and plays; the bridge tells the stdio participant who it is.
+    let wav = dir.path().join("tone.wav");
+    write_wav(
+        &wav,
+        RATE,
+        1,
+        &sine(880.0, 10000.0, RATE, 0, 2 * RATE as usize),
+    );
+    let mut speaker = Engine::new(Arc::new(
+        LocalSignaling::new(server.control_url(), PeerId::User(1001)).unwrap(),
+    ))
+    .join(
+        call.clone(),
+        CallConfig {
+            source: Some(
+                Source::wav(
+                    &wav,
+                    SourceOptions {
+                        channels: Channels::Mono,
+                        looping: false,
+                    },
+                )
+                .unwrap(),
+            ),
+            ..CallConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ssrc = speaker.ssrc();
+    let roster = json!({"participants": [{"source": ssrc as i32, "peer": 1001}]});
+    stdin
+        .write_all(format!("{roster}\n").as_bytes())
+        .await
+        .unwrap();
+    timeout(Duration::from_secs(15), async {
+        while let Some(e) = speaker.next_event().await {
+            if matches!(e, CallEvent::SourceEnded { .. }) {
+                return;
+            }
+            if let CallEvent::State(ConnectionState::Rejoining { reason, .. }) = e {
+                panic!("speaker lost its connection: {reason}");
+            }
+        }
+    })
+    .await
+    .expect("the tone was played");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Leave through the protocol: the engine says which source left, and reports its files.
+    stdin.write_all(b"{\"leave\": true}\n").await.unwrap();
+    let mut left_source = None;
+    let recording;
+    loop {
+        let v = next_line().await;
+        if let Some(s) = v["leave"]["source"].as_i64() {
+            left_source = Some(s as u32);
+        }
+        if v["event"] == "participant_joined" {
+            assert_eq!(v["peer"], 1001, "{v}");
+        }
+        if v["event"] == "left" {
+            recording = v["recordings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["source"].as_i64() == Some(ssrc as i32 as i64))
+                .map(|r| r["path"].as_str().unwrap().to_owned());
+            break;
+        }
+    }
+    assert_eq!(left_source, Some(payload.audio_ssrc()));
+    let status = timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "groupcall exited with {status}");
+    bridge.leave(&call, payload.audio_ssrc()).await.unwrap();
+    speaker.leave().await.unwrap();
+
+    let path = recording.expect("the speaker was recorded");
+    assert!(
+        path.contains("peer1001_"),
+        "named after the roster's peer: {path}"
+    );
+    let (got, _) = read_wav(std::path::Path::new(&path));
+    assert!(got.len() > RATE as usize * 3 / 2, "{} samples", got.len());
+    let mid = got.len() / 2;
+    assert_frequency(
+        &got[mid - RATE as usize / 2..mid + RATE as usize / 2],
+        RATE,
+        880.0,
+        "stdio recording",
+    );
+}
