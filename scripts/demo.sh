@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs `groupcall demo` on a fresh machine: installs what is missing (cmake for libopus), builds
+# the engine, and runs the offline demo (a local server, a bot playing a clip, bots recording it).
+# Extra arguments go to `groupcall demo` (e.g. --listeners 3, --out DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cmake >/dev/null 2>&1; then
+  echo "== installing cmake (libopus is built with it)"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq cmake >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is not installed: install Rust (https://rustup.rs) and run this again" >&2
+  exit 1
+fi
+
+echo "== building groupcall (release)"
+cargo build --release -q -p groupcall-engine --bin groupcall
+exec target/release/groupcall demo "$@"
