@@ -262,11 +262,15 @@ pub(crate) async fn start(
     })
 }
 
+/// A rejoin in progress: from the lost connection until the new one is connected. Attempts
+/// count up until then, so a server that accepts joins but never connects still ends the call.
 struct Rejoin {
     attempt: u32,
     reason: String,
     at: Instant,
     join: Option<JoinFuture>,
+    /// The join was accepted; waiting for the new transport to connect.
+    connecting: bool,
 }
 
 struct Driver {
@@ -337,7 +341,7 @@ impl Driver {
                 let rejoin_at = self
                     .rejoin
                     .as_ref()
-                    .filter(|r| r.join.is_none())
+                    .filter(|r| r.join.is_none() && !r.connecting)
                     .map(|r| r.at);
                 let socket = self.connection.as_ref().map(|c| &c.socket);
                 let join = self.rejoin.as_mut().and_then(|r| r.join.as_mut());
@@ -448,6 +452,9 @@ impl Driver {
                 },
                 Event::Connected { profile, remote } => {
                     tracing::info!(%remote, ?profile, "connected");
+                    if self.rejoin.take().is_some() {
+                        self.rejoins += 1;
+                    }
                     self.emit(CallEvent::State(ConnectionState::Connected));
                 }
                 Event::StateChanged(State::Disconnected) => {
@@ -492,6 +499,7 @@ impl Driver {
             reason,
             at: now + policy.backoff(attempt),
             join: None,
+            connecting: false,
         });
         None
     }
@@ -507,8 +515,10 @@ impl Driver {
         match connected {
             Ok(c) => {
                 tracing::info!(ssrc = c.ssrc, "rejoined");
-                self.rejoin = None;
-                self.rejoins += 1;
+                if let Some(r) = self.rejoin.as_mut() {
+                    r.join = None;
+                    r.connecting = true;
+                }
                 self.emit(CallEvent::Rejoined { ssrc: c.ssrc });
                 self.emit(CallEvent::State(ConnectionState::Connecting));
                 if c.call_id.is_some() {

@@ -258,6 +258,9 @@ impl StdioSignaling {
         // An answer left over from an earlier join is stale: drop it.
         let mut answers = self.inner.answers.lock().await;
         while answers.try_recv().is_ok() {}
+        self.inner
+            .hub
+            .expect_sources(STDIO_CALL.id, &payload.all_sources());
         let value: Value = serde_json::from_str(&payload.to_json())
             .map_err(|e| Error::InvalidArgument(format!("the join payload is not JSON: {e}")))?;
         self.write_line(&json!({ "payload": value })).await?;

@@ -97,6 +97,22 @@ impl UpdateHub {
         self.state().joined.insert(call.id, joined);
     }
 
+    /// Marks the sources of a join about to be sent as this process's own, before the server
+    /// answers: its update announcing them can arrive before the join's reply, and must not be
+    /// taken for another device (a rejoin would otherwise end itself as "joined elsewhere").
+    pub fn expect_sources(&self, call_id: i64, sources: &[u32]) {
+        let mut state = self.state();
+        let entry = state.joined.entry(call_id).or_insert_with(|| JoinedState {
+            sources: Vec::new(),
+            as_peer: None,
+        });
+        for s in sources {
+            if !entry.sources.contains(s) {
+                entry.sources.push(*s);
+            }
+        }
+    }
+
     /// Forgets a join (after leaving), so that the server's "left" entry is not read as a removal.
     pub fn clear_joined(&self, call_id: i64) -> Option<JoinedState> {
         self.state().joined.remove(&call_id)

@@ -1,6 +1,8 @@
 //! Test helpers: signals, a deterministic RNG, and spectrum/continuity measurements.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use rustfft::{num_complex::Complex, FftPlanner};
 
 /// A sine of `freq` Hz at `amplitude` (of i16 full scale), `n` samples at `rate`, starting at

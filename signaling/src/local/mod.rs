@@ -532,6 +532,7 @@ impl Signaling for LocalSignaling {
         let path = format!("/calls/{}/join", id.id);
         let (payload, reply, attempts) =
             join_with_retries(&self.inner.policy, names::JOIN, payloads, |payload| {
+                self.inner.hub.expect_sources(id.id, &payload.all_sources());
                 let mut body = Map::new();
                 body.insert("peer".into(), json!(self.peer_wire()));
                 body.insert("params".into(), json!(payload.to_json()));

@@ -666,6 +666,9 @@ impl Signaling for TelegramSignaling {
         let mut stream = self.inner.hub.subscribe();
         let (payload, reply, attempts) =
             join_with_retries(&self.inner.policy, names::JOIN, payloads, |payload| {
+                if let Some(c) = call.id() {
+                    self.inner.hub.expect_sources(c.id, &payload.all_sources());
+                }
                 let request =
                     requests::join_group_call(call, join_as.clone(), payload.to_json(), options);
                 async move { self.call(names::JOIN, &request).await }

@@ -1,0 +1,269 @@
+//! The engine over a bad network: a loopback impairment proxy between the speaking bot and the
+//! real local server drops, delays and reorders datagrams, or drops everything for a while.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use groupcall_engine::audio::{Channels, Source, SourceOptions};
+use groupcall_engine::media::{IceTimeouts, TransportConfig};
+use groupcall_engine::signaling::local::LocalSignaling;
+use groupcall_engine::signaling::{CallRef, CreateCall, PeerId, Signaling};
+use groupcall_engine::{Call, CallConfig, CallEvent, ConnectionState, Engine, RejoinPolicy};
+use groupcall_sfu::{LocalServer, LocalServerConfig};
+use support::proxy::{Impairment, Proxy, ViaProxy};
+use support::*;
+use tokio::time::timeout;
+
+const RATE: u32 = 48_000;
+
+async fn setup() -> (LocalServer, CallRef) {
+    let server = LocalServer::start(LocalServerConfig::default())
+        .await
+        .unwrap();
+    let admin = LocalSignaling::new(server.control_url(), PeerId::User(1)).unwrap();
+    let info = admin
+        .create_call(None, &CreateCall::default())
+        .await
+        .unwrap();
+    (server, CallRef::Id(info.id))
+}
+
+fn local(server: &LocalServer, user: i64) -> Arc<dyn Signaling> {
+    Arc::new(LocalSignaling::new(server.control_url(), PeerId::User(user)).unwrap())
+}
+
+async fn until<T>(
+    call: &mut Call,
+    secs: u64,
+    what: &str,
+    mut pick: impl FnMut(&CallEvent) -> Option<T>,
+) -> T {
+    let mut seen = Vec::new();
+    let r = timeout(Duration::from_secs(secs), async {
+        while let Some(e) = call.next_event().await {
+            if let Some(t) = pick(&e) {
+                return Some(t);
+            }
+            seen.push(e);
+        }
+        None
+    })
+    .await;
+    match r {
+        Ok(Some(t)) => t,
+        _ => panic!("{what}: not within {secs} s; events: {seen:?}"),
+    }
+}
+
+fn connected(e: &CallEvent) -> Option<()> {
+    matches!(e, CallEvent::State(ConnectionState::Connected)).then_some(())
+}
+
+fn tone_source(dir: &std::path::Path, freq: f64, secs: usize, looping: bool) -> Source {
+    let wav = dir.join(format!("tone{freq}.wav"));
+    write_wav(
+        &wav,
+        RATE,
+        1,
+        &sine(freq, 10000.0, RATE, 0, secs * RATE as usize),
+    );
+    Source::wav(
+        &wav,
+        SourceOptions {
+            channels: Channels::Mono,
+            looping,
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_10_percent_loss_and_40_ms_jitter_the_tone_has_no_gap_over_60_ms() {
+    let (server, call) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(
+        server.media_addr(),
+        Impairment {
+            loss: 0.10,
+            jitter: Duration::from_millis(40),
+        },
+        7,
+    )
+    .await;
+    let rec = dir.path().join("rec");
+    std::fs::create_dir(&rec).unwrap();
+    let mut b = Engine::new(local(&server, 2))
+        .join(
+            call.clone(),
+            CallConfig {
+                record_dir: Some(rec),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    until(&mut b, 10, "B connected", connected).await;
+    let via = Arc::new(ViaProxy {
+        inner: local(&server, 1),
+        proxy: proxy.addr,
+    });
+    let mut a = Engine::new(via)
+        .join(
+            call.clone(),
+            CallConfig {
+                source: Some(tone_source(dir.path(), 600.0, 5, false)),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    until(&mut a, 15, "A connected through the lossy proxy", connected).await;
+    let ssrc = a.ssrc();
+    until(&mut a, 15, "A's tone ends", |e| {
+        matches!(e, CallEvent::SourceEnded { .. }).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let summary = b.leave().await.unwrap();
+    a.leave().await.unwrap();
+    let path = &summary
+        .recordings
+        .iter()
+        .find(|(s, _)| *s == ssrc)
+        .expect("A recorded")
+        .1;
+    let (got, _) = read_wav(path);
+    let dropped = proxy.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let passed = proxy.passed.load(std::sync::atomic::Ordering::Relaxed);
+    let gap = longest_gap_ms(&got, RATE, 0.01);
+    println!(
+        "proxy dropped {dropped} of {} datagrams; {:.2} s received; longest gap {gap} ms",
+        dropped + passed,
+        got.len() as f64 / RATE as f64
+    );
+    assert!(dropped > 10, "the proxy did drop packets: {dropped}");
+    assert!(
+        got.len() as f64 > 4.5 * RATE as f64,
+        "{} samples",
+        got.len()
+    );
+    assert!(gap <= 60.0, "longest gap {gap} ms");
+    let mid = got.len() / 2;
+    assert_frequency(
+        &got[mid - RATE as usize / 2..mid + RATE as usize / 2],
+        RATE,
+        600.0,
+        "through the lossy path",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_media_goes_away_the_bot_rejoins_and_audio_resumes() {
+    let (server, call) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(server.media_addr(), Impairment::default(), 1).await;
+    let rec = dir.path().join("rec");
+    std::fs::create_dir(&rec).unwrap();
+    let mut b = Engine::new(local(&server, 2))
+        .join(
+            call.clone(),
+            CallConfig {
+                record_dir: Some(rec),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    until(&mut b, 10, "B connected", connected).await;
+    let via = Arc::new(ViaProxy {
+        inner: local(&server, 1),
+        proxy: proxy.addr,
+    });
+    let mut a = Engine::new(via)
+        .join(
+            call.clone(),
+            CallConfig {
+                source: Some(tone_source(dir.path(), 700.0, 2, true)),
+                transport: TransportConfig {
+                    // Short timeouts so the test is quick; consent checks must come more often
+                    // than the failure timeout, as B sends nothing that would keep A alive.
+                    ice_timeouts: IceTimeouts {
+                        keepalive_interval: Duration::from_millis(250),
+                        disconnected: Duration::from_millis(800),
+                        failed: Duration::from_millis(1500),
+                        ..IceTimeouts::default()
+                    },
+                    ..TransportConfig::default()
+                },
+                rejoin: RejoinPolicy {
+                    max_attempts: 20,
+                    initial_backoff: Duration::from_millis(200),
+                    max_backoff: Duration::from_millis(800),
+                },
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    until(&mut a, 10, "A connected", connected).await;
+    let first = a.ssrc();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    proxy.set_down(true);
+    let reason = until(&mut a, 10, "A notices and rejoins", |e| match e {
+        CallEvent::State(ConnectionState::Rejoining { reason, .. }) => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    println!("rejoining because: {reason}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.set_down(false);
+    // Attempts made while the media was still away fail in turn; the last one connects.
+    let mut second = None;
+    timeout(Duration::from_secs(30), async {
+        while let Some(e) = a.next_event().await {
+            match e {
+                CallEvent::Rejoined { ssrc } => second = Some(ssrc),
+                CallEvent::State(ConnectionState::Connected) if second.is_some() => return,
+                CallEvent::Ended { reason } => panic!("A gave up: {reason:?}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("A rejoined and connected again");
+    let second = second.unwrap();
+    assert_ne!(second, first, "a rejoin uses a fresh payload");
+    // B is told of A's new source and hears A again.
+    until(&mut b, 10, "B sees A's new source", |e| match e {
+        CallEvent::ParticipantJoined(p) if p.source == second => Some(()),
+        _ => None,
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stats = a.stats();
+    assert_eq!(stats.rejoins, 1, "{stats:?}");
+    let summary = b.leave().await.unwrap();
+    a.leave().await.unwrap();
+    let path = &summary
+        .recordings
+        .iter()
+        .find(|(s, _)| *s == second)
+        .expect("A's new source recorded")
+        .1;
+    let (got, _) = read_wav(path);
+    assert!(
+        got.len() > RATE as usize,
+        "{} samples after the rejoin",
+        got.len()
+    );
+    let mid = got.len() / 2;
+    assert_frequency(
+        &got[mid - RATE as usize / 4..mid + RATE as usize / 4],
+        RATE,
+        700.0,
+        "after the rejoin",
+    );
+}
