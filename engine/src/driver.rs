@@ -11,11 +11,11 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use groupcall_media::{
-    Event, JoinPayload, LocalEndpoint, LocalIdentity, RemotePeer, RtcAnswer, ServerAnswer, Setup,
-    State, Transport, VideoPublish,
+    Event, JoinPayload, LocalEndpoint, LocalIdentity, RemotePeer, RtcAnswer, SenderInfo,
+    ServerAnswer, Setup, State, Transport, VideoPublish,
 };
 use groupcall_signaling::{
     CallId, CallRef, JoinOptions, Joined, Participant, ParticipantQuery, Signaling,
@@ -36,6 +36,8 @@ use crate::receive::Receivers;
 const TICK: Duration = Duration::from_millis(20);
 /// Speaking levels and the stats snapshot every this many ticks (100 ms).
 const LEVEL_TICKS: u32 = 5;
+/// An RTCP sender report every this many ticks (5 s, as libwebrtc sends them).
+const REPORT_TICKS: u32 = 250;
 const RECV_BUFFER: usize = 2048;
 
 pub(crate) struct Started {
@@ -570,6 +572,33 @@ impl Driver {
                 });
             }
             self.publish_stats();
+        }
+        if self.ticks % REPORT_TICKS == 0 {
+            self.send_report();
+        }
+    }
+
+    /// A sender report for our source, once something was sent on this connection.
+    fn send_report(&mut self) {
+        let Some(c) = self
+            .connection
+            .as_mut()
+            .filter(|c| c.transport.is_connected())
+        else {
+            return;
+        };
+        let sent = c.sender.stats();
+        if sent.packets == 0 {
+            return;
+        }
+        let info = SenderInfo {
+            ssrc: c.ssrc,
+            rtp_time: c.sender.rtp_timestamp(),
+            packets: sent.packets as u32,
+            octets: sent.payload_bytes as u32,
+        };
+        if let Err(e) = c.transport.send_sender_report(&info, SystemTime::now()) {
+            tracing::debug!("sender report not sent: {e}");
         }
     }
 

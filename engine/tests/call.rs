@@ -189,6 +189,13 @@ async fn what_a_plays_b_records_per_participant_and_in_the_mix() {
 
     let stats = b.stats();
     assert!(stats.packets_received >= 200, "{stats:?}");
+    // A sent an RTCP sender report (every 5 s) that the server received.
+    let call_id = match &s.call {
+        CallRef::Id(c) => c.id,
+        _ => unreachable!(),
+    };
+    let at_server = s.server.participant_stats(call_id, a_ssrc).await.unwrap();
+    assert!(at_server.rtcp_received >= 1, "{at_server:?}");
     let summary = b.leave().await.expect("B leaves");
     a.leave().await.expect("A leaves");
     assert!(summary.errors.is_empty(), "{:?}", summary.errors);

@@ -35,5 +35,6 @@ pub use rtp::{AudioLevel, ExtensionIds, OutgoingRtp, RtpPacket};
 pub use srtp::SrtpProfile;
 pub use stats::TransportStats;
 pub use transport::{
-    rtcp, Event, IceRole, LocalEndpoint, RemotePeer, State, Transmit, Transport, TransportConfig,
+    ntp_time, rtcp, Event, IceRole, LocalEndpoint, RemotePeer, SenderInfo, State, Transmit,
+    Transport, TransportConfig,
 };

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use rtc::dtls::config::HandshakeConfig;
@@ -199,6 +199,26 @@ pub enum Event {
     Rtcp(Vec<Box<dyn rtcp::packet::Packet>>),
     /// Application data over DTLS (SCTP for the data channel), not interpreted here.
     ApplicationData(BytesMut),
+}
+
+/// What a sender report says about one outgoing source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SenderInfo {
+    pub ssrc: u32,
+    /// The RTP timestamp that corresponds to the report's wallclock time.
+    pub rtp_time: u32,
+    /// Packets and payload octets sent so far (wrapping, as RTCP counts them).
+    pub packets: u32,
+    pub octets: u32,
+}
+
+/// A wallclock time as a 64-bit NTP timestamp (seconds since 1900 in the high 32 bits).
+pub fn ntp_time(t: SystemTime) -> u64 {
+    const UNIX_TO_NTP: u64 = 2_208_988_800;
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs().wrapping_add(UNIX_TO_NTP);
+    let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
 }
 
 /// A datagram to send.
@@ -749,6 +769,20 @@ impl Transport {
     pub fn send_rtcp(&mut self, packets: &[Box<dyn rtcp::packet::Packet>]) -> Result<()> {
         let raw = rtcp::packet::marshal(packets).map_err(|e| Error::BuildRtp(e.to_string()))?;
         self.send_rtcp_raw(&raw)
+    }
+
+    /// Queues an RTCP sender report (RFC 3550 §6.4.1) for one of this side's sources. The
+    /// wallclock is an argument, not read here: the core never reads a clock.
+    pub fn send_sender_report(&mut self, report: &SenderInfo, wallclock: SystemTime) -> Result<()> {
+        let sr = rtcp::sender_report::SenderReport {
+            ssrc: report.ssrc,
+            ntp_time: ntp_time(wallclock),
+            rtp_time: report.rtp_time,
+            packet_count: report.packets,
+            octet_count: report.octets,
+            ..Default::default()
+        };
+        self.send_rtcp(&[Box::new(sr)])
     }
 
     /// Protects and queues a plaintext RTCP packet.

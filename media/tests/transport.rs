@@ -292,6 +292,56 @@ fn each_srtp_profile_negotiates_and_carries_rtp_both_ways() {
 }
 
 #[test]
+fn a_sender_report_arrives_parsed_with_its_counts_and_ntp_time() {
+    let mut sim = Sim::new(77);
+    let mut p = common::pair(
+        addr(C),
+        addr(S),
+        TransportConfig::default(),
+        TransportConfig::server(),
+        |a| a,
+        None,
+        sim.now,
+    );
+    let mut ev: [Vec<Event>; 2] = Default::default();
+    connect(&mut sim, &mut p, &mut ev);
+    let wallclock = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
+    let info = groupcall_media::SenderInfo {
+        ssrc: 4242,
+        rtp_time: 960_000,
+        packets: 250,
+        octets: 20_000,
+    };
+    p.client.send_sender_report(&info, wallclock).unwrap();
+    sim.run_for(
+        &mut [&mut p.client, &mut p.server],
+        &mut ev,
+        Duration::from_millis(50),
+    );
+    let reports: Vec<_> = ev[1]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Rtcp(pkts) => Some(pkts),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|p| {
+            p.as_any()
+                .downcast_ref::<groupcall_media::rtcp::sender_report::SenderReport>()
+        })
+        .collect();
+    assert_eq!(reports.len(), 1, "{:?}", ev[1]);
+    let sr = reports[0];
+    assert_eq!(
+        (sr.ssrc, sr.rtp_time, sr.packet_count, sr.octet_count),
+        (4242, 960_000, 250, 20_000)
+    );
+    // 1700000000.5 s after 1970 is 3908988800.5 s after 1900.
+    assert_eq!(sr.ntp_time >> 32, 3_908_988_800);
+    assert_eq!(sr.ntp_time & 0xffff_ffff, 1 << 31);
+}
+
+#[test]
 fn replayed_srtp_is_dropped_and_counted() {
     let mut sim = Sim::new(4);
     let mut p = common::pair(

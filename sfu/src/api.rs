@@ -212,7 +212,7 @@ impl Shared {
             MediaEvent::Silent { call, source } => {
                 let mut st = self.lock();
                 if let Some(out) = st.calls.remove_source(call, source) {
-                    info!(%call, source, peer = out.value.peer, "participant silent on STUN: removed");
+                    info!(%call, source, peer = out.value.peer, "participant's connection ended (silent, closed or refused): removed");
                     self.apply(&mut st, call, out);
                 } else {
                     debug!(%call, source, "silence report for a connection already gone");

@@ -64,6 +64,8 @@ pub struct ForwarderStats {
 pub struct ParticipantStats {
     pub rtp_received: u64,
     pub rtp_sent: u64,
+    /// RTCP compound packets received (sender and receiver reports, feedback).
+    pub rtcp_received: u64,
     pub connected: bool,
 }
 
@@ -257,8 +259,9 @@ impl Forwarder {
                     p.stats.connected = false;
                     self.events.push_back(MediaEvent::Gone { key, cause });
                 }
-                // RTCP (reports, feedback) and data-channel records are accepted and not acted
-                // on: audio forwarding needs neither.
+                // RTCP (reports, feedback) is counted, not acted on: audio forwarding does not
+                // need it; nor data-channel records.
+                Event::Rtcp(_) => p.stats.rtcp_received += 1,
                 _ => {}
             }
         }

@@ -70,6 +70,11 @@ impl Packetizer {
     pub fn ssrc(&self) -> u32 {
         self.ssrc
     }
+
+    /// The timestamp the next packet will carry: "now" on the RTP clock, for sender reports.
+    pub fn timestamp(&self) -> u32 {
+        self.timestamp
+    }
 }
 
 /// Counters of an [`AudioSender`].
@@ -200,6 +205,11 @@ impl AudioSender {
 
     pub fn stats(&self) -> SendStats {
         self.stats
+    }
+
+    /// The RTP timestamp of the current moment (the next packet's), for sender reports.
+    pub fn rtp_timestamp(&self) -> u32 {
+        self.packetizer.timestamp()
     }
 
     pub fn set_bitrate(&mut self, bitrate: u32) -> Result<()> {
