@@ -38,6 +38,9 @@ const TICK: Duration = Duration::from_millis(20);
 const LEVEL_TICKS: u32 = 5;
 /// An RTCP sender report every this many ticks (5 s, as libwebrtc sends them).
 const REPORT_TICKS: u32 = 250;
+/// While disconnected, ask the server every this many ticks (4 s, as tdesktop does) whether it
+/// still counts us; if not, rejoin at once instead of waiting for the failure timeout.
+const CHECK_TICKS: u32 = 200;
 const RECV_BUFFER: usize = 2048;
 
 pub(crate) struct Started {
@@ -239,6 +242,7 @@ pub(crate) async fn start(
         ticks: 0,
         levels: HashMap::new(),
         packets_sent_before: 0,
+        disconnected: false,
     };
     if let Some(p) = &joined.participant {
         tracing::debug!(source = p.source, "joined as {}", p.peer);
@@ -303,6 +307,8 @@ struct Driver {
     levels: HashMap<u32, f32>,
     /// Packets sent on earlier connections (each rejoin has a new sender).
     packets_sent_before: u64,
+    /// The transport reported Disconnected and has not recovered.
+    disconnected: bool,
 }
 
 enum Wake {
@@ -315,6 +321,11 @@ enum Wake {
     Joined(Box<Result<(Joined, LocalIdentity)>>),
     RejoinDue,
     Lookup(Vec<Participant>),
+    /// `phone.checkGroupCall` answered for this source: whether the server still has it.
+    Checked {
+        source: u32,
+        present: bool,
+    },
 }
 
 impl Driver {
@@ -327,6 +338,7 @@ impl Driver {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
         let (lookup_tx, mut lookup_rx) = mpsc::unbounded_channel::<Vec<Participant>>();
+        let (check_tx, mut check_rx) = mpsc::unbounded_channel::<(u32, bool)>();
         self.emit(CallEvent::State(ConnectionState::Connecting));
         self.fetch_roster(&lookup_tx, ParticipantQuery::default());
         let reason = loop {
@@ -359,6 +371,7 @@ impl Driver {
                     r = async { join.expect("guarded").await }, if join.is_some() => Wake::Joined(Box::new(r)),
                     _ = tokio::time::sleep_until(rejoin_at.unwrap_or_else(Instant::now).into()), if rejoin_at.is_some() => Wake::RejoinDue,
                     Some(l) = lookup_rx.recv() => Wake::Lookup(l),
+                    Some((source, present)) = check_rx.recv() => Wake::Checked { source, present },
                 }
             };
             let now = Instant::now();
@@ -381,7 +394,22 @@ impl Driver {
                         c.transport.handle_timeout(now);
                     }
                 }
-                Wake::Tick => self.on_tick(now),
+                Wake::Tick => {
+                    self.on_tick(now);
+                    if self.disconnected && self.ticks % CHECK_TICKS == 0 {
+                        self.check_membership(&check_tx);
+                    }
+                }
+                Wake::Checked { source, present } => {
+                    if !present && self.disconnected && Some(source) == self.own_ssrc() {
+                        if let Some(reason) = self.start_rejoin(
+                            now,
+                            "the server no longer counts this participant (checkGroupCall)".into(),
+                        ) {
+                            break reason;
+                        }
+                    }
+                }
                 Wake::Command(None) => break EndReason::Left,
                 Wake::Command(Some(Command::Leave(reply))) => {
                     let summary = self.finish(EndReason::Left).await;
@@ -460,9 +488,14 @@ impl Driver {
                     self.emit(CallEvent::State(ConnectionState::Connected));
                 }
                 Event::StateChanged(State::Disconnected) => {
+                    self.disconnected = true;
                     self.emit(CallEvent::State(ConnectionState::Disconnected))
                 }
-                Event::StateChanged(State::Connected) => {}
+                Event::StateChanged(State::Connected) => {
+                    if std::mem::take(&mut self.disconnected) {
+                        self.emit(CallEvent::State(ConnectionState::Connected));
+                    }
+                }
                 Event::StateChanged(State::Failed(cause)) => failed = Some(cause.to_string()),
                 Event::StateChanged(_) | Event::Rtcp(_) | Event::ApplicationData(_) => {}
             }
@@ -475,6 +508,7 @@ impl Driver {
 
     /// Starts (or continues) the rejoin sequence. `Some` when the policy says give up.
     fn start_rejoin(&mut self, now: Instant, reason: String) -> Option<EndReason> {
+        self.disconnected = false;
         if let Some(mut c) = self.connection.take() {
             c.transport.close(now);
             self.packets_sent_before += c.sender.stats().packets;
@@ -725,6 +759,22 @@ impl Driver {
                     let _ = tx.send(page.participants);
                 }
                 Err(e) => tracing::debug!("participant lookup failed: {e}"),
+            }
+        });
+    }
+
+    /// Asks the server, off the loop, whether it still counts our source as joined.
+    fn check_membership(&self, checks: &mpsc::UnboundedSender<(u32, bool)>) {
+        let Some(source) = self.own_ssrc() else {
+            return;
+        };
+        let (signaling, call, tx) = (self.signaling.clone(), self.call.clone(), checks.clone());
+        tokio::spawn(async move {
+            match signaling.check(&call, &[source]).await {
+                Ok(present) => {
+                    let _ = tx.send((source, present.contains(&source)));
+                }
+                Err(e) => tracing::debug!("checkGroupCall failed: {e}"),
             }
         });
     }

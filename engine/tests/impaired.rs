@@ -267,3 +267,42 @@ async fn when_the_media_goes_away_the_bot_rejoins_and_audio_resumes() {
         "after the rejoin",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_server_drops_the_participant_it_rejoins_with_a_fresh_payload() {
+    let (server, call) = setup().await;
+    let mut a = Engine::new(local(&server, 1))
+        .join(call.clone(), CallConfig::default())
+        .await
+        .unwrap();
+    until(&mut a, 10, "A connected", connected).await;
+    let first = a.ssrc();
+    // The server forgets A (as if A left from elsewhere, or the server lost it).
+    local(&server, 1).leave(&call, first).await.unwrap();
+    let reason = until(&mut a, 10, "A rejoins", |e| match e {
+        CallEvent::State(ConnectionState::Rejoining { reason, .. }) => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    // Whichever the bot hears first: the server's close of the DTLS association, or the
+    // roster update that says its source left.
+    assert!(reason.contains("dropped") || reason.contains("closed"), "{reason}");
+    let second = until(&mut a, 10, "A rejoined", |e| match e {
+        CallEvent::Rejoined { ssrc } => Some(*ssrc),
+        _ => None,
+    })
+    .await;
+    assert_ne!(second, first);
+    until(&mut a, 10, "A connected again", connected).await;
+    let page = local(&server, 9)
+        .participants(&call, &Default::default())
+        .await
+        .unwrap();
+    let sources: Vec<u32> = page.participants.iter().map(|p| p.source).collect();
+    assert_eq!(
+        sources,
+        vec![second],
+        "the server has A once, with its new source"
+    );
+    a.leave().await.unwrap();
+}
