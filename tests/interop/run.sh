@@ -62,10 +62,8 @@ if [ -n "${GROUPCALL_BIN:-}" ]; then
   [ -x "$BIN" ] || { echo "interop: GROUPCALL_BIN=$BIN is not an executable" >&2; exit 1; }
 else
   BIN=${CARGO_TARGET_DIR:-target}/debug/groupcall
-  if [ ! -x "$BIN" ]; then
-    echo "interop: building $BIN" >&2
-    cargo build -q -p groupcall-engine --bin groupcall
-  fi
+  # Always: a no-op when it is current, and never a stale binary from an older checkout.
+  cargo build -q -p groupcall-engine --bin groupcall
 fi
 
 # Two free loopback ports: TCP for the control API, UDP for media. (Another process could take
