@@ -79,6 +79,21 @@ async fn connected(call: &mut Call) {
     .await;
 }
 
+/// Joins `s.call` as `user`.
+async fn join(s: &Setup, user: i64, config: CallConfig) -> Call {
+    engine(&s.server, user)
+        .join(s.call.clone(), config)
+        .await
+        .unwrap_or_else(|e| panic!("user {user} cannot join: {e}"))
+}
+
+fn playing(source: Source) -> CallConfig {
+    CallConfig {
+        source: Some(source),
+        ..CallConfig::default()
+    }
+}
+
 fn two_tone(secs_each: f64, f1: f64, f2: f64) -> Vec<i16> {
     let n = (secs_each * RATE as f64) as usize;
     let mut v = sine(f1, 12000.0, RATE, 0, n);
@@ -278,26 +293,8 @@ async fn two_speakers_at_once_each_file_has_its_own_tone_and_the_mix_has_both() 
         .await
         .unwrap();
     connected(&mut l).await;
-    let mut a = engine(&s.server, 1)
-        .join(
-            s.call.clone(),
-            CallConfig {
-                source: Some(wav_source(&wa)),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let mut b = engine(&s.server, 2)
-        .join(
-            s.call.clone(),
-            CallConfig {
-                source: Some(wav_source(&wb)),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let mut a = join(&s, 1, playing(wav_source(&wa))).await;
+    let mut b = join(&s, 2, playing(wav_source(&wb))).await;
     connected(&mut a).await;
     connected(&mut b).await;
     let (sa, sb) = (a.ssrc(), b.ssrc());
@@ -352,21 +349,9 @@ async fn mute_stops_all_rtp_and_unmute_resumes_it() {
         1,
         &sine(700.0, 10000.0, RATE, 0, 10 * RATE as usize),
     );
-    let mut l = engine(&s.server, 2)
-        .join(s.call.clone(), CallConfig::default())
-        .await
-        .unwrap();
+    let mut l = join(&s, 2, CallConfig::default()).await;
     connected(&mut l).await;
-    let mut a = engine(&s.server, 1)
-        .join(
-            s.call.clone(),
-            CallConfig {
-                source: Some(wav_source(&wav)),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let mut a = join(&s, 1, playing(wav_source(&wav))).await;
     connected(&mut a).await;
     let call_id = match &s.call {
         CallRef::Id(c) => c.id,
@@ -426,16 +411,7 @@ async fn switching_the_source_does_not_fire_source_ended_but_its_end_does_once()
         1,
         &sine(600.0, 8000.0, RATE, 0, RATE as usize / 2),
     );
-    let mut a = engine(&s.server, 1)
-        .join(
-            s.call.clone(),
-            CallConfig {
-                source: Some(wav_source(&long)),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let mut a = join(&s, 1, playing(wav_source(&long))).await;
     connected(&mut a).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.set_source(Some(wav_source(&short))).unwrap();
@@ -481,16 +457,7 @@ async fn a_recording_that_cannot_be_written_is_an_error_event_not_silence() {
         .await
         .unwrap();
     connected(&mut l).await;
-    let mut a = engine(&s.server, 1)
-        .join(
-            s.call.clone(),
-            CallConfig {
-                source: Some(wav_source(&wav)),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let mut a = join(&s, 1, playing(wav_source(&wav))).await;
     connected(&mut a).await;
     let (error, _) = wait_for(&mut l, 5, "a recording error", |e| match e {
         CallEvent::RecordingError { error } => Some(error.clone()),
@@ -518,10 +485,7 @@ async fn a_recording_that_cannot_be_written_is_an_error_event_not_silence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_discarded_call_ends_with_its_reason() {
     let s = setup().await;
-    let mut l = engine(&s.server, 2)
-        .join(s.call.clone(), CallConfig::default())
-        .await
-        .unwrap();
+    let mut l = join(&s, 2, CallConfig::default()).await;
     connected(&mut l).await;
     let admin = LocalSignaling::new(s.server.control_url(), PeerId::User(1)).unwrap();
     admin.discard(&s.call).await.unwrap();

@@ -286,7 +286,10 @@ async fn when_the_server_drops_the_participant_it_rejoins_with_a_fresh_payload()
     .await;
     // Whichever the bot hears first: the server's close of the DTLS association, or the
     // roster update that says its source left.
-    assert!(reason.contains("dropped") || reason.contains("closed"), "{reason}");
+    assert!(
+        reason.contains("dropped") || reason.contains("closed"),
+        "{reason}"
+    );
     let second = until(&mut a, 10, "A rejoined", |e| match e {
         CallEvent::Rejoined { ssrc } => Some(*ssrc),
         _ => None,
