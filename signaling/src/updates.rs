@@ -308,6 +308,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rejoin_announced_before_its_reply_is_not_another_device() {
+        let me = PeerId::User(5);
+        let hub = UpdateHub::new();
+        hub.set_joined(
+            CALL,
+            JoinedState {
+                sources: vec![100],
+                as_peer: Some(me),
+            },
+        );
+        let mut stream = hub.subscribe();
+        // The rejoin's payload (source 300) is sent; the server announces it, and the old
+        // source leaving, before the join's reply has come back.
+        hub.expect_sources(CALL.id, &[300]);
+        hub.publish_participants(
+            CALL,
+            2,
+            vec![
+                participant(me, 300, false, true),
+                participant(me, 100, true, true),
+            ],
+        );
+        let mut derived = Vec::new();
+        while let Some(u) = stream.try_next() {
+            if !matches!(u, SignalingUpdate::Participants { .. }) {
+                derived.push(u);
+            }
+        }
+        assert_eq!(
+            derived,
+            vec![SignalingUpdate::SelfRemoved {
+                call: CALL,
+                source: 100
+            }],
+            "the old source is a removal, the new one is ours"
+        );
+    }
+
+    #[tokio::test]
     async fn returned_answers_are_not_repeated_but_new_ones_are() {
         let hub = UpdateHub::new();
         let mut s = hub.subscribe();
