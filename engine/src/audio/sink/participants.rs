@@ -6,6 +6,7 @@
 //! with the peer once it is known. If the roster takes longer than the bound, the frames are
 //! released without a peer rather than lost, and later frames carry the peer once it comes.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -93,6 +94,9 @@ impl ParticipantSinks {
                 got: pcm.len(),
             });
         }
+        if self.files.is_none() && self.app.is_none() {
+            return Ok(());
+        }
         let hold = self.hold_frames;
         let stream = self.streams.entry(ssrc).or_insert_with(new_stream);
         if stream.peer.is_none() && !stream.anonymous {
@@ -103,7 +107,7 @@ impl ParticipantSinks {
             stream.anonymous = true;
             self.release(ssrc)?;
         }
-        self.deliver(ssrc, kind, pcm.to_vec())
+        self.deliver(ssrc, kind, Cow::Borrowed(pcm))
     }
 
     /// The participant left: held frames go out (without a peer if still unknown) and the
@@ -137,7 +141,7 @@ impl ParticipantSinks {
         let held = std::mem::take(&mut stream.held);
         let mut first = Ok(());
         for (kind, pcm) in held {
-            let r = self.deliver(ssrc, kind, pcm);
+            let r = self.deliver(ssrc, kind, Cow::Owned(pcm));
             if first.is_ok() {
                 first = r;
             }
@@ -145,7 +149,8 @@ impl ParticipantSinks {
         first
     }
 
-    fn deliver(&mut self, ssrc: u32, kind: FrameKind, pcm: Vec<i16>) -> Result<()> {
+    /// Borrowed on the 20 ms path: only the application's frames need a copy of their own.
+    fn deliver(&mut self, ssrc: u32, kind: FrameKind, pcm: Cow<'_, [i16]>) -> Result<()> {
         let Some(stream) = self.streams.get_mut(&ssrc) else {
             return Ok(());
         };
@@ -168,7 +173,7 @@ impl ParticipantSinks {
                 peer: stream.peer,
                 kind,
                 channels: self.channels,
-                pcm,
+                pcm: pcm.into_owned(),
             }),
             None => Ok(()),
         };
