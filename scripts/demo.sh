@@ -18,4 +18,4 @@ fi
 
 echo "== building groupcall (release)"
 cargo build --release -q -p groupcall-engine --bin groupcall
-exec target/release/groupcall demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/groupcall" demo "$@"
