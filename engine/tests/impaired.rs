@@ -309,3 +309,82 @@ async fn when_the_server_drops_the_participant_it_rejoins_with_a_fresh_payload()
     );
     a.leave().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_gives_up_ends_alone_and_the_other_calls_of_the_process_go_on() {
+    let (server, call) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(server.media_addr(), Impairment::default(), 3).await;
+    let mut listener = Engine::new(local(&server, 2))
+        .join(call.clone(), CallConfig::default())
+        .await
+        .unwrap();
+    until(&mut listener, 10, "listener connected", connected).await;
+    // Two calls in this one process: one through the proxy that will die, one direct.
+    let doomed_engine = Engine::new(Arc::new(ViaProxy {
+        inner: local(&server, 1),
+        proxy: proxy.addr,
+    }));
+    let mut doomed = doomed_engine
+        .join(
+            call.clone(),
+            CallConfig {
+                transport: TransportConfig {
+                    ice_timeouts: IceTimeouts {
+                        keepalive_interval: Duration::from_millis(250),
+                        disconnected: Duration::from_millis(500),
+                        failed: Duration::from_millis(1000),
+                        ..IceTimeouts::default()
+                    },
+                    ..TransportConfig::default()
+                },
+                rejoin: RejoinPolicy {
+                    max_attempts: 1,
+                    initial_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_millis(100),
+                },
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    until(&mut doomed, 10, "doomed connected", connected).await;
+    let mut alive = Engine::new(local(&server, 3))
+        .join(
+            call.clone(),
+            CallConfig {
+                source: Some(tone_source(dir.path(), 500.0, 10, false)),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    until(&mut alive, 10, "alive connected", connected).await;
+    let before = listener.stats().packets_received;
+
+    proxy.set_down(true);
+    let reason = until(&mut doomed, 15, "the doomed call ends", |e| match e {
+        CallEvent::Ended { reason } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        matches!(
+            reason,
+            groupcall_engine::EndReason::RejoinFailed { attempts: 1, .. }
+        ),
+        "{reason:?}"
+    );
+    assert!(doomed.next_event().await.is_none(), "no event after Ended");
+    // The other call of the same process never noticed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = alive.stats();
+    assert!(s.connected && s.rejoins == 0, "{s:?}");
+    let after = listener.stats().packets_received;
+    assert!(
+        after > before + 50,
+        "the listener kept receiving: {before} -> {after}"
+    );
+    alive.leave().await.unwrap();
+    listener.leave().await.unwrap();
+}
