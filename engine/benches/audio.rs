@@ -1,11 +1,15 @@
 //! The audio path's costs per 20 ms frame.
 //!
-//! `opus_encode_20ms` and `opus_decode_20ms` are libopus itself: the floor. The engine's own
+//! `opus_encode_20ms` and `opus_decode_20ms` are libopus itself: the floor
+//! (`opus_encode_20ms_complexity/<c>`: the encoder at other complexity settings). The engine's own
 //! work per received packet (RTP parse, jitter buffer insert and pull, level meter, one
 //! stream's share of a 10-way mix) is `engine_per_packet`, measured with a decoder that does
 //! nothing; the goal is at most 10% of one Opus decode.
 //!
-//! Run: `cargo bench -p groupcall-engine --bench audio -- --quick`
+//! `mix_<n>_streams` is one 20 ms mix of n speakers. `jitter_insert_pull` is one packet in and
+//! one frame out of a jitter buffer (decoder stubbed out).
+//!
+//! Run: `cargo bench -p groupcall-engine --bench audio`
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -141,6 +145,24 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // The engine's encoder leaves libopus at its default complexity (10); what lower settings
+    // would cost, with the engine's other settings (VoIP, 32 kbit/s, FEC for 10 % loss).
+    for complexity in [5, 7, 9, 10] {
+        let mut raw =
+            opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        raw.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
+        raw.set_inband_fec(true).unwrap();
+        raw.set_packet_loss_perc(10).unwrap();
+        raw.set_complexity(complexity).unwrap();
+        let mut buf = [0u8; 1500];
+        c.bench_function(&format!("opus_encode_20ms_complexity/{complexity}"), |b| {
+            b.iter(|| {
+                i += 1;
+                black_box(raw.encode(&pcm[i % pcm.len()], &mut buf).unwrap())
+            })
+        });
+    }
+
     let mut dec = Decoder::new(Channels::Mono).unwrap();
     let mut out = vec![0i16; 960];
     c.bench_function("opus_decode_20ms", |b| {
@@ -174,16 +196,19 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let frames: Vec<Vec<i16>> = (0..10).map(speechlike).collect();
+    // One 20 ms mix of every speaker heard: what a bot recording the call does per tick.
+    let frames: Vec<Vec<i16>> = (0..50).map(speechlike).collect();
     let mut mixer = Mixer::new(Channels::Mono);
-    c.bench_function("mix_10_streams", |b| {
-        b.iter(|| {
-            for f in &frames {
-                mixer.add(f, 1.0).unwrap();
-            }
-            black_box(mixer.finish()[0])
-        })
-    });
+    for streams in [1, 10, 50] {
+        c.bench_function(&format!("mix_{streams}_streams"), |b| {
+            b.iter(|| {
+                for f in &frames[..streams] {
+                    mixer.add(f, 1.0).unwrap();
+                }
+                black_box(mixer.finish()[0])
+            })
+        });
+    }
 
     let mut rx = Receiver::new(NullDecoder);
     c.bench_function("engine_per_packet", |b| {
@@ -208,5 +233,12 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(audio, benches);
+fn config() -> Criterion {
+    // Short enough that `cargo bench --workspace` stays within a few minutes on two cores.
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! { name = audio; config = config(); targets = benches }
 criterion_main!(audio);

@@ -26,7 +26,9 @@ const OPUS_PT: u8 = 111;
 const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 struct Speaker {
-    jitter: JitterBuffer<Decoder>,
+    /// `None` when nothing takes the audio (no files, no mix, no application sink): packets
+    /// are then neither buffered nor decoded, only their levels read.
+    jitter: Option<JitterBuffer<Decoder>>,
     level: LevelMeter,
     last_packet: Instant,
 }
@@ -43,6 +45,8 @@ pub(crate) struct TickReport {
 pub(crate) struct Receivers {
     channels: Channels,
     jitter_config: JitterConfig,
+    /// Whether anything consumes decoded audio; without a consumer, decoding is skipped.
+    decode: bool,
     speakers: HashMap<u32, Speaker>,
     sinks: ParticipantSinks,
     mix: Option<MixRecorder>,
@@ -67,6 +71,7 @@ impl Receivers {
         Receivers {
             channels,
             jitter_config,
+            decode: sinks.has_outputs() || mix.is_some(),
             speakers: HashMap::new(),
             sinks,
             mix,
@@ -97,7 +102,14 @@ impl Receivers {
                 self.speakers.insert(
                     packet.ssrc,
                     Speaker {
-                        jitter: JitterBuffer::new(self.jitter_config, Decoder::new(self.channels)?),
+                        jitter: if self.decode {
+                            Some(JitterBuffer::new(
+                                self.jitter_config,
+                                Decoder::new(self.channels)?,
+                            ))
+                        } else {
+                            None
+                        },
                         level: LevelMeter::new(),
                         last_packet: now,
                     },
@@ -111,7 +123,9 @@ impl Receivers {
         if let Some(level) = packet.audio_level {
             speaker.level.observe_extension(level);
         }
-        speaker.jitter.insert_rtp(now, packet);
+        if let Some(jitter) = speaker.jitter.as_mut() {
+            jitter.insert_rtp(now, packet);
+        }
         Ok(new)
     }
 
@@ -119,12 +133,14 @@ impl Receivers {
     pub fn tick(&mut self, now: Instant, gain: f32) -> TickReport {
         let mut report = TickReport::default();
         for (&ssrc, speaker) in self.speakers.iter_mut() {
-            if now.saturating_duration_since(speaker.last_packet) > IDLE_AFTER
-                && speaker.jitter.is_empty()
+            let Some(jitter) = speaker.jitter.as_mut() else {
+                continue;
+            };
+            if now.saturating_duration_since(speaker.last_packet) > IDLE_AFTER && jitter.is_empty()
             {
                 continue;
             }
-            let pulled = speaker.jitter.pull(now);
+            let pulled = jitter.pull(now);
             if pulled.kind == FrameKind::Silence {
                 continue;
             }

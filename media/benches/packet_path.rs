@@ -1,14 +1,14 @@
 //! The per-packet costs of the media core: SRTP protect + unprotect of a 120-byte Opus-sized
-//! payload per profile, RTP parsing, and the whole receive path of one datagram through a
+//! payload per profile (together and each alone), RTP parsing and writing, and the whole receive path of one datagram through a
 //! connected `Transport` (demux, source check, decrypt, parse, stats, event).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use groupcall_media::sim::Sim;
 use groupcall_media::srtp::{SrtpProfile, SrtpSession};
 use groupcall_media::{AudioLevel, Event, ExtensionIds, OutgoingRtp, RtpPacket, TransportConfig};
@@ -40,6 +40,27 @@ fn srtp(c: &mut Criterion) {
                 opus_like(seq).write(&ids, &mut plain);
                 let p = tx.protect_rtp(&plain).unwrap();
                 black_box(rx.unprotect_rtp(&p).unwrap());
+            })
+        });
+        // Each half alone: the sender pays one protect per packet, a receiver one unprotect.
+        opus_like(1).write(&ids, &mut plain);
+        c.bench_function(&format!("srtp_protect_120B/{profile}"), |b| {
+            b.iter(|| black_box(tx.protect_rtp(&plain).unwrap()))
+        });
+        c.bench_function(&format!("srtp_unprotect_120B/{profile}"), |b| {
+            b.iter_custom(|iters| {
+                // Fresh sequence numbers: replay protection refuses a packet seen before.
+                timed_in_chunks(
+                    iters,
+                    || {
+                        seq = seq.wrapping_add(1);
+                        opus_like(seq).write(&ids, &mut plain);
+                        tx.protect_rtp(&plain).unwrap()
+                    },
+                    |p| {
+                        black_box(rx.unprotect_rtp(p).unwrap());
+                    },
+                )
             })
         });
     }
@@ -90,26 +111,21 @@ fn receive_path(c: &mut Criterion) {
         let now = sim.now;
         let mut seq = 0u16;
         c.bench_function(&format!("receive_path_per_datagram/{profile}"), |b| {
-            b.iter_batched(
-                || {
-                    // A fresh sequence number per datagram, as on the wire (no replays).
-                    let batch: Vec<BytesMut> = (0..512)
-                        .map(|_| {
-                            seq = seq.wrapping_add(1);
-                            p.server.send_rtp(&opus_like(seq)).unwrap();
-                            p.server.poll_transmit().unwrap().contents
-                        })
-                        .collect();
-                    batch
-                },
-                |batch| {
-                    for d in &batch {
+            b.iter_custom(|iters| {
+                timed_in_chunks(
+                    iters,
+                    || {
+                        // A fresh sequence number per datagram, as on the wire (no replays).
+                        seq = seq.wrapping_add(1);
+                        p.server.send_rtp(&opus_like(seq)).unwrap();
+                        p.server.poll_transmit().unwrap().contents
+                    },
+                    |d| {
                         p.client.handle_datagram(now, from, d);
                         black_box(p.client.poll_event());
-                    }
-                },
-                BatchSize::LargeInput,
-            )
+                    },
+                )
+            })
         });
         assert_eq!(
             p.client.stats().dropped(),
@@ -117,6 +133,32 @@ fn receive_path(c: &mut Criterion) {
             "every benched datagram was accepted"
         );
     }
+}
+
+/// Runs `run` on `iters` inputs made by `make` and returns the time spent in `run` alone. Inputs
+/// are made in chunks, untimed, so that per-iteration figures are per packet however many
+/// packets criterion asks for.
+fn timed_in_chunks<T>(
+    iters: u64,
+    mut make: impl FnMut() -> T,
+    mut run: impl FnMut(&T),
+) -> Duration {
+    const CHUNK: u64 = 512;
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    let mut inputs = Vec::with_capacity(CHUNK as usize);
+    while left > 0 {
+        let n = left.min(CHUNK);
+        inputs.clear();
+        inputs.extend((0..n).map(|_| make()));
+        let start = Instant::now();
+        for input in &inputs {
+            run(input);
+        }
+        total += start.elapsed();
+        left -= n;
+    }
+    total
 }
 
 fn config() -> Criterion {

@@ -69,6 +69,11 @@ impl ParticipantSinks {
         self
     }
 
+    /// Whether any frame goes anywhere (files or the application).
+    pub fn has_outputs(&self) -> bool {
+        self.files.is_some() || self.app.is_some()
+    }
+
     /// The file an SSRC is recorded to, once it has been created.
     pub fn file_path(&self, ssrc: u32) -> Option<&Path> {
         self.streams.get(&ssrc)?.file.as_ref().map(FileSink::path)

@@ -9,6 +9,7 @@ mod backend;
 mod callcmd;
 mod demo;
 mod join;
+mod load;
 mod login;
 mod serve;
 mod status;
@@ -38,6 +39,9 @@ enum Command {
     /// Create, start, invite to, list join-as peers of, or end a call.
     #[command(subcommand)]
     Call(callcmd::CallCommand),
+    /// Load test: a local server and N participants in this process; CPU, memory, loss,
+    /// join and audio latency figures.
+    BenchLoad(load::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
             Command::Join(args) => join::run(*args).await,
             Command::Login(args) => login::run(args).await,
             Command::Call(cmd) => callcmd::run(cmd).await,
+            Command::BenchLoad(args) => load::run(args).await,
         }
     });
     // Do not wait for blocking reads still pending (standard input in stdio signaling would

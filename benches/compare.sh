@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# groupcall against ntgcalls, same scenario, same run: builds the release binary, runs
+# `groupcall bench-load` (the local server and N groupcall participants in one process), then
+# starts `groupcall serve` on free loopback ports and runs benches/ntgcalls_load.py (N ntgcalls
+# participants in one Python process) against it, and prints both sets of figures and the
+# ratios ntgcalls / groupcall.
+#
+# Usage: benches/compare.sh [-n N] [--seconds S] [--warmup W] [--scenario one-speaker|all-speak]
+#                           [--probes K] [--dtls-delay-ms MS]
+# Defaults: N=10, 15 s measured after 2 s of warm-up, one-speaker, every listener a probe (it
+# takes the received audio: an application sink in groupcall, ntgcalls' EXTERNAL playback sink
+# into Python), and a server DTLS start delay of 50 ms for both (libwebrtc needs it; `groupcall
+# serve` defaults to it). --probes 0 compares listeners that take no audio.
+#
+# CPU is the participants' alone on both sides: ntgcalls' process does not hold the server, and
+# bench-load subtracts its in-process server's threads (and its audio pusher thread). RSS of
+# bench-load's process includes the server's; its per-participant figure includes the server's
+# share too, so the ratio of RSS per participant is, if anything, unfavourable to groupcall.
+#
+# Environment: GROUPCALL_BIN (skip the build, use this binary), NTGCALLS_PYTHON (a python
+# with ntgcalls 3.0.5 and numpy; default: .venv-interop, then python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=10
+SECS=15
+WARMUP=2
+SCENARIO=one-speaker
+PROBES=
+DTLS_DELAY_MS=50
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -n|--participants) N=$2; shift 2 ;;
+    --seconds) SECS=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --scenario) SCENARIO=$2; shift 2 ;;
+    --probes) PROBES=$2; shift 2 ;;
+    --dtls-delay-ms) DTLS_DELAY_MS=$2; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "compare: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+for v in "$N" "$SECS" "$WARMUP" "${PROBES:-0}" "$DTLS_DELAY_MS"; do
+  case "$v" in
+    ''|*[!0-9]*) echo "compare: '$v' is not a whole number" >&2; exit 2 ;;
+  esac
+done
+
+has_deps() { "$1" -c 'import ntgcalls, numpy' >/dev/null 2>&1; }
+if [ -n "${NTGCALLS_PYTHON:-}" ]; then
+  PY=$NTGCALLS_PYTHON
+elif [ -x .venv-interop/bin/python ] && has_deps .venv-interop/bin/python; then
+  PY=.venv-interop/bin/python
+else
+  PY=python3
+fi
+if ! has_deps "$PY"; then
+  echo "compare: $PY cannot import ntgcalls and numpy; tests/interop/run.sh sets up" \
+    ".venv-interop, or: pip install ntgcalls==3.0.5 numpy" >&2
+  exit 1
+fi
+
+if [ -n "${GROUPCALL_BIN:-}" ]; then
+  BIN=$GROUPCALL_BIN
+else
+  echo "compare: building the release binary" >&2
+  cargo build --release -q -p groupcall-engine --bin groupcall
+  BIN=${CARGO_TARGET_DIR:-target}/release/groupcall
+fi
+[ -x "$BIN" ] || { echo "compare: $BIN is not an executable" >&2; exit 1; }
+
+OUT=$(mktemp -d -t groupcall-compare.XXXXXX)
+SERVER_PID=
+cleanup() {
+  local rc=$?
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [ "$rc" -ne 0 ] && [ -s "$OUT/server.log" ]; then
+    echo "---- groupcall serve log (last 20 lines) ----" >&2
+    tail -n 20 "$OUT/server.log" >&2
+  fi
+  rm -rf "$OUT"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+LIMIT=$((WARMUP + SECS + N * 2 + 60))
+
+echo "==== groupcall bench-load: $N participants, $SCENARIO ===="
+timeout -k 5 "$LIMIT" "$BIN" bench-load -n "$N" --scenario "$SCENARIO" --seconds "$SECS" \
+  --warmup "$WARMUP" ${PROBES:+--probes "$PROBES"} --dtls-delay-ms "$DTLS_DELAY_MS" \
+  | tee "$OUT/groupcall.log"
+
+read -r CONTROL_PORT MEDIA_PORT < <("$PY" - <<'EOF'
+import socket
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.bind(("127.0.0.1", 0))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", 0))
+print(t.getsockname()[1], u.getsockname()[1])
+EOF
+)
+CONTROL=http://127.0.0.1:$CONTROL_PORT
+"$BIN" serve --control "127.0.0.1:$CONTROL_PORT" --media "127.0.0.1:$MEDIA_PORT" \
+  --dtls-delay-ms "$DTLS_DELAY_MS" >"$OUT/server.log" 2>&1 &
+SERVER_PID=$!
+ready=
+for _ in $(seq 1 100); do
+  kill -0 "$SERVER_PID" 2>/dev/null || { echo "compare: groupcall serve exited" >&2; exit 1; }
+  if "$PY" - "$CONTROL" <<'EOF' 2>/dev/null
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(sys.argv[1] + "/calls/0", timeout=1)
+except urllib.error.HTTPError:
+    pass  # an HTTP answer
+EOF
+  then
+    ready=1
+    break
+  fi
+  sleep 0.1
+done
+[ -n "$ready" ] || { echo "compare: the control API at $CONTROL did not answer" >&2; exit 1; }
+
+echo
+echo "==== ntgcalls ($PY) against groupcall serve on $CONTROL: $N participants, $SCENARIO ===="
+timeout -k 5 "$LIMIT" "$PY" benches/ntgcalls_load.py --control "$CONTROL" -n "$N" \
+  --scenario "$SCENARIO" --seconds "$SECS" --warmup "$WARMUP" ${PROBES:+--probes "$PROBES"} \
+  | tee "$OUT/ntgcalls.log"
+
+echo
+"$PY" - "$OUT/groupcall.log" "$OUT/ntgcalls.log" <<'EOF'
+import json, sys
+
+def last_json(path):
+    for line in reversed(open(path).read().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    sys.exit(f"compare: no JSON figures in {path}")
+
+g, t = last_json(sys.argv[1]), last_json(sys.argv[2])
+rows = [
+    ("CPU per participant (% of a core)", "cpu_per_participant_pct"),
+    ("peak RSS of the process (MiB)", "peak_rss_mib"),
+    ("RSS per extra participant (MiB)", "rss_per_participant_mib"),
+    ("join-to-connected median (ms)", "join_ms_median"),
+    ("join-to-connected p95 (ms)", "join_ms_p95"),
+]
+print(f"==== {g['participants']} participants, {g['scenario']}, "
+      f"{g['seconds']:.0f} s measured ====")
+print(f"{'':36} {'groupcall':>12} {'ntgcalls':>12} {'ntgcalls/groupcall':>20}")
+summary = {"participants": g["participants"], "scenario": g["scenario"]}
+for label, key in rows:
+    a, b = g.get(key), t.get(key)
+    ratio = b / a if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 else None
+    fa = "n/a" if a is None else f"{a:.3f}"
+    fb = "n/a" if b is None else f"{b:.3f}"
+    fr = "n/a" if ratio is None else f"{ratio:.2f}x"
+    print(f"{label:36} {fa:>12} {fb:>12} {fr:>20}")
+    summary[key] = {"groupcall": a, "ntgcalls": b, "ratio": ratio}
+lat = g.get("latency_ms_median")
+if lat is not None:
+    print(f"groupcall speaker-to-listener latency: median {lat:.1f} ms, "
+          f"p95 {g.get('latency_ms_p95'):.1f} ms; packets lost {g.get('packets_lost')}")
+print(json.dumps(summary))
+EOF

@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""Load run of ntgcalls participants: the `groupcall bench-load` scenario with ntgcalls.
+
+N ntgcalls participants (one NTgCalls instance each, as N bots would have) join one call of a
+running local groupcall server (`groupcall serve`) through its HTTP control API, the way
+tests/interop/test_ntgcalls.py does: ntgcalls' join payload goes to POST /calls/{id}/join and
+the answer's `params` to ntgcalls' `connect`. Scenarios as in bench-load: `one-speaker` (one
+participant plays, N-1 listen) and `all-speak` (everyone plays). Speakers play the same signal
+as bench-load's (a quiet speech-like tone with a loud 20 ms burst each second) from a raw
+s16le 48 kHz file; --probes listeners take the received audio through ntgcalls' EXTERNAL
+playback sink (a Python callback that only counts frames), the others join with no playback
+sink, like bench-load's listeners without an application sink. By default every listener is
+a probe, as in bench-load.
+
+Measured, for this Python process only (the server is another process): CPU seconds per
+participant-second over the measured window (resource.getrusage), RSS before joining, once
+connected, at the end and at its peak (VmHWM), RSS per extra participant, and
+join-to-connected (from ntgcalls' create_call to its CONNECTED event) median and p95.
+
+Usage: ntgcalls_load.py --control http://127.0.0.1:PORT [-n 10] [--scenario one-speaker]
+       [--seconds 15] [--warmup 2] [--probes 4]
+benches/compare.sh starts the server and runs this next to `groupcall bench-load`.
+The last line printed is one JSON object with the figures.
+"""
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+try:
+    import numpy as np
+    from ntgcalls import (
+        AudioDescription,
+        ConnectionState,
+        MediaDescription,
+        MediaSource,
+        NTgCalls,
+        StreamMode,
+    )
+except ImportError as e:  # a clear message rather than a traceback
+    print(f"ntgcalls_load: {e}; install with: pip install ntgcalls==3.0.5 numpy", file=sys.stderr)
+    sys.exit(2)
+
+SAMPLE_RATE = 48000
+FRAME = 960
+BURST_AMPLITUDE = 16000.0
+BURST_HZ = 1000.0
+CHAT_ID = -1001234567890  # ntgcalls' key for the call; never reaches Telegram
+FIRST_USER = 10000
+CONNECT_LIMIT = 10.0
+HTTP_TIMEOUT = 10.0
+STOP_LIMIT = 5.0
+
+
+class Api:
+    """The server's control API (sfu/README.md) over plain urllib."""
+
+    def __init__(self, base):
+        self.base = base.rstrip("/")
+
+    def request(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.base + path, data=data, method=method, headers={"content-type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as e:
+            try:
+                return e.code, json.load(e)
+            except ValueError:
+                return e.code, {"error": {"type": "not JSON", "message": str(e)}}
+        except (urllib.error.URLError, OSError) as e:
+            return 0, {"error": {"type": "unreachable", "message": f"{self.base}: {e}"}}
+
+    async def call(self, method, path, body=None):
+        return await asyncio.to_thread(self.request, method, path, body)
+
+
+class Participant:
+    def __init__(self, index):
+        self.index = index
+        self.peer = FIRST_USER + index
+        self.calls = NTgCalls()
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        self.connected_at = None
+        self.states = []
+        self.frames = 0
+        self.ssrc = None
+        self.started = None
+        self.calls.on_connection_change(self._on_connection)
+
+    def count_frames(self):
+        self.calls.on_frames(self._on_frames)
+
+    def _on_connection(self, chat_id, info):
+        now = time.monotonic()
+        with self.lock:
+            self.states.append(info.state.name)
+            if info.state == ConnectionState.CONNECTED and self.connected_at is None:
+                self.connected_at = now
+                self.connected.set()
+
+    def _on_frames(self, chat_id, mode, device, frames):
+        with self.lock:
+            self.frames += len(frames)
+
+
+def signal_second():
+    """bench-load's signal: a quiet two-tone voice, and the burst in the first 20 ms."""
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    env = 0.6 + 0.4 * np.sin(2 * np.pi * 3.0 * t)
+    x = env * (1500.0 * np.sin(2 * np.pi * 220.0 * t) + 700.0 * np.sin(2 * np.pi * 1700.0 * t))
+    x[:FRAME] = BURST_AMPLITUDE * np.sin(2 * np.pi * BURST_HZ * t[:FRAME])
+    return x.astype("<i2")
+
+
+def write_signal(path, seconds):
+    one = signal_second().tobytes()
+    with open(path, "wb") as f:
+        for _ in range(seconds):
+            f.write(one)
+
+
+def memory_kb(field):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def cpu_seconds():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
+def percentile(values, p):
+    """Nearest rank, as bench-load computes it."""
+    if not values:
+        return None
+    v = sorted(values)
+    rank = math.ceil(p / 100.0 * len(v))
+    return v[min(max(rank, 1), len(v)) - 1]
+
+
+def mib(kb):
+    return None if kb is None else kb / 1024.0
+
+
+def show(v, unit):
+    return "n/a" if v is None else f"{v:.2f} {unit}"
+
+
+async def join(api, call_id, p, sources):
+    """create_call, the media sources (a list of (mode, media)), then POST /join and connect:
+    py-tgcalls' order."""
+    p.started = time.monotonic()
+    payload = await p.calls.create_call(CHAT_ID)
+    for mode, media in sources:
+        await p.calls.set_stream_sources(CHAT_ID, mode, media)
+    try:
+        p.ssrc = json.loads(payload)["ssrc"] & 0xFFFFFFFF
+    except (ValueError, KeyError, TypeError) as e:
+        raise RuntimeError(f"participant {p.index}: ntgcalls' join payload has no ssrc ({e})")
+    status, answer = await api.call(
+        "POST", f"/calls/{call_id}/join", {"peer": p.peer, "params": payload}
+    )
+    if status != 200 or not isinstance(answer.get("params"), str):
+        raise RuntimeError(f"participant {p.index}: join refused: HTTP {status}: {answer}")
+    await p.calls.connect(CHAT_ID, answer["params"], False)
+
+
+async def wait_connected(p):
+    deadline = time.monotonic() + CONNECT_LIMIT
+    while time.monotonic() < deadline:
+        if p.connected.is_set():
+            return
+        await asyncio.sleep(0.002)
+    raise RuntimeError(
+        f"participant {p.index} did not connect within {CONNECT_LIMIT:.0f} s; states {p.states}"
+    )
+
+
+async def run(args):
+    api = Api(args.control)
+    n = args.participants
+    speakers = 1 if args.scenario == "one-speaker" else n
+    count = n if args.probes is None else args.probes
+    if args.scenario == "one-speaker":
+        probes = set(range(1, n)[:count])
+    else:
+        probes = set(range(n)[:count])
+    parts = []
+    with tempfile.TemporaryDirectory(prefix="groupcall-ntgcalls-load-") as tmp:
+        signal = os.path.join(tmp, "signal-s16le-48k-mono.raw")
+        # Long enough that no speaker's file ends while measuring, however slow the joins.
+        write_signal(signal, int(args.warmup + args.seconds + 10 * CONNECT_LIMIT + 60))
+        status, call = await api.call("POST", "/calls", {"peer": 1, "title": "ntgcalls load"})
+        if status != 200 or "id" not in call:
+            raise RuntimeError(f"cannot create the call: HTTP {status}: {call}")
+        call_id = call["id"]
+        print(
+            f"ntgcalls load: {n} participants, scenario {args.scenario}, {args.seconds} s measured "
+            f"after {args.warmup} s of warm-up; server {args.control}",
+            flush=True,
+        )
+        rss_before = memory_kb("VmRSS")
+        join_ms = []
+        try:
+            for i in range(n):
+                p = Participant(i)
+                parts.append(p)
+                sources = []
+                if i < speakers:
+                    sources.append((StreamMode.CAPTURE, MediaDescription(
+                        microphone=AudioDescription(MediaSource.FILE, SAMPLE_RATE, 1, signal, False),
+                        speaker=None, camera=None, screen=None,
+                    )))
+                if i in probes:
+                    # In PLAYBACK mode the other participants' audio comes out of the
+                    # `microphone` slot (protocol.md §12.7).
+                    p.count_frames()
+                    sources.append((StreamMode.PLAYBACK, MediaDescription(
+                        microphone=AudioDescription(MediaSource.EXTERNAL, SAMPLE_RATE, 1, "", False),
+                        speaker=None, camera=None, screen=None,
+                    )))
+                await join(api, call_id, p, sources)
+                await wait_connected(p)
+                join_ms.append(1000.0 * (p.connected_at - p.started))
+            rss_connected = memory_kb("VmRSS")
+            print(
+                f"all {n} connected; join-to-connected median {percentile(join_ms, 50):.1f} ms, "
+                f"p95 {percentile(join_ms, 95):.1f} ms",
+                flush=True,
+            )
+            await asyncio.sleep(args.warmup)
+            frames0 = sum(p.frames for p in parts)
+            cpu0, t0 = cpu_seconds(), time.monotonic()
+            await asyncio.sleep(args.seconds)
+            cpu1, t1 = cpu_seconds(), time.monotonic()
+            frames1 = sum(p.frames for p in parts)
+            rss_end = memory_kb("VmRSS")
+            peak = memory_kb("VmHWM")
+        finally:
+            for p in parts:
+                try:
+                    await asyncio.wait_for(p.calls.stop(CHAT_ID), STOP_LIMIT)
+                except Exception:
+                    pass  # never connected, or gone already
+                if p.ssrc is not None:
+                    source = p.ssrc - (1 << 32) if p.ssrc >= 1 << 31 else p.ssrc
+                    await api.call("POST", f"/calls/{call_id}/leave", {"peer": p.peer, "source": source})
+
+    window = t1 - t0
+    cpu = cpu1 - cpu0
+    per = cpu / (n * window)
+    rss_per = None if rss_before is None or rss_end is None else (rss_end - rss_before) / 1024.0 / n
+    rss_per_connected = (
+        None if rss_before is None or rss_connected is None else (rss_connected - rss_before) / 1024.0 / n
+    )
+    states_bad = [p.index for p in parts if p.states and p.states[-1] not in ("CONNECTED",)]
+    print(f"---- ntgcalls load: {n} participants, {args.scenario} ----")
+    print(f"CPU over {window:.1f} s: process {cpu:.2f} s")
+    print(
+        f"CPU per participant-second: {per:.5f} s = {100 * per:.3f} % of a core "
+        f"({speakers} speaking, {n - speakers} listening)"
+    )
+    print(
+        f"RSS: before joining {show(mib(rss_before), 'MiB')}, all connected {show(mib(rss_connected), 'MiB')}, "
+        f"at the end {show(mib(rss_end), 'MiB')}, peak (VmHWM) {show(mib(peak), 'MiB')}"
+    )
+    print(
+        f"RSS per extra participant: {show(rss_per, 'MiB')} at the end "
+        f"({show(rss_per_connected, 'MiB')} once connected)"
+    )
+    print(
+        f"join-to-connected: median {percentile(join_ms, 50):.1f} ms, p95 {percentile(join_ms, 95):.1f} ms, "
+        f"max {max(join_ms):.1f} ms"
+    )
+    print(f"frames received by {len(probes)} probes while measuring: {frames1 - frames0}")
+    if states_bad:
+        print(f"not connected at the end: participants {states_bad}")
+    print(
+        json.dumps(
+            {
+                "tool": "ntgcalls",
+                "scenario": args.scenario,
+                "participants": n,
+                "speakers": speakers,
+                "probes": len(probes),
+                "seconds": window,
+                "cpu_process_s": cpu,
+                "cpu_per_participant_s_per_s": per,
+                "cpu_per_participant_pct": 100 * per,
+                "rss_before_mib": mib(rss_before),
+                "rss_connected_mib": mib(rss_connected),
+                "rss_end_mib": mib(rss_end),
+                "peak_rss_mib": mib(peak),
+                "rss_per_participant_mib": rss_per,
+                "join_ms_median": percentile(join_ms, 50),
+                "join_ms_p95": percentile(join_ms, 95),
+                "probe_frames": frames1 - frames0,
+                "not_connected_at_end": len(states_bad),
+            }
+        ),
+        flush=True,
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--control", required=True, help="control API base URL, http://127.0.0.1:PORT")
+    parser.add_argument("-n", "--participants", type=int, default=10)
+    parser.add_argument("--scenario", choices=["one-speaker", "all-speak"], default="one-speaker")
+    parser.add_argument("--seconds", type=float, default=15.0, help="seconds measured")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of audio before measuring")
+    parser.add_argument(
+        "--probes", type=int, default=None, help="listeners with a playback sink (default: all)"
+    )
+    args = parser.parse_args()
+    if args.participants < 2 or args.seconds <= 0 or args.warmup < 0 or (args.probes or 0) < 0:
+        parser.error("need --participants >= 2, --seconds > 0, --warmup >= 0, --probes >= 0")
+    rc = 0
+    try:
+        asyncio.run(run(args))
+    except Exception as e:  # ntgcalls raises its own exception types
+        print(f"ntgcalls_load: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        rc = 1
+    sys.stdout.flush()
+    # ntgcalls' native threads can keep the interpreter from exiting: leave at once.
+    os._exit(rc)
+
+
+if __name__ == "__main__":
+    main()
