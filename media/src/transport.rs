@@ -696,7 +696,13 @@ impl Transport {
             Ice::Full(i) => i.poll_timeout(),
             Ice::Lite(i) => i.poll_timeout(),
         };
-        let dtls = self.dtls_peer.and_then(|p| self.dtls.poll_timeout(&p));
+        // Once SRTP keys exist the handshake is over and DTLS needs no timer (a peer that
+        // retransmits its last flight is answered on arrival): skip asking on every wake-up.
+        let dtls = if self.srtp.is_none() {
+            self.dtls_peer.and_then(|p| self.dtls.poll_timeout(&p))
+        } else {
+            None
+        };
         let start = if self.dtls_client.is_some() {
             self.dtls_start_at
         } else {
