@@ -69,19 +69,12 @@ else
 fi
 [ -x "$BIN" ] || { echo "compare: $BIN is not an executable" >&2; exit 1; }
 
+# shellcheck source=../scripts/local-server.sh
+. scripts/local-server.sh
 OUT=$(mktemp -d -t groupcall-compare.XXXXXX)
-SERVER_PID=
 cleanup() {
   local rc=$?
-  if [ -n "$SERVER_PID" ]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-      kill -0 "$SERVER_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
+  stop_local_server
   if [ "$rc" -ne 0 ] && [ -s "$OUT/server.log" ]; then
     echo "---- groupcall serve log (last 20 lines) ----" >&2
     tail -n 20 "$OUT/server.log" >&2
@@ -99,36 +92,7 @@ timeout -k 5 "$LIMIT" "$BIN" bench-load -n "$N" --scenario "$SCENARIO" --seconds
   --warmup "$WARMUP" ${PROBES:+--probes "$PROBES"} --dtls-delay-ms "$DTLS_DELAY_MS" \
   | tee "$OUT/groupcall.log"
 
-read -r CONTROL_PORT MEDIA_PORT < <("$PY" - <<'EOF'
-import socket
-t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-t.bind(("127.0.0.1", 0))
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.bind(("127.0.0.1", 0))
-print(t.getsockname()[1], u.getsockname()[1])
-EOF
-)
-CONTROL=http://127.0.0.1:$CONTROL_PORT
-"$BIN" serve --control "127.0.0.1:$CONTROL_PORT" --media "127.0.0.1:$MEDIA_PORT" \
-  --dtls-delay-ms "$DTLS_DELAY_MS" >"$OUT/server.log" 2>&1 &
-SERVER_PID=$!
-ready=
-for _ in $(seq 1 100); do
-  kill -0 "$SERVER_PID" 2>/dev/null || { echo "compare: groupcall serve exited" >&2; exit 1; }
-  if "$PY" - "$CONTROL" <<'EOF' 2>/dev/null
-import sys, urllib.error, urllib.request
-try:
-    urllib.request.urlopen(sys.argv[1] + "/calls/0", timeout=1)
-except urllib.error.HTTPError:
-    pass  # an HTTP answer
-EOF
-  then
-    ready=1
-    break
-  fi
-  sleep 0.1
-done
-[ -n "$ready" ] || { echo "compare: the control API at $CONTROL did not answer" >&2; exit 1; }
+start_local_server "$BIN" "$PY" "$OUT/server.log" --dtls-delay-ms "$DTLS_DELAY_MS"
 
 echo
 echo "==== ntgcalls ($PY) against groupcall serve on $CONTROL: $N participants, $SCENARIO ===="

@@ -66,33 +66,12 @@ else
   cargo build -q -p groupcall-engine --bin groupcall
 fi
 
-# Two free loopback ports: TCP for the control API, UDP for media. (Another process could take
-# one before the server binds it; the server then fails at once and says so.)
-read -r CONTROL_PORT MEDIA_PORT < <("$PY" - <<'EOF'
-import socket
-t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-t.bind(("127.0.0.1", 0))
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.bind(("127.0.0.1", 0))
-print(t.getsockname()[1], u.getsockname()[1])
-EOF
-)
-CONTROL=http://127.0.0.1:$CONTROL_PORT
-
+# shellcheck source=../../scripts/local-server.sh
+. scripts/local-server.sh
 LOG=$(mktemp -t groupcall-interop-server.XXXXXX)
-SERVER_PID=
 cleanup() {
   local rc=$?
-  if [ -n "$SERVER_PID" ]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    # Give it a moment, then make sure.
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-      kill -0 "$SERVER_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
+  stop_local_server
   if [ "$rc" -ne 0 ] && [ -s "$LOG" ]; then
     echo "---- groupcall serve log (last 40 lines) ----" >&2
     tail -n 40 "$LOG" >&2
@@ -103,33 +82,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$BIN" serve --control "127.0.0.1:$CONTROL_PORT" --media "127.0.0.1:$MEDIA_PORT" -v >"$LOG" 2>&1 &
-SERVER_PID=$!
-
-# Wait until the control API answers HTTP (any status: 404 for an unknown call is an answer).
-ready=
-for _ in $(seq 1 100); do
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    echo "interop: groupcall serve exited before its control API answered" >&2
-    exit 1
-  fi
-  if "$PY" - "$CONTROL" <<'EOF' 2>/dev/null
-import sys, urllib.error, urllib.request
-try:
-    urllib.request.urlopen(sys.argv[1] + "/calls/0", timeout=1)
-except urllib.error.HTTPError:
-    pass  # an HTTP answer
-EOF
-  then
-    ready=1
-    break
-  fi
-  sleep 0.1
-done
-if [ -z "$ready" ]; then
-  echo "interop: the control API at $CONTROL did not answer within 10 s" >&2
-  exit 1
-fi
+start_local_server "$BIN" "$PY" "$LOG" -v
 
 echo "interop: groupcall serve on $CONTROL (media udp 127.0.0.1:$MEDIA_PORT), python $PY"
 # The test bounds itself (55 s); this is the backstop for a hung native library.
