@@ -57,6 +57,21 @@ async fn until<T>(
     }
 }
 
+/// A transport that notices a dead path after `failed_ms` (disconnected at half of it), so the
+/// tests are quick. Consent checks must come more often than that: a listener sends nothing
+/// that would keep the speaker's path alive.
+fn quick_failure(failed_ms: u64) -> TransportConfig {
+    TransportConfig {
+        ice_timeouts: IceTimeouts {
+            keepalive_interval: Duration::from_millis(250),
+            disconnected: Duration::from_millis(failed_ms / 2),
+            failed: Duration::from_millis(failed_ms),
+            ..IceTimeouts::default()
+        },
+        ..TransportConfig::default()
+    }
+}
+
 fn connected(e: &CallEvent) -> Option<()> {
     matches!(e, CallEvent::State(ConnectionState::Connected)).then_some(())
 }
@@ -186,17 +201,7 @@ async fn when_the_media_goes_away_the_bot_rejoins_and_audio_resumes() {
             call.clone(),
             CallConfig {
                 source: Some(tone_source(dir.path(), 700.0, 2, true)),
-                transport: TransportConfig {
-                    // Short timeouts so the test is quick; consent checks must come more often
-                    // than the failure timeout, as B sends nothing that would keep A alive.
-                    ice_timeouts: IceTimeouts {
-                        keepalive_interval: Duration::from_millis(250),
-                        disconnected: Duration::from_millis(800),
-                        failed: Duration::from_millis(1500),
-                        ..IceTimeouts::default()
-                    },
-                    ..TransportConfig::default()
-                },
+                transport: quick_failure(1500),
                 rejoin: RejoinPolicy {
                     max_attempts: 20,
                     initial_backoff: Duration::from_millis(200),
@@ -329,15 +334,7 @@ async fn a_call_that_gives_up_ends_alone_and_the_other_calls_of_the_process_go_o
         .join(
             call.clone(),
             CallConfig {
-                transport: TransportConfig {
-                    ice_timeouts: IceTimeouts {
-                        keepalive_interval: Duration::from_millis(250),
-                        disconnected: Duration::from_millis(500),
-                        failed: Duration::from_millis(1000),
-                        ..IceTimeouts::default()
-                    },
-                    ..TransportConfig::default()
-                },
+                transport: quick_failure(1000),
                 rejoin: RejoinPolicy {
                     max_attempts: 1,
                     initial_backoff: Duration::from_millis(100),
