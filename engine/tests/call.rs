@@ -496,3 +496,54 @@ async fn a_discarded_call_ends_with_its_reason() {
     .await;
     assert_eq!(reason, EndReason::Discarded);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_gets_each_speakers_frames_with_ssrc_and_peer() {
+    let s = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("a.wav");
+    write_wav(
+        &wav,
+        RATE,
+        1,
+        &sine(750.0, 10000.0, RATE, 0, 2 * RATE as usize),
+    );
+    let (sink, frames) = groupcall_engine::audio::AppSink::channel(500);
+    let mut l = join(
+        &s,
+        2,
+        CallConfig {
+            app_sink: Some(sink),
+            ..CallConfig::default()
+        },
+    )
+    .await;
+    connected(&mut l).await;
+    let mut a = join(&s, 1001, playing(wav_source(&wav))).await;
+    connected(&mut a).await;
+    let ssrc = a.ssrc();
+    wait_for(&mut a, 10, "A's source ends", |e| {
+        matches!(e, CallEvent::SourceEnded { .. }).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    l.leave().await.unwrap();
+    a.leave().await.unwrap();
+    let got: Vec<_> = frames.try_iter().collect();
+    assert!(got.len() >= 90, "{} frames for 2 s", got.len());
+    assert!(got.iter().all(|f| f.ssrc == ssrc && f.pcm.len() == 960));
+    // Frames that came before the roster named A were held, then released with the peer: all
+    // of them carry it.
+    assert!(
+        got.iter().all(|f| f.peer == Some(1001)),
+        "frames without A's peer"
+    );
+    let pcm: Vec<i16> = got.iter().flat_map(|f| f.pcm.iter().copied()).collect();
+    let mid = pcm.len() / 2;
+    assert_frequency(
+        &pcm[mid - RATE as usize / 2..mid + RATE as usize / 2],
+        RATE,
+        750.0,
+        "app frames",
+    );
+}
