@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long, value_name = "HASH")]
     pub invite_hash: Option<String>,
     /// Leave after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: Option<f64>,
     /// Send stereo (default mono, as Telegram's apps).
     #[arg(long)]
@@ -75,6 +75,21 @@ pub struct RawArgs {
     /// Channels of raw input.
     #[arg(long, default_value_t = 2)]
     pub raw_channels: usize,
+}
+
+/// A number of seconds that a timer can hold (finite, not negative, under a year).
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if v.is_finite() && (0.0..=31_536_000.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s} seconds is out of range: give 0 to 31536000 (a year)"
+        ))
+    }
 }
 
 /// Opens what `--play` names.
@@ -239,5 +254,19 @@ pub fn report(summary: &CallSummary) {
     }
     for e in &summary.errors {
         eprintln!("recording error: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_seconds;
+
+    #[test]
+    fn durations_a_timer_cannot_hold_are_refused() {
+        assert_eq!(parse_seconds("2.5"), Ok(2.5));
+        assert_eq!(parse_seconds("0"), Ok(0.0));
+        for bad in ["inf", "NaN", "-1", "1e12", "soon"] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
     }
 }
