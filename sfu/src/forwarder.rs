@@ -21,7 +21,7 @@ use groupcall_media::ice::stun_username;
 use groupcall_media::payload::DtlsFingerprint;
 use groupcall_media::{
     Event, FailureCause, IceCredentials, JoinPayload, LocalEndpoint, LocalIdentity, RemotePeer,
-    State, Transport, TransportConfig,
+    SrtpProfile, State, Transport, TransportConfig,
 };
 
 /// A participant of a call, identified as Telegram does: call id and audio source.
@@ -34,13 +34,11 @@ pub struct Key {
 /// What the media plane tells the control plane.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MediaEvent {
-    Connected(Key),
+    /// DTLS finished and SRTP runs with `profile`.
+    Connected { key: Key, profile: SrtpProfile },
     /// The participant's transport failed (silent for the consent timeout, refused
     /// certificate, closed): the control plane removes it and tells the call.
-    Gone {
-        key: Key,
-        cause: FailureCause,
-    },
+    Gone { key: Key, cause: FailureCause },
 }
 
 /// Counters of the whole media plane.
@@ -251,9 +249,10 @@ impl Forwarder {
                         self.stats.rtp_foreign_ssrc += 1;
                     }
                 }
-                Event::Connected { .. } => {
+                Event::Connected { profile, .. } => {
                     p.stats.connected = true;
-                    self.events.push_back(MediaEvent::Connected(key));
+                    self.events
+                        .push_back(MediaEvent::Connected { key, profile });
                 }
                 Event::StateChanged(State::Failed(cause)) => {
                     p.stats.connected = false;

@@ -140,11 +140,11 @@ async fn run(
                         source: key.source,
                     });
                 }
-                FwdEvent::Connected(key) => {
+                FwdEvent::Connected { key, profile } => {
                     tracing::info!(
                         call = key.call,
                         source = key.source,
-                        "participant connected"
+                        "participant connected, SRTP {profile}"
                     );
                 }
             }

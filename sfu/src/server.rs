@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use groupcall_media::TransportConfig;
+use groupcall_media::{SrtpProfile, TransportConfig};
 
 use crate::api::{ControlServer, ServerConfig};
 use crate::calls::CallId;
@@ -25,6 +25,9 @@ pub struct LocalServerConfig {
     /// ClientHello: libwebrtc clients (ntgcalls) lose their CONNECTED event when a loopback
     /// server is faster than their own setup (protocol.md §12.4).
     pub dtls_start_delay: Duration,
+    /// SRTP profiles the server accepts, in its order of preference (libwebrtc clients pick
+    /// AES_CM_128_HMAC_SHA1_80 when it is offered; limit this to test the GCM profiles).
+    pub srtp_profiles: Vec<SrtpProfile>,
 }
 
 impl Default for LocalServerConfig {
@@ -33,6 +36,7 @@ impl Default for LocalServerConfig {
             control_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             media_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             dtls_start_delay: TransportConfig::server().dtls_start_delay,
+            srtp_profiles: SrtpProfile::ALL.to_vec(),
         }
     }
 }
@@ -50,6 +54,7 @@ impl LocalServer {
         let (events, receiver) = media_events();
         let transport = TransportConfig {
             dtls_start_delay: config.dtls_start_delay,
+            srtp_profiles: config.srtp_profiles.clone(),
             ..TransportConfig::server()
         };
         let media = UdpMediaPlane::start(config.media_addr, transport, events)

@@ -82,13 +82,40 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-start_local_server "$BIN" "$PY" "$LOG" -v
-
-echo "interop: groupcall serve on $CONTROL (media udp 127.0.0.1:$MEDIA_PORT), python $PY"
-# The test bounds itself (55 s); this is the backstop for a hung native library.
-rc=0
-timeout -k 5 75 "$PY" tests/interop/test_ntgcalls.py --control "$CONTROL" || rc=$?
-if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-  echo "interop: the Python test hung and was killed after 75 s" >&2
-fi
-exit "$rc"
+# protocol.md §12.6: offered all three, libwebrtc picks AES_CM_128_HMAC_SHA1_80; each GCM profile
+# works when it is the only one offered. Run the test once per case and check, in the server's
+# log, which profile both participants' connections negotiated.
+passed=0
+failed=0
+for case in "all:AES_CM_128_HMAC_SHA1_80" "aes128-gcm:AEAD_AES_128_GCM" \
+            "aes256-gcm:AEAD_AES_256_GCM" "sha1-80:AES_CM_128_HMAC_SHA1_80"; do
+  offer=${case%%:*}
+  want=${case#*:}
+  if [ "$offer" = all ]; then srtp_args=(); else srtp_args=(--srtp "$offer"); fi
+  start_local_server "$BIN" "$PY" "$LOG" -v "${srtp_args[@]}"
+  echo "interop: server offers SRTP: $offer; groupcall serve on $CONTROL (media udp 127.0.0.1:$MEDIA_PORT), python $PY"
+  out=$(mktemp -t groupcall-interop-out.XXXXXX)
+  rc=0
+  # The test bounds itself (55 s); this is the backstop for a hung native library.
+  timeout -k 5 75 "$PY" tests/interop/test_ntgcalls.py --control "$CONTROL" | tee "$out" || rc=$?
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    echo "interop: the Python test hung and was killed after 75 s" >&2
+  fi
+  read -r p f < <(sed -n 's/^interop: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out" | tail -n 1)
+  rm -f "$out"
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-1}))
+  # A test that died after printing its summary still counts as a failure.
+  if [ "$rc" -ne 0 ] && [ "${f:-1}" -eq 0 ]; then failed=$((failed + 1)); fi
+  stop_local_server
+  got=$(grep -c "participant connected, SRTP $want" "$LOG" || true)
+  if [ "$got" -ge 2 ]; then
+    echo "ok    both ntgcalls connections negotiated $want"
+    passed=$((passed + 1))
+  else
+    echo "FAIL  expected both connections on $want; the server log says: $(grep -o 'participant connected, SRTP [A-Z0-9_]*' "$LOG" | tr '\n' ';')"
+    failed=$((failed + 1))
+  fi
+done
+echo "interop: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use groupcall_engine::media::SrtpProfile;
 use groupcall_sfu::{LocalServer, LocalServerConfig};
 
 #[derive(clap::Args)]
@@ -16,6 +17,29 @@ pub struct Args {
     /// Milliseconds the server waits before its DTLS ClientHello (libwebrtc clients need ~20+).
     #[arg(long, default_value_t = 50)]
     dtls_delay_ms: u64,
+    /// SRTP profile to accept; repeat for several, in order of preference (default: all three).
+    #[arg(long = "srtp", value_enum, value_name = "PROFILE")]
+    srtp: Vec<Srtp>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Srtp {
+    /// AEAD_AES_128_GCM
+    Aes128Gcm,
+    /// AEAD_AES_256_GCM
+    Aes256Gcm,
+    /// AES_CM_128_HMAC_SHA1_80
+    Sha1_80,
+}
+
+impl From<Srtp> for SrtpProfile {
+    fn from(s: Srtp) -> Self {
+        match s {
+            Srtp::Aes128Gcm => SrtpProfile::AeadAes128Gcm,
+            Srtp::Aes256Gcm => SrtpProfile::AeadAes256Gcm,
+            Srtp::Sha1_80 => SrtpProfile::Aes128CmHmacSha1_80,
+        }
+    }
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
@@ -23,6 +47,11 @@ pub async fn run(args: Args) -> Result<(), String> {
         control_addr: args.control,
         media_addr: args.media,
         dtls_start_delay: Duration::from_millis(args.dtls_delay_ms),
+        srtp_profiles: if args.srtp.is_empty() {
+            SrtpProfile::ALL.to_vec()
+        } else {
+            args.srtp.iter().map(|&p| p.into()).collect()
+        },
     })
     .await
     .map_err(|e| e.to_string())?;
