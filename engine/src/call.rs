@@ -191,6 +191,9 @@ pub struct CallStats {
     /// Datagrams dropped by the transport (malformed, forged, replayed, not ready).
     pub dropped: u64,
     pub rejoins: u32,
+    /// Frames a recording or the application sink failed to take. The first failure of each
+    /// sink is also a [`CallEvent::RecordingError`].
+    pub recording_errors: u64,
     pub speakers: Vec<SpeakerStats>,
 }
 

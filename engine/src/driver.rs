@@ -25,7 +25,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
-use crate::audio::{AudioSender, Next, ParticipantSinks, Source, FRAME_SAMPLES};
+use crate::audio::{AudioSender, MixRecorder, Next, ParticipantSinks, Source, FRAME_SAMPLES};
 use crate::call::{
     CallConfig, CallEvent, CallStats, CallSummary, Command, ConnectionState, EndReason,
     ParticipantInfo, RejoinPolicy, SpeakerStats,
@@ -187,7 +187,7 @@ pub(crate) async fn start(
     let channels = config.encoder.channels;
     // Files first: a recording that cannot even be created is better refused before joining.
     let mix = match &config.record_mix {
-        Some(path) => Some(Receivers::create_mix(path, config.record_format, channels)?),
+        Some(path) => Some(MixRecorder::create(path, config.record_format, channels)?),
         None => None,
     };
     let mut sinks = ParticipantSinks::new(channels, config.hold_unknown);
@@ -339,6 +339,7 @@ impl Driver {
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
         let (lookup_tx, mut lookup_rx) = mpsc::unbounded_channel::<Vec<Participant>>();
         let (check_tx, mut check_rx) = mpsc::unbounded_channel::<(u32, bool)>();
+        let mut updates_open = true;
         self.emit(CallEvent::State(ConnectionState::Connecting));
         self.fetch_roster(&lookup_tx, ParticipantQuery::default());
         let reason = loop {
@@ -367,7 +368,7 @@ impl Driver {
                     _ = tokio::time::sleep_until(timeout.into()) => Wake::Timeout,
                     _ = tick.tick() => Wake::Tick,
                     c = self.commands.recv() => Wake::Command(c),
-                    u = self.updates.next() => Wake::Update(u),
+                    u = self.updates.next(), if updates_open => Wake::Update(u),
                     r = async { join.expect("guarded").await }, if join.is_some() => Wake::Joined(Box::new(r)),
                     _ = tokio::time::sleep_until(rejoin_at.unwrap_or_else(Instant::now).into()), if rejoin_at.is_some() => Wake::RejoinDue,
                     Some(l) = lookup_rx.recv() => Wake::Lookup(l),
@@ -386,7 +387,11 @@ impl Driver {
                     // transport's own timeouts decide whether the path is dead.
                     if e.kind() != std::io::ErrorKind::ConnectionRefused {
                         tracing::warn!("media socket error: {e}");
-                        self.start_rejoin(now, format!("the media socket failed: {e}"));
+                        if let Some(reason) =
+                            self.start_rejoin(now, format!("the media socket failed: {e}"))
+                        {
+                            break reason;
+                        }
                     }
                 }
                 Wake::Timeout => {
@@ -418,8 +423,10 @@ impl Driver {
                 }
                 Wake::Command(Some(c)) => self.on_command(c),
                 Wake::Update(None) => {
-                    // The backend is gone; keep the media running, nothing more to hear.
-                    self.updates = self.signaling.updates();
+                    // The backend's update source is gone: the media goes on, with no more
+                    // roster news (and no busy loop on a closed stream).
+                    tracing::warn!("the signaling backend stopped sending updates");
+                    updates_open = false;
                 }
                 Wake::Update(Some(u)) => {
                     if let Some(reason) = self.on_update(now, u, &lookup_tx) {
@@ -716,6 +723,7 @@ impl Driver {
             s.packets_sent += c.sender.stats().packets;
             s.packets_received = t.received.rtp;
             s.dropped = t.dropped();
+            s.recording_errors = self.receivers.sink_errors;
             let mut speakers: Vec<SpeakerStats> = t
                 .ssrcs
                 .iter()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use groupcall_media::RtpPacket;
 
 use crate::audio::{
-    Channels, Decoder, FileFormat, FrameKind, JitterBuffer, JitterConfig, LevelMeter, MixRecorder,
+    Channels, Decoder, FrameKind, JitterBuffer, JitterConfig, LevelMeter, MixRecorder,
     ParticipantSinks, SpeakingLevel,
 };
 use crate::error::{Error, Result};
@@ -50,12 +50,11 @@ pub(crate) struct Receivers {
     speakers: HashMap<u32, Speaker>,
     sinks: ParticipantSinks,
     mix: Option<MixRecorder>,
-    /// Packets of another payload type (video, RTX padding): counted, not decoded.
-    pub not_audio: u64,
     /// A failing sink keeps failing every 20 ms: only the first failure of each sink is
     /// reported, the rest are counted.
     sink_failed: bool,
     mix_failed: bool,
+    /// Frames a sink failed to take (each failure after the first is only counted).
     pub sink_errors: u64,
     /// Recordings of speakers who left, closed already.
     closed: Vec<(u32, PathBuf)>,
@@ -75,7 +74,6 @@ impl Receivers {
             speakers: HashMap::new(),
             sinks,
             mix,
-            not_audio: 0,
             sink_failed: false,
             mix_failed: false,
             sink_errors: 0,
@@ -83,15 +81,11 @@ impl Receivers {
         }
     }
 
-    /// Creates the mix file. Separate from `new` so that a failure is a typed error at join.
-    pub fn create_mix(path: &Path, format: FileFormat, channels: Channels) -> Result<MixRecorder> {
-        MixRecorder::create(path, format, channels)
-    }
-
     /// One decrypted RTP packet. Returns true when the SSRC was heard for the first time.
     pub fn insert(&mut self, now: Instant, packet: &RtpPacket) -> Result<bool> {
+        // Other payload types (video, RTX padding probes) are counted by the transport's
+        // per-SSRC statistics; there is nothing to decode.
         if packet.payload_type != OPUS_PT || packet.payload.is_empty() {
-            self.not_audio += 1;
             return Ok(false);
         }
         let mut new = false;

@@ -465,6 +465,13 @@ async fn a_recording_that_cannot_be_written_is_an_error_event_not_silence() {
     })
     .await;
     assert!(error.contains("no-such-dir"), "names the path: {error}");
+    // Reported once, and every frame that could not be written is counted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let failed = l.stats().recording_errors;
+    assert!(failed >= 5, "{failed} frames counted as not recorded");
+    while let Some(e) = l.try_next_event() {
+        assert!(!matches!(e, CallEvent::RecordingError { .. }), "reported twice: {e:?}");
+    }
     // A mix file that cannot be created refuses the join itself, before anything is sent.
     let e = engine(&s.server, 3)
         .join(
