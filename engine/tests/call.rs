@@ -5,94 +5,13 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use groupcall_engine::audio::{Channels, Source, SourceOptions};
-use groupcall_engine::signaling::local::LocalSignaling;
-use groupcall_engine::signaling::{CallRef, CreateCall, PeerId, Signaling};
-use groupcall_engine::{
-    Call, CallConfig, CallEvent, CallSummary, ConnectionState, EndReason, Engine,
-};
-use groupcall_sfu::{LocalServer, LocalServerConfig};
+use groupcall_engine::signaling::PeerId;
+use groupcall_engine::{CallConfig, CallEvent, CallSummary, EndReason, Engine};
+use support::e2e::*;
 use support::*;
-use tokio::time::timeout;
-
-const RATE: u32 = 48_000;
-
-struct Setup {
-    server: LocalServer,
-    call: CallRef,
-}
-
-async fn setup() -> Setup {
-    let server = LocalServer::start(LocalServerConfig::default())
-        .await
-        .expect("the local server starts");
-    let admin = LocalSignaling::new(server.control_url(), PeerId::User(1)).unwrap();
-    let info = admin
-        .create_call(None, &CreateCall::default())
-        .await
-        .expect("call created");
-    Setup {
-        server,
-        call: CallRef::Id(info.id),
-    }
-}
-
-fn engine(server: &LocalServer, user: i64) -> Engine {
-    Engine::new(Arc::new(
-        LocalSignaling::new(server.control_url(), PeerId::User(user)).unwrap(),
-    ))
-}
-
-/// Waits for the first event `pick` accepts, failing after `secs`; returns it and everything
-/// seen before it.
-async fn wait_for<T>(
-    call: &mut Call,
-    secs: u64,
-    what: &str,
-    mut pick: impl FnMut(&CallEvent) -> Option<T>,
-) -> (T, Vec<CallEvent>) {
-    let mut seen = Vec::new();
-    let r = timeout(Duration::from_secs(secs), async {
-        while let Some(e) = call.next_event().await {
-            if let Some(t) = pick(&e) {
-                return Some(t);
-            }
-            seen.push(e);
-        }
-        None
-    })
-    .await;
-    match r {
-        Ok(Some(t)) => (t, seen),
-        Ok(None) => panic!("{what}: the call ended first; events: {seen:?}"),
-        Err(_) => panic!("{what}: not within {secs} s; events: {seen:?}"),
-    }
-}
-
-async fn connected(call: &mut Call) {
-    wait_for(call, 10, "connected", |e| {
-        matches!(e, CallEvent::State(ConnectionState::Connected)).then_some(())
-    })
-    .await;
-}
-
-/// Joins `s.call` as `user`.
-async fn join(s: &Setup, user: i64, config: CallConfig) -> Call {
-    engine(&s.server, user)
-        .join(s.call.clone(), config)
-        .await
-        .unwrap_or_else(|e| panic!("user {user} cannot join: {e}"))
-}
-
-fn playing(source: Source) -> CallConfig {
-    CallConfig {
-        source: Some(source),
-        ..CallConfig::default()
-    }
-}
 
 fn two_tone(secs_each: f64, f1: f64, f2: f64) -> Vec<i16> {
     let n = (secs_each * RATE as f64) as usize;
@@ -137,7 +56,7 @@ fn trim(v: &[i16]) -> &[i16] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_plays_b_records_per_participant_and_in_the_mix() {
-    let s = setup().await;
+    let s = Setup::start().await;
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("a.wav");
     let sent = two_tone(2.5, 440.0, 1000.0);
@@ -145,36 +64,31 @@ async fn what_a_plays_b_records_per_participant_and_in_the_mix() {
 
     let rec = dir.path().join("rec");
     std::fs::create_dir(&rec).unwrap();
-    let mut b = engine(&s.server, 2002)
+    let mut b = s
         .join(
-            s.call.clone(),
+            2002,
             CallConfig {
                 record_dir: Some(rec.clone()),
                 record_mix: Some(dir.path().join("mix.wav")),
                 ..CallConfig::default()
             },
         )
-        .await
-        .expect("B joins");
+        .await;
     connected(&mut b).await;
-    let mut a = engine(&s.server, 1001)
+    let mut a = s
         .join(
-            s.call.clone(),
+            1001,
             CallConfig {
                 source: Some(wav_source(&wav)),
                 ..CallConfig::default()
             },
         )
-        .await
-        .expect("A joins");
+        .await;
     connected(&mut a).await;
     let a_ssrc = a.ssrc();
     assert_ne!(a_ssrc, 0);
 
-    let (_, _) = wait_for(&mut a, 15, "A's source ends", |e| {
-        matches!(e, CallEvent::SourceEnded { .. }).then_some(())
-    })
-    .await;
+    source_ended(&mut a).await;
     // Nothing more than one end per source.
     tokio::time::sleep(Duration::from_millis(600)).await;
     while let Some(e) = a.try_next_event() {
@@ -205,10 +119,7 @@ async fn what_a_plays_b_records_per_participant_and_in_the_mix() {
     let stats = b.stats();
     assert!(stats.packets_received >= 200, "{stats:?}");
     // A sent an RTCP sender report (every 5 s) that the server received.
-    let call_id = match &s.call {
-        CallRef::Id(c) => c.id,
-        _ => unreachable!(),
-    };
+    let call_id = s.call_id();
     let at_server = s.server.participant_stats(call_id, a_ssrc).await.unwrap();
     assert!(at_server.rtcp_received >= 1, "{at_server:?}");
     let summary = b.leave().await.expect("B leaves");
@@ -264,7 +175,7 @@ async fn what_a_plays_b_records_per_participant_and_in_the_mix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_speakers_at_once_each_file_has_its_own_tone_and_the_mix_has_both() {
-    let s = setup().await;
+    let s = Setup::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (wa, wb) = (dir.path().join("a.wav"), dir.path().join("b.wav"));
     write_wav(
@@ -281,28 +192,24 @@ async fn two_speakers_at_once_each_file_has_its_own_tone_and_the_mix_has_both() 
     );
     let rec = dir.path().join("rec");
     std::fs::create_dir(&rec).unwrap();
-    let mut l = engine(&s.server, 3)
+    let mut l = s
         .join(
-            s.call.clone(),
+            3,
             CallConfig {
                 record_dir: Some(rec),
                 record_mix: Some(dir.path().join("mix.wav")),
                 ..CallConfig::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
     connected(&mut l).await;
-    let mut a = join(&s, 1, playing(wav_source(&wa))).await;
-    let mut b = join(&s, 2, playing(wav_source(&wb))).await;
+    let mut a = s.join(1, playing(wav_source(&wa))).await;
+    let mut b = s.join(2, playing(wav_source(&wb))).await;
     connected(&mut a).await;
     connected(&mut b).await;
     let (sa, sb) = (a.ssrc(), b.ssrc());
     for c in [&mut a, &mut b] {
-        wait_for(c, 10, "source ends", |e| {
-            matches!(e, CallEvent::SourceEnded { .. }).then_some(())
-        })
-        .await;
+        source_ended(c).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let summary = l.leave().await.unwrap();
@@ -340,7 +247,7 @@ fn tone_energy(x: &[i16], freq: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mute_stops_all_rtp_and_unmute_resumes_it() {
-    let s = setup().await;
+    let s = Setup::start().await;
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("a.wav");
     write_wav(
@@ -349,14 +256,11 @@ async fn mute_stops_all_rtp_and_unmute_resumes_it() {
         1,
         &sine(700.0, 10000.0, RATE, 0, 10 * RATE as usize),
     );
-    let mut l = join(&s, 2, CallConfig::default()).await;
+    let mut l = s.join(2, CallConfig::default()).await;
     connected(&mut l).await;
-    let mut a = join(&s, 1, playing(wav_source(&wav))).await;
+    let mut a = s.join(1, playing(wav_source(&wav))).await;
     connected(&mut a).await;
-    let call_id = match &s.call {
-        CallRef::Id(c) => c.id,
-        _ => unreachable!(),
-    };
+    let call_id = s.call_id();
     let ssrc = a.ssrc();
     let received = || async {
         s.server
@@ -395,7 +299,7 @@ async fn mute_stops_all_rtp_and_unmute_resumes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_the_source_does_not_fire_source_ended_but_its_end_does_once() {
-    let s = setup().await;
+    let s = Setup::start().await;
     let dir = tempfile::tempdir().unwrap();
     let long = dir.path().join("long.wav");
     let short = dir.path().join("short.wav");
@@ -411,7 +315,7 @@ async fn switching_the_source_does_not_fire_source_ended_but_its_end_does_once()
         1,
         &sine(600.0, 8000.0, RATE, 0, RATE as usize / 2),
     );
-    let mut a = join(&s, 1, playing(wav_source(&long))).await;
+    let mut a = s.join(1, playing(wav_source(&long))).await;
     connected(&mut a).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.set_source(Some(wav_source(&short))).unwrap();
@@ -433,7 +337,7 @@ async fn switching_the_source_does_not_fire_source_ended_but_its_end_does_once()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_that_cannot_be_written_is_an_error_event_not_silence() {
-    let s = setup().await;
+    let s = Setup::start().await;
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("a.wav");
     write_wav(
@@ -445,19 +349,18 @@ async fn a_recording_that_cannot_be_written_is_an_error_event_not_silence() {
     // A directory that does not exist stands for one that cannot be written: tests run as
     // root, which ignores permission bits.
     let missing = dir.path().join("no-such-dir");
-    let mut l = engine(&s.server, 2)
+    let mut l = s
         .join(
-            s.call.clone(),
+            2,
             CallConfig {
                 record_dir: Some(missing.clone()),
                 hold_unknown: Duration::from_millis(100),
                 ..CallConfig::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
     connected(&mut l).await;
-    let mut a = join(&s, 1, playing(wav_source(&wav))).await;
+    let mut a = s.join(1, playing(wav_source(&wav))).await;
     connected(&mut a).await;
     let (error, _) = wait_for(&mut l, 5, "a recording error", |e| match e {
         CallEvent::RecordingError { error } => Some(error.clone()),
@@ -470,10 +373,13 @@ async fn a_recording_that_cannot_be_written_is_an_error_event_not_silence() {
     let failed = l.stats().recording_errors;
     assert!(failed >= 5, "{failed} frames counted as not recorded");
     while let Some(e) = l.try_next_event() {
-        assert!(!matches!(e, CallEvent::RecordingError { .. }), "reported twice: {e:?}");
+        assert!(
+            !matches!(e, CallEvent::RecordingError { .. }),
+            "reported twice: {e:?}"
+        );
     }
     // A mix file that cannot be created refuses the join itself, before anything is sent.
-    let e = engine(&s.server, 3)
+    let e = Engine::new(s.signaling(3))
         .join(
             s.call.clone(),
             CallConfig {
@@ -491,11 +397,10 @@ async fn a_recording_that_cannot_be_written_is_an_error_event_not_silence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_discarded_call_ends_with_its_reason() {
-    let s = setup().await;
-    let mut l = join(&s, 2, CallConfig::default()).await;
+    let s = Setup::start().await;
+    let mut l = s.join(2, CallConfig::default()).await;
     connected(&mut l).await;
-    let admin = LocalSignaling::new(s.server.control_url(), PeerId::User(1)).unwrap();
-    admin.discard(&s.call).await.unwrap();
+    s.signaling(1).discard(&s.call).await.unwrap();
     let (reason, _) = wait_for(&mut l, 5, "ended", |e| match e {
         CallEvent::Ended { reason } => Some(reason.clone()),
         _ => None,
@@ -506,7 +411,7 @@ async fn a_discarded_call_ends_with_its_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_application_gets_each_speakers_frames_with_ssrc_and_peer() {
-    let s = setup().await;
+    let s = Setup::start().await;
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("a.wav");
     write_wav(
@@ -516,23 +421,20 @@ async fn the_application_gets_each_speakers_frames_with_ssrc_and_peer() {
         &sine(750.0, 10000.0, RATE, 0, 2 * RATE as usize),
     );
     let (sink, frames) = groupcall_engine::audio::AppSink::channel(500);
-    let mut l = join(
-        &s,
-        2,
-        CallConfig {
-            app_sink: Some(sink),
-            ..CallConfig::default()
-        },
-    )
-    .await;
+    let mut l = s
+        .join(
+            2,
+            CallConfig {
+                app_sink: Some(sink),
+                ..CallConfig::default()
+            },
+        )
+        .await;
     connected(&mut l).await;
-    let mut a = join(&s, 1001, playing(wav_source(&wav))).await;
+    let mut a = s.join(1001, playing(wav_source(&wav))).await;
     connected(&mut a).await;
     let ssrc = a.ssrc();
-    wait_for(&mut a, 10, "A's source ends", |e| {
-        matches!(e, CallEvent::SourceEnded { .. }).then_some(())
-    })
-    .await;
+    source_ended(&mut a).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     l.leave().await.unwrap();
     a.leave().await.unwrap();

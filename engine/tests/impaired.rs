@@ -6,56 +6,12 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use groupcall_engine::audio::{Channels, Source, SourceOptions};
 use groupcall_engine::media::{IceTimeouts, TransportConfig};
-use groupcall_engine::signaling::local::LocalSignaling;
-use groupcall_engine::signaling::{CallRef, CreateCall, PeerId, Signaling};
-use groupcall_engine::{Call, CallConfig, CallEvent, ConnectionState, Engine, RejoinPolicy};
-use groupcall_sfu::{LocalServer, LocalServerConfig};
+use groupcall_engine::{CallConfig, CallEvent, ConnectionState, Engine, RejoinPolicy};
+use support::e2e::*;
 use support::proxy::{Impairment, Proxy, ViaProxy};
 use support::*;
 use tokio::time::timeout;
-
-const RATE: u32 = 48_000;
-
-async fn setup() -> (LocalServer, CallRef) {
-    let server = LocalServer::start(LocalServerConfig::default())
-        .await
-        .unwrap();
-    let admin = LocalSignaling::new(server.control_url(), PeerId::User(1)).unwrap();
-    let info = admin
-        .create_call(None, &CreateCall::default())
-        .await
-        .unwrap();
-    (server, CallRef::Id(info.id))
-}
-
-fn local(server: &LocalServer, user: i64) -> Arc<dyn Signaling> {
-    Arc::new(LocalSignaling::new(server.control_url(), PeerId::User(user)).unwrap())
-}
-
-async fn until<T>(
-    call: &mut Call,
-    secs: u64,
-    what: &str,
-    mut pick: impl FnMut(&CallEvent) -> Option<T>,
-) -> T {
-    let mut seen = Vec::new();
-    let r = timeout(Duration::from_secs(secs), async {
-        while let Some(e) = call.next_event().await {
-            if let Some(t) = pick(&e) {
-                return Some(t);
-            }
-            seen.push(e);
-        }
-        None
-    })
-    .await;
-    match r {
-        Ok(Some(t)) => t,
-        _ => panic!("{what}: not within {secs} s; events: {seen:?}"),
-    }
-}
 
 /// A transport that notices a dead path after `failed_ms` (disconnected at half of it), so the
 /// tests are quick. Consent checks must come more often than that: a listener sends nothing
@@ -72,31 +28,10 @@ fn quick_failure(failed_ms: u64) -> TransportConfig {
     }
 }
 
-fn connected(e: &CallEvent) -> Option<()> {
-    matches!(e, CallEvent::State(ConnectionState::Connected)).then_some(())
-}
-
-fn tone_source(dir: &std::path::Path, freq: f64, secs: usize, looping: bool) -> Source {
-    let wav = dir.join(format!("tone{freq}.wav"));
-    write_wav(
-        &wav,
-        RATE,
-        1,
-        &sine(freq, 10000.0, RATE, 0, secs * RATE as usize),
-    );
-    Source::wav(
-        &wav,
-        SourceOptions {
-            channels: Channels::Mono,
-            looping,
-        },
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_10_percent_loss_and_40_ms_jitter_the_tone_has_no_gap_over_60_ms() {
-    let (server, call) = setup().await;
+    let s = Setup::start().await;
+    let (server, call) = (&s.server, &s.call);
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(
         server.media_addr(),
@@ -109,7 +44,7 @@ async fn with_10_percent_loss_and_40_ms_jitter_the_tone_has_no_gap_over_60_ms() 
     .await;
     let rec = dir.path().join("rec");
     std::fs::create_dir(&rec).unwrap();
-    let mut b = Engine::new(local(&server, 2))
+    let mut b = Engine::new(local(server, 2))
         .join(
             call.clone(),
             CallConfig {
@@ -119,9 +54,9 @@ async fn with_10_percent_loss_and_40_ms_jitter_the_tone_has_no_gap_over_60_ms() 
         )
         .await
         .unwrap();
-    until(&mut b, 10, "B connected", connected).await;
+    connected(&mut b).await;
     let via = Arc::new(ViaProxy {
-        inner: local(&server, 1),
+        inner: local(server, 1),
         proxy: proxy.addr,
     });
     let mut a = Engine::new(via)
@@ -134,12 +69,9 @@ async fn with_10_percent_loss_and_40_ms_jitter_the_tone_has_no_gap_over_60_ms() 
         )
         .await
         .unwrap();
-    until(&mut a, 15, "A connected through the lossy proxy", connected).await;
+    connected(&mut a).await;
     let ssrc = a.ssrc();
-    until(&mut a, 15, "A's tone ends", |e| {
-        matches!(e, CallEvent::SourceEnded { .. }).then_some(())
-    })
-    .await;
+    source_ended(&mut a).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let summary = b.leave().await.unwrap();
     a.leave().await.unwrap();
@@ -176,12 +108,13 @@ async fn with_10_percent_loss_and_40_ms_jitter_the_tone_has_no_gap_over_60_ms() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_media_goes_away_the_bot_rejoins_and_audio_resumes() {
-    let (server, call) = setup().await;
+    let s = Setup::start().await;
+    let (server, call) = (&s.server, &s.call);
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(server.media_addr(), Impairment::default(), 1).await;
     let rec = dir.path().join("rec");
     std::fs::create_dir(&rec).unwrap();
-    let mut b = Engine::new(local(&server, 2))
+    let mut b = Engine::new(local(server, 2))
         .join(
             call.clone(),
             CallConfig {
@@ -191,9 +124,9 @@ async fn when_the_media_goes_away_the_bot_rejoins_and_audio_resumes() {
         )
         .await
         .unwrap();
-    until(&mut b, 10, "B connected", connected).await;
+    connected(&mut b).await;
     let via = Arc::new(ViaProxy {
-        inner: local(&server, 1),
+        inner: local(server, 1),
         proxy: proxy.addr,
     });
     let mut a = Engine::new(via)
@@ -212,7 +145,7 @@ async fn when_the_media_goes_away_the_bot_rejoins_and_audio_resumes() {
         )
         .await
         .unwrap();
-    until(&mut a, 10, "A connected", connected).await;
+    connected(&mut a).await;
     let first = a.ssrc();
     tokio::time::sleep(Duration::from_millis(800)).await;
 
@@ -275,15 +208,16 @@ async fn when_the_media_goes_away_the_bot_rejoins_and_audio_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_server_drops_the_participant_it_rejoins_with_a_fresh_payload() {
-    let (server, call) = setup().await;
-    let mut a = Engine::new(local(&server, 1))
+    let s = Setup::start().await;
+    let (server, call) = (&s.server, &s.call);
+    let mut a = Engine::new(local(server, 1))
         .join(call.clone(), CallConfig::default())
         .await
         .unwrap();
-    until(&mut a, 10, "A connected", connected).await;
+    connected(&mut a).await;
     let first = a.ssrc();
     // The server forgets A (as if A left from elsewhere, or the server lost it).
-    local(&server, 1).leave(&call, first).await.unwrap();
+    local(server, 1).leave(call, first).await.unwrap();
     let reason = until(&mut a, 10, "A rejoins", |e| match e {
         CallEvent::State(ConnectionState::Rejoining { reason, .. }) => Some(reason.clone()),
         _ => None,
@@ -301,9 +235,9 @@ async fn when_the_server_drops_the_participant_it_rejoins_with_a_fresh_payload()
     })
     .await;
     assert_ne!(second, first);
-    until(&mut a, 10, "A connected again", connected).await;
-    let page = local(&server, 9)
-        .participants(&call, &Default::default())
+    connected(&mut a).await;
+    let page = local(server, 9)
+        .participants(call, &Default::default())
         .await
         .unwrap();
     let sources: Vec<u32> = page.participants.iter().map(|p| p.source).collect();
@@ -317,17 +251,18 @@ async fn when_the_server_drops_the_participant_it_rejoins_with_a_fresh_payload()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_gives_up_ends_alone_and_the_other_calls_of_the_process_go_on() {
-    let (server, call) = setup().await;
+    let s = Setup::start().await;
+    let (server, call) = (&s.server, &s.call);
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(server.media_addr(), Impairment::default(), 3).await;
-    let mut listener = Engine::new(local(&server, 2))
+    let mut listener = Engine::new(local(server, 2))
         .join(call.clone(), CallConfig::default())
         .await
         .unwrap();
-    until(&mut listener, 10, "listener connected", connected).await;
+    connected(&mut listener).await;
     // Two calls in this one process: one through the proxy that will die, one direct.
     let doomed_engine = Engine::new(Arc::new(ViaProxy {
-        inner: local(&server, 1),
+        inner: local(server, 1),
         proxy: proxy.addr,
     }));
     let mut doomed = doomed_engine
@@ -345,8 +280,8 @@ async fn a_call_that_gives_up_ends_alone_and_the_other_calls_of_the_process_go_o
         )
         .await
         .unwrap();
-    until(&mut doomed, 10, "doomed connected", connected).await;
-    let mut alive = Engine::new(local(&server, 3))
+    connected(&mut doomed).await;
+    let mut alive = Engine::new(local(server, 3))
         .join(
             call.clone(),
             CallConfig {
@@ -356,7 +291,7 @@ async fn a_call_that_gives_up_ends_alone_and_the_other_calls_of_the_process_go_o
         )
         .await
         .unwrap();
-    until(&mut alive, 10, "alive connected", connected).await;
+    connected(&mut alive).await;
     let before = listener.stats().packets_received;
 
     proxy.set_down(true);

@@ -6,35 +6,22 @@
 mod support;
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use groupcall_engine::audio::{Channels, Source, SourceOptions};
 use groupcall_engine::media::JoinPayload;
 use groupcall_engine::signaling::local::LocalSignaling;
-use groupcall_engine::signaling::{CallRef, CreateCall, JoinOptions, PeerId, Signaling};
-use groupcall_engine::{CallConfig, CallEvent, ConnectionState, Engine};
-use groupcall_sfu::{LocalServer, LocalServerConfig};
+use groupcall_engine::signaling::{JoinOptions, PeerId, Signaling};
+use groupcall_engine::{CallEvent, ConnectionState};
 use serde_json::{json, Value};
+use support::e2e::*;
 use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::timeout;
 
-const RATE: u32 = 48_000;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_drives_stdio_signaling_and_the_recording_holds_the_tone() {
-    let server = LocalServer::start(LocalServerConfig::default())
-        .await
-        .unwrap();
-    let admin = LocalSignaling::new(server.control_url(), PeerId::User(1)).unwrap();
-    let call = CallRef::Id(
-        admin
-            .create_call(None, &CreateCall::default())
-            .await
-            .unwrap()
-            .id,
-    );
+    let s = Setup::start().await;
+    let (server, call) = (&s.server, &s.call);
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("rec");
 
@@ -75,7 +62,7 @@ async fn a_script_drives_stdio_signaling_and_the_recording_holds_the_tone() {
         move || Ok(p.clone())
     };
     let joined = bridge
-        .join(&call, &mut once, &JoinOptions::default())
+        .join(call, &mut once, &JoinOptions::default())
         .await
         .expect("the server takes the stdio payload");
     // A garbage line is reported and ignored; then the answer, as Telegram's string.
@@ -98,34 +85,9 @@ async fn a_script_drives_stdio_signaling_and_the_recording_holds_the_tone() {
     assert!(saw_error, "the malformed line was reported on stdout");
 
     // A speaker joins and plays; the bridge tells the stdio participant who it is.
-    let wav = dir.path().join("tone.wav");
-    write_wav(
-        &wav,
-        RATE,
-        1,
-        &sine(880.0, 10000.0, RATE, 0, 2 * RATE as usize),
-    );
-    let mut speaker = Engine::new(Arc::new(
-        LocalSignaling::new(server.control_url(), PeerId::User(1001)).unwrap(),
-    ))
-    .join(
-        call.clone(),
-        CallConfig {
-            source: Some(
-                Source::wav(
-                    &wav,
-                    SourceOptions {
-                        channels: Channels::Mono,
-                        looping: false,
-                    },
-                )
-                .unwrap(),
-            ),
-            ..CallConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut speaker = s
+        .join(1001, playing(tone_source(dir.path(), 880.0, 2, false)))
+        .await;
     let ssrc = speaker.ssrc();
     let roster = json!({"participants": [{"source": ssrc as i32, "peer": 1001}]});
     stdin
@@ -174,7 +136,7 @@ async fn a_script_drives_stdio_signaling_and_the_recording_holds_the_tone() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "groupcall exited with {status}");
-    bridge.leave(&call, payload.audio_ssrc()).await.unwrap();
+    bridge.leave(call, payload.audio_ssrc()).await.unwrap();
     speaker.leave().await.unwrap();
 
     let path = recording.expect("the speaker was recorded");

@@ -1,6 +1,7 @@
 //! Test helpers: signals, a deterministic RNG, and spectrum/continuity measurements.
 #![allow(dead_code)]
 
+pub mod e2e;
 pub mod proxy;
 
 use rustfft::{num_complex::Complex, FftPlanner};
