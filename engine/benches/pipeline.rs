@@ -45,28 +45,11 @@ fn speechlike(frame: usize) -> Vec<i16> {
 
 /// A participant transport connected to a server transport on the simulated network.
 fn connected(profile: SrtpProfile) -> (Sim, common::Pair) {
-    let mut sim = Sim::new(1);
     let server_cfg = TransportConfig {
         srtp_profiles: vec![profile],
         ..TransportConfig::server()
     };
-    let mut p = common::pair(
-        "10.0.0.1:5000".parse().unwrap(),
-        "10.0.0.2:32000".parse().unwrap(),
-        TransportConfig::default(),
-        server_cfg,
-        |a| a,
-        None,
-        sim.now,
-    );
-    let mut ev: [Vec<Event>; 2] = Default::default();
-    let deadline = sim.now + Duration::from_secs(5);
-    assert!(sim.run_until(
-        &mut [&mut p.client, &mut p.server],
-        &mut ev,
-        deadline,
-        |ts, _| ts.iter().all(|t| t.is_connected())
-    ));
+    let (sim, p, _) = common::connected_pair(1, server_cfg);
     assert_eq!(p.client.srtp_profile(), Some(profile));
     (sim, p)
 }

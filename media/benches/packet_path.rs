@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use groupcall_media::sim::Sim;
 use groupcall_media::srtp::{SrtpProfile, SrtpSession};
-use groupcall_media::{AudioLevel, Event, ExtensionIds, OutgoingRtp, RtpPacket, TransportConfig};
+use groupcall_media::{AudioLevel, ExtensionIds, OutgoingRtp, RtpPacket, TransportConfig};
 
 fn opus_like(seq: u16) -> OutgoingRtp<'static> {
     OutgoingRtp {
@@ -85,28 +84,11 @@ fn rtp_parse(c: &mut Criterion) {
 
 fn receive_path(c: &mut Criterion) {
     for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
-        let mut sim = Sim::new(1);
         let server_cfg = TransportConfig {
             srtp_profiles: vec![profile],
             ..TransportConfig::server()
         };
-        let mut p = common::pair(
-            "10.0.0.1:5000".parse().unwrap(),
-            "10.0.0.2:32000".parse().unwrap(),
-            TransportConfig::default(),
-            server_cfg,
-            |a| a,
-            None,
-            sim.now,
-        );
-        let mut ev: [Vec<Event>; 2] = Default::default();
-        let deadline = sim.now + Duration::from_secs(5);
-        assert!(sim.run_until(
-            &mut [&mut p.client, &mut p.server],
-            &mut ev,
-            deadline,
-            |ts, _| ts.iter().all(|t| t.is_connected())
-        ));
+        let (sim, mut p, _) = common::connected_pair(1, server_cfg);
         let from = p.server.local_addr();
         let now = sim.now;
         let mut seq = 0u16;

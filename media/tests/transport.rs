@@ -56,26 +56,9 @@ fn connect(sim: &mut Sim, p: &mut common::Pair, ev: &mut [Vec<Event>; 2]) {
     assert!(p.server.is_connected(), "server {}", p.server.state());
 }
 
-/// A participant and a server side with the default settings, connected on a simulated network.
-fn connected_pair(seed: u64) -> (Sim, common::Pair, [Vec<Event>; 2]) {
-    let mut sim = Sim::new(seed);
-    let mut p = common::pair(
-        addr(C),
-        addr(S),
-        TransportConfig::default(),
-        TransportConfig::server(),
-        |a| a,
-        None,
-        sim.now,
-    );
-    let mut ev: [Vec<Event>; 2] = Default::default();
-    connect(&mut sim, &mut p, &mut ev);
-    (sim, p, ev)
-}
-
 #[test]
 fn connects_and_decrypts_ssrcs_the_client_never_heard_of() {
-    let (mut sim, mut p, mut ev) = connected_pair(1);
+    let (mut sim, mut p, mut ev) = common::connected_pair(1, TransportConfig::server());
 
     // The state sequence a person would expect.
     let states: Vec<State> = ev[0]
@@ -299,7 +282,7 @@ fn each_srtp_profile_negotiates_and_carries_rtp_both_ways() {
 
 #[test]
 fn a_sender_report_arrives_parsed_with_its_counts_and_ntp_time() {
-    let (mut sim, mut p, mut ev) = connected_pair(77);
+    let (mut sim, mut p, mut ev) = common::connected_pair(77, TransportConfig::server());
     let wallclock = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
     let info = groupcall_media::SenderInfo {
         ssrc: 4242,
@@ -338,7 +321,7 @@ fn a_sender_report_arrives_parsed_with_its_counts_and_ntp_time() {
 
 #[test]
 fn replayed_srtp_is_dropped_and_counted() {
-    let (sim, mut p, _) = connected_pair(4);
+    let (sim, mut p, _) = common::connected_pair(4, TransportConfig::server());
     p.server
         .send_rtp(&OutgoingRtp::new(9, 1, 0, 111, b"once"))
         .unwrap();
@@ -357,7 +340,7 @@ fn replayed_srtp_is_dropped_and_counted() {
 
 #[test]
 fn media_from_an_unvalidated_address_is_dropped() {
-    let (sim, mut p, _) = connected_pair(5);
+    let (sim, mut p, _) = common::connected_pair(5, TransportConfig::server());
     p.server
         .send_rtp(&OutgoingRtp::new(9, 1, 0, 111, b"spoof"))
         .unwrap();
@@ -425,7 +408,7 @@ fn silence_gives_disconnected_then_failed_with_the_configured_timeouts() {
 
 #[test]
 fn lite_side_fails_after_30_s_without_checks() {
-    let (mut sim, mut p, mut ev) = connected_pair(7);
+    let (mut sim, mut p, mut ev) = common::connected_pair(7, TransportConfig::server());
     sim.net.blackholed.insert(addr(C));
     let t0 = sim.now;
     let deadline = sim.now + Duration::from_secs(60);
@@ -518,7 +501,7 @@ fn connects_through_loss_delay_and_reordering() {
 
 #[test]
 fn close_stops_everything() {
-    let (mut sim, mut p, mut ev) = connected_pair(9);
+    let (mut sim, mut p, mut ev) = common::connected_pair(9, TransportConfig::server());
     p.client.close(sim.now);
     assert_eq!(*p.client.state(), State::Closed);
     assert!(p

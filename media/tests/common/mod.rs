@@ -3,13 +3,14 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use groupcall_media::answer::{telegram_audio_info, telegram_video_info, Candidate, TransportInfo};
 use groupcall_media::payload::DtlsFingerprint;
+use groupcall_media::sim::Sim;
 use groupcall_media::{
-    IceCredentials, JoinPayload, LocalEndpoint, LocalIdentity, RemotePeer, RtcAnswer, ServerAnswer,
-    Setup, Transport, TransportConfig, VideoPublish,
+    Event, IceCredentials, JoinPayload, LocalEndpoint, LocalIdentity, RemotePeer, RtcAnswer,
+    ServerAnswer, Setup, Transport, TransportConfig, VideoPublish,
 };
 
 pub struct Pair {
@@ -96,4 +97,35 @@ pub fn pair(
         client_identity,
         answer_json,
     }
+}
+
+/// A participant (default settings) and a server side with `server_cfg`, connected on a
+/// simulated network seeded with `seed`; panics if they do not connect within 10 s of virtual
+/// time. Returns the events each side reported on the way.
+pub fn connected_pair(seed: u64, server_cfg: TransportConfig) -> (Sim, Pair, [Vec<Event>; 2]) {
+    let mut sim = Sim::new(seed);
+    let mut p = pair(
+        "10.0.0.1:5000".parse().unwrap(),
+        "10.0.0.2:32000".parse().unwrap(),
+        TransportConfig::default(),
+        server_cfg,
+        |a| a,
+        None,
+        sim.now,
+    );
+    let mut ev: [Vec<Event>; 2] = Default::default();
+    let deadline = sim.now + Duration::from_secs(10);
+    let ok = sim.run_until(
+        &mut [&mut p.client, &mut p.server],
+        &mut ev,
+        deadline,
+        |ts, _| ts.iter().all(|t| t.is_connected()),
+    );
+    assert!(
+        ok,
+        "not connected: client {} server {}",
+        p.client.state(),
+        p.server.state()
+    );
+    (sim, p, ev)
 }
