@@ -1,7 +1,7 @@
 //! The public async API: an [`Engine`] joins calls through a signaling backend and hands back a
 //! [`Call`] to control it and to read its [`CallEvent`]s.
 //!
-//! Each call runs in its own tokio task (the [`crate::driver`]), which owns its socket, its
+//! Each call runs in its own tokio task (the driver, `driver.rs`), which owns its socket, its
 //! transport and its audio. A `Call` talks to it over channels, so a call that fails, or even
 //! panics, ends only itself: the application gets [`CallEvent::Ended`] and carries on.
 

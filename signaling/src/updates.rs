@@ -1,7 +1,7 @@
 //! The update fan-out shared by both backends.
 //!
 //! A backend's reader (the MTProto update loop, or one server-sent-event stream per call) hands
-//! every update to the [`UpdateHub`]. The hub derives the self-related events the engine acts on
+//! every update to the `UpdateHub`. The hub derives the self-related events the engine acts on
 //! (removed by the server, joined from another device) from what it knows about this process's
 //! own joins, and broadcasts everything to every [`UpdateStream`].
 //!
