@@ -64,7 +64,7 @@ if [ -n "${GROUPCALL_BIN:-}" ]; then
   BIN=$GROUPCALL_BIN
 else
   echo "compare: building the release binary" >&2
-  cargo build --release -q -p groupcall-engine --bin groupcall
+  cargo build --release -q -p groupcall-cli --bin groupcall
   BIN=${CARGO_TARGET_DIR:-target}/release/groupcall
 fi
 [ -x "$BIN" ] || { echo "compare: $BIN is not an executable" >&2; exit 1; }

@@ -233,7 +233,7 @@ async def run(args):
                     )))
                 if i in probes:
                     # In PLAYBACK mode the other participants' audio comes out of the
-                    # `microphone` slot (protocol.md §12.7).
+                    # `microphone` slot (docs/protocol.md §12.7).
                     p.count_frames()
                     sources.append((StreamMode.PLAYBACK, MediaDescription(
                         microphone=AudioDescription(MediaSource.EXTERNAL, SAMPLE_RATE, 1, "", False),

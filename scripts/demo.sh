@@ -17,5 +17,5 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "== building groupcall (release)"
-cargo build --release -q -p groupcall-engine --bin groupcall
+cargo build --release -q -p groupcall-cli --bin groupcall
 exec "${CARGO_TARGET_DIR:-target}/release/groupcall" demo "$@"

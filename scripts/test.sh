@@ -14,6 +14,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# Build outside the clone, so a fresh clone on the same machine reuses what an earlier run built.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/groupcall/main-target}
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

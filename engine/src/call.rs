@@ -5,17 +5,20 @@
 //! transport and its audio. A `Call` talks to it over channels, so a call that fails, or even
 //! panics, ends only itself: the application gets [`CallEvent::Ended`] and carries on.
 
+use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use groupcall_media::TransportConfig;
 use groupcall_signaling::{CallRef, JoinOptions, ParticipantEdit, PeerId, Signaling};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::events::{EventReceiver, DEFAULT_EVENT_CAPACITY};
+
 use crate::audio::{AppSink, EncoderConfig, FileFormat, JitterConfig, Source};
 use crate::driver;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SharedError};
 
 /// Everything about how to take part in one call. `Default` listens only, records nothing.
 pub struct CallConfig {
@@ -40,6 +43,13 @@ pub struct CallConfig {
     pub hold_unknown: Duration,
     pub transport: TransportConfig,
     pub rejoin: RejoinPolicy,
+    /// Events queued for [`Call::next_event`] before the overflow policy applies (see
+    /// [`CallStats::events_dropped`]): `Speaking` is coalesced per speaker, then dropped first.
+    pub event_capacity: usize,
+    /// A sender heard from for the last time this long ago is forgotten (its jitter buffer,
+    /// decoder and statistics freed, its file closed) even if no roster update said it left:
+    /// a missed update must not keep its state forever. It comes back if it speaks again.
+    pub speaker_timeout: Duration,
 }
 
 impl Default for CallConfig {
@@ -57,6 +67,8 @@ impl Default for CallConfig {
             hold_unknown: Duration::from_secs(2),
             transport: TransportConfig::default(),
             rejoin: RejoinPolicy::default(),
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+            speaker_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -93,7 +105,7 @@ impl RejoinPolicy {
 }
 
 /// Where the connection to the server stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ConnectionState {
     /// ICE and DTLS under way.
     Connecting,
@@ -101,8 +113,64 @@ pub enum ConnectionState {
     Connected,
     /// Nothing heard from the server for a while; recovers by itself or fails.
     Disconnected,
-    /// The connection was lost (`reason`); joining again, attempt `attempt`.
-    Rejoining { attempt: u32, reason: String },
+    /// The connection was lost; joining again, attempt `attempt` (1-based), because of `cause`.
+    Rejoining { attempt: u32, cause: RejoinCause },
+}
+
+/// Why a call joins again (docs/protocol.md §7.4).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum RejoinCause {
+    /// ICE consent or DTLS failed: nothing was heard from the server for too long.
+    ConnectionFailed { detail: String },
+    /// The media socket returned an error.
+    SocketFailed {
+        kind: std::io::ErrorKind,
+        detail: String,
+    },
+    /// The server reported this participant's own source as left.
+    RemovedByServer,
+    /// While disconnected, `phone.checkGroupCall` no longer listed this participant's source.
+    NotCountedByServer,
+    /// The server sent a new connection answer for this participant's join.
+    ConnectionReplaced,
+    /// The previous attempt's join failed.
+    JoinFailed { error: SharedError },
+}
+
+impl RejoinCause {
+    /// A stable name for the cause, for logs and line protocols (`"connection_failed"`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejoinCause::ConnectionFailed { .. } => "connection_failed",
+            RejoinCause::SocketFailed { .. } => "socket_failed",
+            RejoinCause::RemovedByServer => "removed_by_server",
+            RejoinCause::NotCountedByServer => "not_counted_by_server",
+            RejoinCause::ConnectionReplaced => "connection_replaced",
+            RejoinCause::JoinFailed { .. } => "join_failed",
+        }
+    }
+}
+
+impl fmt::Display for RejoinCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejoinCause::ConnectionFailed { detail } => {
+                write!(f, "the connection failed: {detail}")
+            }
+            RejoinCause::SocketFailed { detail, .. } => {
+                write!(f, "the media socket failed: {detail}")
+            }
+            RejoinCause::RemovedByServer => f.write_str("the server dropped this participant"),
+            RejoinCause::NotCountedByServer => f.write_str(
+                "the server no longer counts this participant as joined (checkGroupCall)",
+            ),
+            RejoinCause::ConnectionReplaced => {
+                f.write_str("the server sent a new connection for this participant")
+            }
+            RejoinCause::JoinFailed { error } => write!(f, "joining again failed: {error}"),
+        }
+    }
 }
 
 /// A participant as the call's events describe it.
@@ -141,20 +209,22 @@ pub enum CallEvent {
     /// The source failed to read; it is dropped and nothing more is sent until a new one.
     SourceError {
         source: String,
-        error: String,
+        error: SharedError,
     },
     /// A recording or the application sink failed. Audio is not silently lost: this says so.
     RecordingError {
-        error: String,
+        error: SharedError,
     },
-    /// The call is over for this participant; no more events follow.
+    /// The call is over for this participant; no more events follow. [`Call::leave`] still
+    /// returns its [`CallSummary`] (where the recordings are), whatever ended it.
     Ended {
         reason: EndReason,
     },
 }
 
 /// Why a call ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum EndReason {
     /// [`Call::leave`] (or the `Call` was dropped).
     Left,
@@ -162,10 +232,44 @@ pub enum EndReason {
     Discarded,
     /// The same account joined from elsewhere.
     JoinedElsewhere,
-    /// Rejoining failed `attempts` times in a row; `error` is the last failure.
-    RejoinFailed { attempts: u32, error: String },
+    /// Rejoining failed `attempts` times in a row (or the server said the call is over for
+    /// this account); `cause` is the last failure.
+    RejoinFailed { attempts: u32, cause: RejoinCause },
+    /// The server moved this participant somewhere this engine cannot follow (a livestream).
+    Unsupported { error: SharedError },
     /// A bug in the engine ended this call's task; other calls are unaffected.
     Internal(String),
+}
+
+impl EndReason {
+    /// A stable name for the reason, for logs and line protocols (`"left"`, `"discarded"`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            EndReason::Left => "left",
+            EndReason::Discarded => "discarded",
+            EndReason::JoinedElsewhere => "joined_elsewhere",
+            EndReason::RejoinFailed { .. } => "rejoin_failed",
+            EndReason::Unsupported { .. } => "unsupported",
+            EndReason::Internal(_) => "internal",
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndReason::Left => f.write_str("left"),
+            EndReason::Discarded => f.write_str("the call was ended for everyone"),
+            EndReason::JoinedElsewhere => {
+                f.write_str("this account joined the call from elsewhere")
+            }
+            EndReason::RejoinFailed { attempts, cause } => {
+                write!(f, "gave up rejoining after {attempts} attempt(s): {cause}")
+            }
+            EndReason::Unsupported { error } => error.fmt(f),
+            EndReason::Internal(e) => write!(f, "internal error: {e}"),
+        }
+    }
 }
 
 /// Reception figures of one speaker, for a status line.
@@ -194,6 +298,17 @@ pub struct CallStats {
     /// Frames a recording or the application sink failed to take. The first failure of each
     /// sink is also a [`CallEvent::RecordingError`].
     pub recording_errors: u64,
+    /// Events dropped because the application did not read them (see
+    /// [`CallConfig::event_capacity`]).
+    pub events_dropped: u64,
+    /// `Speaking` events merged into a newer one before the application read them.
+    pub events_coalesced: u64,
+    /// Senders forgotten after [`CallConfig::speaker_timeout`] of silence.
+    pub speakers_expired: u64,
+    /// Senders whose state (jitter buffer, decoder, file) is kept now.
+    pub speakers_tracked: usize,
+    /// Roster entries not kept because the roster was at its bound.
+    pub roster_overflow: u64,
     pub speakers: Vec<SpeakerStats>,
 }
 
@@ -205,8 +320,13 @@ pub struct CallSummary {
     pub recordings: Vec<(u32, PathBuf)>,
     pub mix: Option<PathBuf>,
     /// Errors closing recordings.
-    pub errors: Vec<String>,
+    pub errors: Vec<SharedError>,
+    /// Why the call ended.
+    pub reason: Option<EndReason>,
 }
+
+/// Commands queued for a call's task before [`Call`]'s methods report it busy.
+pub(crate) const COMMAND_CAPACITY: usize = 64;
 
 pub(crate) enum Command {
     SetMuted(bool),
@@ -214,6 +334,10 @@ pub(crate) enum Command {
     SetSource(Option<Source>),
     SetGain(f32),
     Leave(oneshot::Sender<CallSummary>),
+    /// Makes the call's task panic: how tests prove that a panic ends only that call, and that
+    /// its recordings are still finalized.
+    #[cfg(any(test, feature = "fault-injection"))]
+    Panic,
 }
 
 /// Joins calls. Cheap to clone; calls joined through one engine are independent.
@@ -239,6 +363,7 @@ impl Engine {
             commands: started.commands,
             events: started.events,
             stats: started.stats,
+            summary: started.summary,
             signaling: self.signaling.clone(),
             call,
         })
@@ -247,18 +372,37 @@ impl Engine {
 
 /// One joined call. Dropping it leaves the call.
 pub struct Call {
-    commands: mpsc::UnboundedSender<Command>,
-    events: mpsc::UnboundedReceiver<CallEvent>,
+    commands: mpsc::Sender<Command>,
+    events: EventReceiver,
     stats: watch::Receiver<CallStats>,
+    /// Set by the call's task (or its watcher, after a panic) when the call ends.
+    summary: Arc<OnceLock<CallSummary>>,
     signaling: Arc<dyn Signaling>,
     call: CallRef,
 }
 
 impl Call {
+    /// Commands are few and the task takes them within a tick, so a full queue means the task
+    /// is stuck: an error, not a wait.
     fn send(&self, c: Command) -> Result<()> {
-        self.commands
-            .send(c)
-            .map_err(|_| Error::CallEnded("its task has stopped".into()))
+        self.commands.try_send(c).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::CommandsFull {
+                capacity: COMMAND_CAPACITY,
+            },
+            mpsc::error::TrySendError::Closed(_) => self.ended_error(),
+        })
+    }
+
+    fn ended_error(&self) -> Error {
+        match self.summary.get().and_then(|s| s.reason.as_ref()) {
+            Some(reason) => Error::CallEnded(reason.to_string()),
+            None => Error::CallEnded("its task has stopped".into()),
+        }
+    }
+
+    /// What the call left behind, once it has ended (by [`Call::leave`] or on its own).
+    pub fn summary(&self) -> Option<CallSummary> {
+        self.summary.get().cloned()
     }
 
     /// The next event; `None` after [`CallEvent::Ended`].
@@ -268,7 +412,7 @@ impl Call {
 
     /// An event if one is queued, without waiting.
     pub fn try_next_event(&mut self) -> Option<CallEvent> {
-        self.events.try_recv().ok()
+        self.events.try_recv()
     }
 
     /// The latest figures.
@@ -321,6 +465,13 @@ impl Call {
         self.send(Command::SetSource(source))
     }
 
+    /// Makes the call's task panic (test builds with the `fault-injection` feature only).
+    #[cfg(any(test, feature = "fault-injection"))]
+    #[doc(hidden)]
+    pub fn inject_panic(&self) -> Result<()> {
+        self.send(Command::Panic)
+    }
+
     /// Gain applied to the received mix (1.0 unchanged).
     pub fn set_gain(&self, gain: f32) -> Result<()> {
         if !gain.is_finite() || gain < 0.0 {
@@ -331,15 +482,31 @@ impl Call {
         self.send(Command::SetGain(gain))
     }
 
-    /// Leaves the call, closes the recordings and returns what was recorded.
+    /// Leaves the call, closes the recordings and returns what was recorded. After a call
+    /// ended on its own (discarded, rejoining gave up, an internal failure) this returns that
+    /// call's summary.
     pub async fn leave(mut self) -> Result<CallSummary> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Leave(tx))?;
-        let summary = rx
-            .await
-            .map_err(|_| Error::CallEnded("its task stopped while leaving".into()))?;
-        // Drain what is left so that the task is not kept alive by a full queue.
         self.events.close();
-        Ok(summary)
+        if let Some(s) = self.summary.get() {
+            return Ok(s.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Leave(tx)).await.is_err() {
+            return self
+                .summary
+                .get()
+                .cloned()
+                .ok_or_else(|| self.ended_error());
+        }
+        match rx.await {
+            Ok(summary) => Ok(summary),
+            // The task ended (on its own, or by a panic) before it took the command: its
+            // summary, if it got to write one, is the answer.
+            Err(_) => self
+                .summary
+                .get()
+                .cloned()
+                .ok_or_else(|| self.ended_error()),
+        }
     }
 }

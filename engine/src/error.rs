@@ -144,6 +144,10 @@ pub enum Error {
     #[error("the call is a livestream (the server answered {answer}); joining livestreams is not supported yet, only voice and video chats")]
     StreamUnsupported { answer: String },
 
+    /// The call's task has not taken its commands for a while.
+    #[error("the call is not taking commands ({capacity} queued); its task is stuck or overloaded: wait and retry, or leave")]
+    CommandsFull { capacity: usize },
+
     /// The call's task is gone (the call ended, failed or was left).
     #[error("the call has ended ({0}); join again to continue")]
     CallEnded(String),
@@ -159,5 +163,44 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub(crate) fn opus(op: &'static str, source: opus::Error) -> Self {
         Error::Opus { op, source }
+    }
+}
+
+/// An [`Error`] that events can carry: events are cloned (to every reader of a status line, a
+/// log and the application), and an `io::Error` inside cannot be. The error is shared, not
+/// copied; match on it through `Deref` (`match &*shared { Error::ReadInput { .. } => … }`).
+#[derive(Clone, Debug)]
+pub struct SharedError(std::sync::Arc<Error>);
+
+impl From<Error> for SharedError {
+    fn from(e: Error) -> Self {
+        SharedError(std::sync::Arc::new(e))
+    }
+}
+
+impl std::ops::Deref for SharedError {
+    type Target = Error;
+    fn deref(&self) -> &Error {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Two shared errors are equal when they are the same error, or say the same thing: events
+/// compare by what a person would read.
+impl PartialEq for SharedError {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
     }
 }

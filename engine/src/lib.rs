@@ -3,7 +3,8 @@
 //! Where it sits: on top of `groupcall-media` (the sans-IO transport) and `groupcall-signaling`
 //! (how the join reaches a server). An [`Engine`] joins a call through a signaling backend; each
 //! [`Call`] runs on its own tokio task (the driver, `driver.rs`) that owns the UDP socket, the
-//! media transport and the audio: a source is paced in 20 ms frames into the Opus sender, and
+//! media transport and the audio. When to rejoin, give up or end, and the roster, are decided
+//! by a sans-IO state machine (`machine.rs`) that the driver feeds; the media itself: a source is paced in 20 ms frames into the Opus sender, and
 //! every speaker's packets go through a jitter buffer and a decoder into the sinks (a file per
 //! speaker, a mix, the application), with speaking levels and roster events on the way out.
 //!
@@ -14,14 +15,20 @@
 
 pub mod audio;
 mod call;
+mod connection;
 mod driver;
 pub mod error;
+mod events;
+mod machine;
+mod outgoing;
 mod receive;
+mod requests;
 
 pub use call::{
     Call, CallConfig, CallEvent, CallStats, CallSummary, ConnectionState, EndReason, Engine,
-    ParticipantInfo, RejoinPolicy, SpeakerStats,
+    ParticipantInfo, RejoinCause, RejoinPolicy, SpeakerStats,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Result, SharedError};
+pub use events::DEFAULT_EVENT_CAPACITY;
 pub use groupcall_media as media;
 pub use groupcall_signaling as signaling;

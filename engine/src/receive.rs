@@ -25,6 +25,11 @@ const OPUS_PT: u8 = 111;
 /// speaks again; the roster removes it for good when it leaves.
 const IDLE_AFTER: Duration = Duration::from_secs(1);
 
+/// Senders decoded at once. A voice chat has a handful of speakers at a time and the server
+/// forwards only declared sources; this bounds what a broken or hostile server can make us
+/// keep (each sender holds a decoder and a jitter buffer).
+pub(crate) const MAX_SPEAKERS: usize = 1024;
+
 struct Speaker {
     /// `None` when nothing takes the audio (no files, no mix, no application sink): packets
     /// are then neither buffered nor decoded, only their levels read.
@@ -58,6 +63,8 @@ pub(crate) struct Receivers {
     pub sink_errors: u64,
     /// Recordings of speakers who left, closed already.
     closed: Vec<(u32, PathBuf)>,
+    /// Packets of new senders refused because [`MAX_SPEAKERS`] were kept.
+    pub refused: u64,
 }
 
 impl Receivers {
@@ -78,6 +85,7 @@ impl Receivers {
             mix_failed: false,
             sink_errors: 0,
             closed: Vec::new(),
+            refused: 0,
         }
     }
 
@@ -89,6 +97,10 @@ impl Receivers {
             return Ok(false);
         }
         let mut new = false;
+        if self.speakers.len() >= MAX_SPEAKERS && !self.speakers.contains_key(&packet.ssrc) {
+            self.refused += 1;
+            return Ok(false);
+        }
         let speaker = match self.speakers.get_mut(&packet.ssrc) {
             Some(s) => s,
             None => {
@@ -164,6 +176,16 @@ impl Receivers {
         report
     }
 
+    /// Senders heard from for the last time more than `timeout` ago: the driver forgets them
+    /// even if no roster update said they left.
+    pub fn idle_since(&self, now: Instant, timeout: Duration) -> Vec<u32> {
+        self.speakers
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.last_packet) > timeout)
+            .map(|(&ssrc, _)| ssrc)
+            .collect()
+    }
+
     /// Each speaker's level since the last call (every 100 ms).
     pub fn levels(&mut self) -> Vec<(u32, SpeakingLevel)> {
         self.speakers
@@ -177,7 +199,12 @@ impl Receivers {
         self.sinks.identify(ssrc, peer)
     }
 
-    /// The owner of `ssrc` left: its buffer goes, its file is closed.
+    /// How many senders are kept now.
+    pub fn len(&self) -> usize {
+        self.speakers.len()
+    }
+
+    /// The owner of `ssrc` left (or went silent for good): its buffer goes, its file is closed.
     pub fn remove(&mut self, ssrc: u32) -> Result<()> {
         self.speakers.remove(&ssrc);
         if let Some(path) = self.sinks.file_path(ssrc) {
@@ -211,5 +238,77 @@ impl Receivers {
             None => Ok(()),
         };
         sinks.and(mix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::{Encoder, EncoderConfig};
+    use bytes::Bytes;
+
+    fn opus_packet(encoder: &mut Encoder, ssrc: u32, seq: u16) -> RtpPacket {
+        let pcm: Vec<i16> = (0..crate::audio::FRAME_SAMPLES)
+            .map(|i| ((i as f32 * 0.13).sin() * 8000.0) as i16)
+            .collect();
+        let payload = Bytes::copy_from_slice(encoder.encode(&pcm).unwrap());
+        RtpPacket {
+            ssrc,
+            sequence: seq,
+            timestamp: u32::from(seq) * 960,
+            payload_type: OPUS_PT,
+            marker: false,
+            audio_level: None,
+            abs_send_time: None,
+            transport_seq: None,
+            raw: payload.clone(),
+            payload,
+        }
+    }
+
+    /// 200 senders appear, speak for a second and go silent, and no roster update ever says
+    /// they left: after the timeout every one of them is reported idle, and removing them
+    /// frees their decoders, buffers and files.
+    #[test]
+    fn two_hundred_silent_senders_are_found_idle_and_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sinks = ParticipantSinks::new(Channels::Mono, Duration::from_millis(0))
+            .with_files(dir.path(), crate::audio::FileFormat::Wav);
+        let mut r = Receivers::new(Channels::Mono, JitterConfig::default(), sinks, None);
+        let mut encoder = Encoder::new(&EncoderConfig::default()).unwrap();
+        let t0 = Instant::now();
+        for step in 0..50u16 {
+            let now = t0 + Duration::from_millis(20 * u64::from(step));
+            for ssrc in 1..=200u32 {
+                r.insert(now, &opus_packet(&mut encoder, ssrc, step))
+                    .unwrap();
+            }
+            r.tick(now, 1.0);
+        }
+        assert_eq!(r.len(), 200);
+        let timeout = Duration::from_secs(60);
+        let last = t0 + Duration::from_millis(20 * 49);
+        assert!(r.idle_since(last + timeout, timeout).is_empty(), "not yet");
+        let idle = r.idle_since(last + timeout + Duration::from_millis(1), timeout);
+        assert_eq!(idle.len(), 200);
+        for ssrc in idle {
+            r.remove(ssrc).unwrap();
+        }
+        assert_eq!(r.len(), 0, "all state freed");
+        assert_eq!(r.recordings().len(), 200, "their files are still listed");
+        r.finish().unwrap();
+    }
+
+    #[test]
+    fn new_senders_past_the_bound_are_refused_and_counted() {
+        let sinks = ParticipantSinks::new(Channels::Mono, Duration::from_millis(0));
+        let mut r = Receivers::new(Channels::Mono, JitterConfig::default(), sinks, None);
+        let mut encoder = Encoder::new(&EncoderConfig::default()).unwrap();
+        let now = Instant::now();
+        for ssrc in 0..(MAX_SPEAKERS as u32 + 5) {
+            r.insert(now, &opus_packet(&mut encoder, ssrc, 0)).unwrap();
+        }
+        assert_eq!(r.len(), MAX_SPEAKERS);
+        assert_eq!(r.refused, 5);
     }
 }

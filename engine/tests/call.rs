@@ -367,7 +367,11 @@ async fn a_recording_that_cannot_be_written_is_an_error_event_not_silence() {
         _ => None,
     })
     .await;
-    assert!(error.contains("no-such-dir"), "names the path: {error}");
+    assert!(
+        matches!(&*error, groupcall_engine::Error::CreateSink { path, .. } if path.starts_with(&missing)),
+        "a typed error naming the path: {error:?}"
+    );
+    assert!(error.to_string().contains("no-such-dir"), "{error}");
     // Reported once, and every frame that could not be written is counted.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let failed = l.stats().recording_errors;
@@ -407,6 +411,75 @@ async fn a_discarded_call_ends_with_its_reason() {
     })
     .await;
     assert_eq!(reason, EndReason::Discarded);
+    // A call that ended on its own still hands over its summary.
+    let summary = l.leave().await.expect("the summary of a discarded call");
+    assert_eq!(summary.reason, Some(EndReason::Discarded));
+}
+
+/// A panic inside one call's task (injected through a test-only hook) ends that call with an
+/// Internal reason; its recordings are finalized all the same (valid WAV headers, the tone
+/// inside) and listed in its summary; the other call of the process goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_call_task_still_finalizes_its_recordings() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rec, mix) = (dir.path().join("rec"), dir.path().join("mix.wav"));
+    std::fs::create_dir_all(&rec).unwrap();
+    let mut l = s
+        .join(
+            2,
+            CallConfig {
+                record_dir: Some(rec.clone()),
+                record_mix: Some(mix.clone()),
+                hold_unknown: Duration::from_millis(100),
+                ..CallConfig::default()
+            },
+        )
+        .await;
+    connected(&mut l).await;
+    let mut bystander = s.join(3, CallConfig::default()).await;
+    connected(&mut bystander).await;
+    let mut a = s
+        .join(1, playing(tone_source(dir.path(), 600.0, 10, true)))
+        .await;
+    connected(&mut a).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    l.inject_panic().unwrap();
+    let reason = until(&mut l, 5, "the panicked call ends", |e| match e {
+        CallEvent::Ended { reason } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(reason, EndReason::Internal(_)), "{reason:?}");
+    let summary = l.leave().await.expect("a summary after a panic");
+    assert_eq!(summary.mix.as_deref(), Some(mix.as_path()));
+    assert_eq!(summary.recordings.len(), 1, "{summary:?}");
+    for path in summary.recordings.iter().map(|(_, p)| p).chain([&mix]) {
+        // The writer finalizes as the task unwinds; give its thread a moment.
+        let mut samples = Vec::new();
+        for _ in 0..50 {
+            if let Ok(r) = hound::WavReader::open(path) {
+                samples = r.into_samples::<i16>().map(|s| s.unwrap()).collect();
+                if !samples.is_empty() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            samples.len() > RATE as usize / 2,
+            "{}: {} samples in a finalized header",
+            path.display(),
+            samples.len()
+        );
+        let f = dominant_frequency(&samples[samples.len() / 2..], RATE);
+        assert!((f - 600.0).abs() < 15.0, "{}: {f} Hz", path.display());
+    }
+    // The rest of the process never noticed.
+    assert!(a.stats().connected && bystander.stats().connected);
+    a.leave().await.unwrap();
+    bystander.leave().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

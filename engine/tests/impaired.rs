@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use groupcall_engine::media::{IceTimeouts, TransportConfig};
-use groupcall_engine::{CallConfig, CallEvent, ConnectionState, Engine, RejoinPolicy};
+use groupcall_engine::{CallConfig, CallEvent, ConnectionState, Engine, RejoinCause, RejoinPolicy};
 use support::e2e::*;
 use support::proxy::{Impairment, Proxy, ViaProxy};
 use support::*;
@@ -151,7 +151,7 @@ async fn when_the_media_goes_away_the_bot_rejoins_and_audio_resumes() {
 
     proxy.set_down(true);
     let reason = until(&mut a, 10, "A notices and rejoins", |e| match e {
-        CallEvent::State(ConnectionState::Rejoining { reason, .. }) => Some(reason.clone()),
+        CallEvent::State(ConnectionState::Rejoining { cause, .. }) => Some(cause.clone()),
         _ => None,
     })
     .await;
@@ -219,15 +219,16 @@ async fn when_the_server_drops_the_participant_it_rejoins_with_a_fresh_payload()
     // The server forgets A (as if A left from elsewhere, or the server lost it).
     local(server, 1).leave(call, first).await.unwrap();
     let reason = until(&mut a, 10, "A rejoins", |e| match e {
-        CallEvent::State(ConnectionState::Rejoining { reason, .. }) => Some(reason.clone()),
+        CallEvent::State(ConnectionState::Rejoining { cause, .. }) => Some(cause.clone()),
         _ => None,
     })
     .await;
     // Whichever the bot hears first: the server's close of the DTLS association, or the
     // roster update that says its source left.
     assert!(
-        reason.contains("dropped") || reason.contains("closed"),
-        "{reason}"
+        matches!(reason, RejoinCause::RemovedByServer)
+            || matches!(&reason, RejoinCause::ConnectionFailed { detail } if detail.contains("closed")),
+        "{reason:?}"
     );
     let second = until(&mut a, 10, "A rejoined", |e| match e {
         CallEvent::Rejoined { ssrc } => Some(*ssrc),

@@ -1,10 +1,10 @@
-//! The server answer: the JSON in `updateGroupCallConnection.params` (protocol.md §2).
+//! The server answer: the JSON in `updateGroupCallConnection.params` (docs/protocol.md §2).
 //!
 //! Parsed by hand rather than by serde derive so that every problem names its field and says
 //! what was expected there (`transport.candidates[1].port: expected a string holding a port
 //! number`): the answer comes from the network, and the person debugging a join needs to know
 //! exactly which part of it was wrong. Serialising writes Telegram's exact shape, every candidate
-//! field a string, which libwebrtc clients insist on (protocol.md §12).
+//! field a string, which libwebrtc clients insist on (docs/protocol.md §12).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -280,7 +280,7 @@ impl RtcAnswer {
         })
     }
 
-    /// Telegram's JSON shape (protocol.md §2.3).
+    /// Telegram's JSON shape (docs/protocol.md §2.3).
     pub fn to_value(&self) -> Value {
         let t = &self.transport;
         let transport = json!({
@@ -642,7 +642,7 @@ pub fn telegram_audio_info() -> MediaInfo {
 }
 
 /// The `video` section: VP8/VP9/H264 at 100/102/104 with RTX at +1, extensions 2, 3, 13.
-/// libwebrtc clients reject an answer without one, even audio-only (protocol.md §12).
+/// libwebrtc clients reject an answer without one, even audio-only (docs/protocol.md §12).
 pub fn telegram_video_info(endpoint: &str, server_source: u32) -> VideoInfo {
     let fbs = || {
         [

@@ -3,7 +3,7 @@
 //! - `FullIce`: the participant. A full rtc-ice agent that checks the server's UDP host
 //!   candidates and, when controlling, nominates the pair itself (a lite server never does).
 //! - `LiteIce`: the server side, written to behave as Telegram's server does rather than as
-//!   rtc-ice's lite mode (rust-stack.md pitfall 7): answer every valid Binding Request at once,
+//!   rtc-ice's lite mode (docs/crates.md pitfall 7): answer every valid Binding Request at once,
 //!   never send a check, accept either role attribute and never answer 487, and take the source
 //!   of the latest valid request as the participant's address.
 

@@ -1,6 +1,6 @@
 //! What a participant is on the wire for one join: its audio SSRC, ICE credentials and DTLS
 //! certificate. Telegram expects all of it to be fresh on every join *and rejoin*
-//! (protocol.md §1.2), so there is no way to reuse an identity across joins here.
+//! (docs/protocol.md §1.2), so there is no way to reuse an identity across joins here.
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! The join payload: the JSON a participant puts in `phone.joinGroupCall.params`
-//! (protocol.md §1). Its field names and order are those tgcalls writes; SSRCs are signed 32-bit
+//! (docs/protocol.md §1). Its field names and order are those tgcalls writes; SSRCs are signed 32-bit
 //! numbers on the wire and plain `u32` here.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -13,7 +13,7 @@ use rtc::srtp::protection_profile::ProtectionProfile;
 
 use crate::error::{Error, Result};
 
-/// The SRTP profiles Telegram's clients and server use (protocol.md §4).
+/// The SRTP profiles Telegram's clients and server use (docs/protocol.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SrtpProfile {
     AeadAes128Gcm,

@@ -61,7 +61,7 @@ pub struct TransportConfig {
     pub replay_window: usize,
     /// How long a DTLS client waits after ICE succeeds before its ClientHello. A local server
     /// that answers within a few milliseconds otherwise beats libwebrtc's own setup and ntgcalls
-    /// loses its CONNECTED event (protocol.md §12.4).
+    /// loses its CONNECTED event (docs/protocol.md §12.4).
     pub dtls_start_delay: Duration,
     /// The DTLS handshake must finish this long after it starts, or the transport fails.
     pub handshake_timeout: Duration,
@@ -347,6 +347,13 @@ impl Transport {
 
     pub fn stats(&self) -> &TransportStats {
         &self.stats
+    }
+
+    /// Forgets `ssrc`'s reception statistics: a sender gone for good (it left, or was silent
+    /// past the engine's timeout) must not keep its entry forever. It starts afresh if it
+    /// sends again.
+    pub fn forget_ssrc(&mut self, ssrc: u32) {
+        self.stats.ssrcs.remove(&ssrc);
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -1,4 +1,4 @@
-//! The server answer: protocol.md §2.3's example parses, stream modes are their own cases, and
+//! The server answer: docs/protocol.md §2.3's example parses, stream modes are their own cases, and
 //! each required field removed or retyped gives its own error naming the field.
 
 use groupcall_media::{Error, ServerAnswer};

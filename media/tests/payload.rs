@@ -1,5 +1,5 @@
 //! Join payloads as generated for every join: 10,000 of them, each checked against what
-//! Telegram's server and tgcalls expect (protocol.md §1).
+//! Telegram's server and tgcalls expect (docs/protocol.md §1).
 
 use std::collections::HashSet;
 

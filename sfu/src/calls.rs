@@ -160,7 +160,7 @@ pub struct CreateCall {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct JoinRequest {
     pub peer: PeerId,
-    /// The join payload JSON text (protocol.md §1), parsed here so that a malformed one is
+    /// The join payload JSON text (docs/protocol.md §1), parsed here so that a malformed one is
     /// refused with `DATA_JSON_INVALID` naming the field.
     pub params: String,
     #[serde(default)]

@@ -1,7 +1,7 @@
 //! The media plane as a sans-IO state machine: one UDP socket's datagrams routed to per-participant
 //! ICE-lite transports, and every RTP packet a participant sends forwarded, re-protected, to every
 //! other connected participant of the same call with the sender's SSRC unchanged, as Telegram's
-//! server does (protocol.md §5.3).
+//! server does (docs/protocol.md §5.3).
 //!
 //! Routing: STUN carries `serverUfrag:clientUfrag`, and every participant gets its own server
 //! ufrag, so a check finds its participant even from an address never seen before (the client's
@@ -240,7 +240,7 @@ impl Forwarder {
                     p.stats.rtp_received += 1;
                     self.stats.rtp_in += 1;
                     // Receivers attribute an SSRC to the participant whose `source` it is
-                    // (protocol.md §5.3), and share one SRTP replay window per SSRC: forwarding
+                    // (docs/protocol.md §5.3), and share one SRTP replay window per SSRC: forwarding
                     // a packet on a source its sender does not own would let one participant
                     // speak as another and get the owner's real packets dropped as replays.
                     if p.sources.contains(&pkt.ssrc) {

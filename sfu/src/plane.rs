@@ -68,7 +68,7 @@ pub fn media_events() -> (MediaEvents, MediaEventReceiver) {
 }
 
 /// How long a connection may go without STUN before it counts as gone. libwebrtc clients send
-/// a Binding Request about every 2.5 s even when muted (protocol.md §3), so 30 s is a dozen
+/// a Binding Request about every 2.5 s even when muted (docs/protocol.md §3), so 30 s is a dozen
 /// missed keepalives: a client that is still there never hits it.
 pub const STUN_SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -23,7 +23,7 @@ pub struct LocalServerConfig {
     pub media_addr: SocketAddr,
     /// How long the server waits after a participant's first ICE check before its DTLS
     /// ClientHello: libwebrtc clients (ntgcalls) lose their CONNECTED event when a loopback
-    /// server is faster than their own setup (protocol.md §12.4).
+    /// server is faster than their own setup (docs/protocol.md §12.4).
     pub dtls_start_delay: Duration,
     /// SRTP profiles the server accepts, in its order of preference (libwebrtc clients pick
     /// AES_CM_128_HMAC_SHA1_80 when it is offered; limit this to test the GCM profiles).

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// Produces a fresh join payload for each join attempt.
 ///
 /// `join` takes a factory rather than a payload because Telegram's answer to a duplicate SSRC
-/// (`GROUPCALL_SSRC_DUPLICATE_MUCH`) is "regenerate and retry" (protocol.md §7.1): the retry has
+/// (`GROUPCALL_SSRC_DUPLICATE_MUCH`) is "regenerate and retry" (docs/protocol.md §7.1): the retry has
 /// to happen inside the join, with a new SSRC each time. The factory must return a payload with a
 /// new random SSRC on every call (normally `JoinPayload::new(&LocalIdentity::generate()?, ..)`),
 /// and the caller keeps the identities it made: [`crate::Joined::payload`] says which one the

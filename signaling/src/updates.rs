@@ -140,7 +140,7 @@ impl UpdateHub {
 }
 
 /// The self events a participant list implies for a call this process joined
-/// (protocol.md §7.4, tdesktop `applySelfUpdate`).
+/// (docs/protocol.md §7.4, tdesktop `applySelfUpdate`).
 fn self_events(
     call: CallId,
     joined: &JoinedState,

@@ -7,7 +7,7 @@
 # ports, runs tests/interop/test_ntgcalls.py against it and always stops the server.
 #
 # Environment: GROUPCALL_BIN (the binary to run), NTGCALLS_VERSION (default 3.0.5, the version
-# protocol.md §12 was observed with), INTEROP_PYTHON (a python that already has both packages).
+# docs/protocol.md §12 was observed with), INTEROP_PYTHON (a python that already has both packages).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -63,7 +63,7 @@ if [ -n "${GROUPCALL_BIN:-}" ]; then
 else
   BIN=${CARGO_TARGET_DIR:-target}/debug/groupcall
   # Always: a no-op when it is current, and never a stale binary from an older checkout.
-  cargo build -q -p groupcall-engine --bin groupcall
+  cargo build -q -p groupcall-cli --bin groupcall
 fi
 
 # shellcheck source=../../scripts/local-server.sh
@@ -82,7 +82,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# protocol.md §12.6: offered all three, libwebrtc picks AES_CM_128_HMAC_SHA1_80; each GCM profile
+# docs/protocol.md §12.6: offered all three, libwebrtc picks AES_CM_128_HMAC_SHA1_80; each GCM profile
 # works when it is the only one offered. Run the test once per case and check, in the server's
 # log, which profile both participants' connections negotiated.
 passed=0

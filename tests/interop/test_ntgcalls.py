@@ -2,7 +2,7 @@
 """Interop: two ntgcalls (libwebrtc) participants in one call of the local groupcall server.
 
 A plays a 1 kHz tone from a raw s16le 48 kHz file; B receives it through ntgcalls' PLAYBACK
-`microphone` slot with an EXTERNAL sink (protocol.md §12.7) and collects the PCM frames that
+`microphone` slot with an EXTERNAL sink (docs/protocol.md §12.7) and collects the PCM frames that
 `on_frames` hands over. The test checks that B's frames carry A's SSRC and that what B hears is
 the tone: dominant frequency 1000 Hz +- 2 %, RMS above a floor.
 
@@ -198,7 +198,7 @@ async def run(api, checks, tone_path):
         call_id = call["id"]
 
         # A speaks from the tone file; B listens: in PLAYBACK mode other participants' audio
-        # comes out of the `microphone` slot (protocol.md §12.7).
+        # comes out of the `microphone` slot (docs/protocol.md §12.7).
         ok_a = await join_with_sources(
             api, checks, call_id, a, PEER_A,
             StreamMode.CAPTURE,

@@ -3,6 +3,7 @@
 //! and the roster back, while an engine bot plays a tone into the call; then the recording of
 //! the stdio participant must hold that tone.
 
+#[path = "../../engine/tests/support/mod.rs"]
 mod support;
 
 use std::process::Stdio;
@@ -99,7 +100,7 @@ async fn a_script_drives_stdio_signaling_and_the_recording_holds_the_tone() {
             if matches!(e, CallEvent::SourceEnded { .. }) {
                 return;
             }
-            if let CallEvent::State(ConnectionState::Rejoining { reason, .. }) = e {
+            if let CallEvent::State(ConnectionState::Rejoining { cause: reason, .. }) = e {
                 panic!("speaker lost its connection: {reason}");
             }
         }

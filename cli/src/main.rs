@@ -12,6 +12,7 @@ mod join;
 mod load;
 mod login;
 mod serve;
+mod soak;
 mod status;
 mod stdio;
 
@@ -42,6 +43,9 @@ enum Command {
     /// Load test: a local server and N participants in this process; CPU, memory, loss,
     /// join and audio latency figures.
     BenchLoad(load::Args),
+    /// Soak test: thousands of join/play/switch/mute/leave cycles and forced rejoins, plus one
+    /// long call, against a local server in this process; prints memory and open fds.
+    Soak(soak::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
             Command::Login(args) => login::run(args).await,
             Command::Call(cmd) => callcmd::run(cmd).await,
             Command::BenchLoad(args) => load::run(args).await,
+            Command::Soak(args) => soak::run(args).await,
         }
     });
     // Do not wait for blocking reads still pending (standard input in stdio signaling would

@@ -15,7 +15,7 @@ use groupcall_sfu::{LocalServer, LocalServerConfig};
 use crate::status;
 
 /// The bundled clip: one second each of C5, E5, G5 and C6 (see engine/assets/README.md).
-const CLIP: &[u8] = include_bytes!("../../../assets/demo-clip.wav");
+const CLIP: &[u8] = include_bytes!("../assets/demo-clip.wav");
 const NOTES: [f64; 4] = [523.25, 659.25, 783.99, 1046.5];
 const SPEAKER: i64 = 1001;
 

@@ -47,8 +47,8 @@ pub fn event(name: &str, e: &CallEvent) -> Option<String> {
         CallEvent::State(ConnectionState::Disconnected) => {
             "disconnected: nothing heard from the server; waiting".into()
         }
-        CallEvent::State(ConnectionState::Rejoining { attempt, reason }) => {
-            format!("rejoining (attempt {attempt}): {reason}")
+        CallEvent::State(ConnectionState::Rejoining { attempt, cause }) => {
+            format!("rejoining (attempt {attempt}): {cause}")
         }
         CallEvent::Rejoined { ssrc } => format!("rejoined with SSRC {ssrc}"),
         CallEvent::ParticipantJoined(p) => format!(
@@ -75,15 +75,7 @@ pub fn event(name: &str, e: &CallEvent) -> Option<String> {
 }
 
 pub fn end_reason(r: &EndReason) -> String {
-    match r {
-        EndReason::Left => "left".into(),
-        EndReason::Discarded => "the call was ended for everyone".into(),
-        EndReason::JoinedElsewhere => "this account joined the call from elsewhere".into(),
-        EndReason::RejoinFailed { attempts, error } => {
-            format!("gave up after {attempts} rejoin attempts: {error}")
-        }
-        EndReason::Internal(e) => format!("internal error: {e}"),
-    }
+    r.to_string()
 }
 
 /// An event as a JSON line of the stdio protocol (`{"event": …}`); levels included.
@@ -94,8 +86,8 @@ pub fn event_json(e: &CallEvent) -> Option<serde_json::Value> {
         CallEvent::State(ConnectionState::Connecting) => json!({"event": "connecting"}),
         CallEvent::State(ConnectionState::Connected) => json!({"event": "connected"}),
         CallEvent::State(ConnectionState::Disconnected) => json!({"event": "disconnected"}),
-        CallEvent::State(ConnectionState::Rejoining { attempt, reason }) => {
-            json!({"event": "rejoining", "attempt": attempt, "reason": reason})
+        CallEvent::State(ConnectionState::Rejoining { attempt, cause }) => {
+            json!({"event": "rejoining", "attempt": attempt, "cause": cause.code(), "reason": cause.to_string()})
         }
         CallEvent::Rejoined { ssrc } => json!({"event": "rejoined", "source": *ssrc as i32}),
         CallEvent::ParticipantJoined(p) => participant("participant_joined", p),
@@ -112,9 +104,13 @@ pub fn event_json(e: &CallEvent) -> Option<serde_json::Value> {
         }),
         CallEvent::SourceEnded { source } => json!({"event": "source_ended", "name": source}),
         CallEvent::SourceError { source, error } => {
-            json!({"event": "source_error", "name": source, "error": error})
+            json!({"event": "source_error", "name": source, "error": error.to_string()})
         }
-        CallEvent::RecordingError { error } => json!({"event": "recording_error", "error": error}),
-        CallEvent::Ended { reason } => json!({"event": "ended", "reason": end_reason(reason)}),
+        CallEvent::RecordingError { error } => {
+            json!({"event": "recording_error", "error": error.to_string()})
+        }
+        CallEvent::Ended { reason } => {
+            json!({"event": "ended", "cause": reason.code(), "reason": end_reason(reason)})
+        }
     })
 }
