@@ -309,23 +309,43 @@ mod tests {
             Some(dir.path().join("peer-100123_ssrc1.wav").as_path())
         );
         s.remove(2).unwrap(); // left before being named: written anonymously
-        assert!(dir.path().join("ssrc2.wav").exists());
         s.finish().unwrap();
-        let back: Vec<i16> = hound::WavReader::open(dir.path().join("peer-100123_ssrc1.wav"))
-            .unwrap()
-            .samples::<i16>()
-            .map(|x| x.unwrap())
-            .collect();
+        let (anonymous, _) = read(&dir.path().join("ssrc2.wav"));
+        assert_eq!(anonymous, frame(3));
+        let (back, _) = read(&dir.path().join("peer-100123_ssrc1.wav"));
         assert_eq!(back.len(), 1920);
         assert_eq!((back[0], back[1919]), (1, 2));
+    }
+
+    fn read(path: &Path) -> (Vec<i16>, u16) {
+        let mut r = hound::WavReader::open(path).unwrap();
+        let channels = r.spec().channels;
+        (r.samples::<i16>().map(|x| x.unwrap()).collect(), channels)
     }
 
     #[test]
     fn sink_errors_surface() {
         let mut s = ParticipantSinks::new(Channels::Mono, Duration::ZERO)
             .with_files("/nonexistent/groupcall/dir", FileFormat::Raw);
-        let err = s.write(3, FrameKind::Decoded, &frame(0)).unwrap_err();
+        // The file is created on the writer thread: the failure is the error of a later write.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let err = loop {
+            match s.write(3, FrameKind::Decoded, &frame(0)) {
+                Err(e) => break e,
+                Ok(()) => {
+                    assert!(Instant::now() < deadline, "no create error within 5 s");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        };
         assert!(matches!(err, Error::CreateSink { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("/nonexistent/groupcall/dir/ssrc3.raw"),
+            "{err}"
+        );
+        // Reported once; later frames are refused too, and closing does not repeat it.
+        assert!(s.write(3, FrameKind::Decoded, &frame(0)).is_err());
+        s.finish().unwrap();
 
         let (app, rx) = AppSink::channel(1);
         let mut s = ParticipantSinks::new(Channels::Mono, Duration::ZERO).with_app(app);
