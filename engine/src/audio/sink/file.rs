@@ -311,6 +311,24 @@ mod tests {
     }
 
     #[test]
+    fn a_sink_dropped_without_finish_is_finalized_by_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dropped.wav");
+        let mut s = FileSink::create(&path, FileFormat::Wav, Channels::Mono).unwrap();
+        s.write(&[5; 960]).unwrap();
+        drop(s);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let n = hound::WavReader::open(&path).map_or(0, |r| r.len());
+            if n == 960 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not finalized: {n} samples");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
     fn the_mix_recorder_writes_every_tick() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mix.wav");
