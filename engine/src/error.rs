@@ -119,6 +119,19 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The disk takes a recording's blocks slower than real time: the writer's queue was full
+    /// and this block was dropped (the recording goes on, with a gap).
+    #[error("cannot write {path} fast enough: {dropped} blocks of audio dropped so far because {capacity} blocks were already waiting for the disk; record to a faster disk, or fewer files")]
+    RecordingBehind {
+        path: PathBuf,
+        dropped: u64,
+        capacity: usize,
+    },
+
+    /// The thread that writes a call's recordings could not be started.
+    #[error("cannot start the recording writer thread: {0}; the system is out of threads or memory")]
+    RecorderStart(#[source] io::Error),
+
     /// The application does not take received frames fast enough.
     #[error("the application's frame queue is full ({capacity} frames): a frame for SSRC {ssrc} was not delivered; take frames faster or use a larger queue")]
     AppSinkFull { capacity: usize, ssrc: u32 },

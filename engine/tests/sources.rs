@@ -23,21 +23,19 @@ enum Owned {
 fn drain(src: &mut Source, limit: usize) -> Result<(Vec<Owned>, usize), Error> {
     let mut frames = vec![];
     let mut idle = 0;
-    let stream = ![".raw", ".wav", ".ogg", ".opus"]
-        .iter()
-        .any(|ext| src.name().ends_with(ext));
     while frames.len() < limit {
         match src.next_frame()? {
             Next::Frame(Frame::Pcm(p)) => frames.push(Owned::Pcm(p.to_vec())),
             Next::Frame(Frame::Opus { packet, samples }) => {
                 frames.push(Owned::Opus(packet.to_vec(), samples))
             }
-            // Streams are read ahead on a thread: wait for it, a little.
-            Next::Idle if stream && idle < 500 => {
+            // Every source that reads is decoded ahead on a thread, which this loop can
+            // outrun: wait for it, a little.
+            Next::Idle if idle < 2500 => {
                 idle += 1;
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
-            Next::Idle => panic!("a file source was idle"),
+            Next::Idle => panic!("the source stayed idle for 5 s"),
             Next::End => {
                 let mut ends = 1;
                 for _ in 0..3 {
@@ -251,7 +249,7 @@ fn pushed_frames_are_rechunked_idle_when_empty_and_end_once() {
     assert_eq!(src.next_frame().unwrap(), Next::Idle);
     // 1500 stereo frames in odd chunks: one whole 960-frame and a partial one.
     for (i, len) in [500usize, 700, 300].into_iter().enumerate() {
-        pusher.push(vec![i as i16 + 1; len * 2]).unwrap();
+        pusher.push_blocking(vec![i as i16 + 1; len * 2]).unwrap();
     }
     match src.next_frame().unwrap() {
         Next::Frame(Frame::Pcm(p)) => {
@@ -266,7 +264,7 @@ fn pushed_frames_are_rechunked_idle_when_empty_and_end_once() {
         "540 frames wait for more"
     );
     assert!(matches!(
-        pusher.push(vec![0; 3]),
+        pusher.push_blocking(vec![0; 3]),
         Err(Error::PushedSamples {
             got: 3,
             channels: 2
@@ -304,13 +302,129 @@ fn pushed_frames_are_rechunked_idle_when_empty_and_end_once() {
     let (src, pusher) = Source::pushed(1, opts(Channels::Mono, false)).unwrap();
     drop(src);
     assert!(matches!(
-        pusher.push(vec![0; 960]),
+        pusher.push_blocking(vec![0; 960]),
         Err(Error::SourceClosed)
     ));
     assert!(matches!(
         Source::pushed(1, opts(Channels::Mono, true)),
         Err(Error::CannotLoop { .. })
     ));
+}
+
+/// The longest a pull may take: it only looks at a queue (generous for a loaded CI machine;
+/// a pull that waited for the input would take the whole stall).
+const PULL_BOUND: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A reader that gives `first`, then blocks until `gate` opens, then gives `second`.
+struct Stalling {
+    first: Cursor<Vec<u8>>,
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+    second: Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for Stalling {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.first.read(buf)?;
+        if n > 0 {
+            return Ok(n);
+        }
+        if let Some(gate) = self.gate.take() {
+            let _ = gate.recv();
+        }
+        self.second.read(buf)
+    }
+}
+
+#[test]
+fn a_stalled_stream_never_blocks_a_pull_and_counts_underruns() {
+    let tone = sine(500.0, 8000.0, 48000, 0, 9600); // 10 frames
+    let bytes: Vec<u8> = tone.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let (open, gate) = std::sync::mpsc::channel();
+    let reader = Stalling {
+        first: Cursor::new(bytes.clone()),
+        gate: Some(gate),
+        second: Cursor::new(bytes),
+    };
+    let format = RawFormat {
+        rate: 48000,
+        channels: 1,
+    };
+    let mut src = Source::reader("stalling", reader, format, opts(Channels::Mono, false)).unwrap();
+    let start = std::time::Instant::now();
+    let mut frames = 0;
+    let mut slowest = std::time::Duration::ZERO;
+    // 300 ms of pulls while the reader is stuck after its first 10 frames.
+    while start.elapsed() < std::time::Duration::from_millis(300) {
+        let t = std::time::Instant::now();
+        let next = src.next_frame().unwrap();
+        slowest = slowest.max(t.elapsed());
+        match next {
+            Next::Frame(Frame::Pcm(p)) => {
+                assert_eq!(p, &tone[frames * 960..(frames + 1) * 960]);
+                frames += 1;
+            }
+            Next::Idle => std::thread::sleep(std::time::Duration::from_millis(1)),
+            other => panic!("{other:?} while the reader is stalled"),
+        }
+    }
+    assert!(slowest < PULL_BOUND, "a pull took {slowest:?}");
+    assert_eq!(frames, 10, "everything before the stall was played");
+    let underruns = src.underruns();
+    assert!(underruns >= 50, "only {underruns} underruns counted");
+    open.send(()).unwrap();
+    let (rest, ends) = drain(&mut src, 100).unwrap();
+    assert_eq!((pcm_of(&rest), ends), (tone.clone(), 1), "after the stall");
+}
+
+#[tokio::test]
+async fn pushing_waits_for_room_and_try_push_says_full() {
+    let (mut src, pusher) = Source::pushed(2, opts(Channels::Mono, false)).unwrap();
+    assert_eq!(pusher.capacity(), 2);
+    pusher.push(vec![1; 960]).await.unwrap();
+    pusher.push(vec![2; 960]).await.unwrap();
+    assert!(matches!(
+        pusher.try_push(vec![3; 960]),
+        Err(Error::PushFull { capacity: 2 })
+    ));
+    // A third push waits (backpressure), and goes in once a frame is taken.
+    let waiting = {
+        let pusher = pusher.clone();
+        tokio::spawn(async move { pusher.push(vec![3; 960]).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "a push into a full queue waits");
+    match src.next_frame().unwrap() {
+        Next::Frame(Frame::Pcm(p)) => assert_eq!(p[0], 1),
+        other => panic!("{other:?}"),
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("the push completes once there is room")
+        .unwrap()
+        .unwrap();
+    let mut got = vec![];
+    for _ in 0..2 {
+        match src.next_frame().unwrap() {
+            Next::Frame(Frame::Pcm(p)) => got.push(p[0]),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, [2, 3], "nothing lost, nothing reordered");
+
+    // A push waiting when the source goes says so instead of waiting for ever.
+    pusher.push(vec![4; 960]).await.unwrap();
+    pusher.push(vec![5; 960]).await.unwrap();
+    let waiting = {
+        let pusher = pusher.clone();
+        tokio::spawn(async move { pusher.push(vec![6; 960]).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    drop(src);
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("a waiting push ends when the source is dropped")
+        .unwrap();
+    assert!(matches!(r, Err(Error::SourceClosed)), "{r:?}");
 }
 
 mod ogg_files {
@@ -610,6 +724,74 @@ cat "$in"
             }
         }
         panic!("ffmpeg stand-in stays busy: {last:?}");
+    }
+
+    /// An ffmpeg that writes its input, says its pid, and then hangs (a URL gone quiet).
+    const HANGING: &str = r#"#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -i) shift; in="$1" ;;
+  esac
+  shift
+done
+cat "$in"
+echo $$ > "$in.pid"
+exec sleep 60
+"#;
+
+    #[test]
+    fn a_hanging_ffmpeg_never_blocks_a_pull_and_is_killed_and_reaped_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("hanging-ffmpeg");
+        std::fs::write(&bin, HANGING).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tone = sine(440.0, 8000.0, 48000, 0, 1920);
+        let input = dir.path().join("song.raw");
+        std::fs::write(
+            &input,
+            tone.iter()
+                .flat_map(|s| s.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        let mut src = spawn(input.to_str().unwrap(), &bin, false).unwrap();
+        let pid_file = input.with_extension("raw.pid");
+        let start = std::time::Instant::now();
+        let mut frames = 0;
+        let mut slowest = std::time::Duration::ZERO;
+        while start.elapsed() < std::time::Duration::from_millis(500) {
+            let t = std::time::Instant::now();
+            let next = src.next_frame().unwrap();
+            slowest = slowest.max(t.elapsed());
+            match next {
+                Next::Frame(_) => frames += 1,
+                Next::Idle => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Next::End => panic!("ffmpeg has not ended"),
+            }
+        }
+        assert!(slowest < PULL_BOUND, "a pull took {slowest:?}");
+        assert_eq!(frames, 2);
+        assert!(src.underruns() > 0);
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        assert!(proc_dir.exists(), "ffmpeg runs");
+        let t = std::time::Instant::now();
+        drop(src);
+        assert!(t.elapsed() < PULL_BOUND, "dropping took {:?}", t.elapsed());
+        // Killed and reaped: not even a zombie is left.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while proc_dir.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ffmpeg (pid {pid}) still exists 5 s after the source was dropped: {:?}",
+                std::fs::read_to_string(proc_dir.join("stat"))
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! Telegram's calls and the driver's pacing timer all use; other rates and frame sizes are
 //! converted at the edges (sources resample, the jitter buffer re-chunks 10..120 ms packets).
 //!
-//! Threading: nothing here locks or spawns, except the ffmpeg source (a thread that drains
-//! ffmpeg's stderr). Sources that read pipes or standard input block in `next_frame`; the driver
-//! runs them on a blocking thread.
+//! Threading: nothing on the call's task waits for I/O. Sources that read (files, pipes,
+//! standard input, ffmpeg) decode on a thread of their own and hand over finished frames
+//! through a bounded queue, so `next_frame` answers at once (`Idle` when the input is behind);
+//! recordings are written by one thread per call fed through a bounded queue of blocks
+//! ([`sink::RecordingWriter`]). The queues are lock-free on the task's side.
 
 pub mod codec;
 pub mod jitter;
@@ -23,7 +25,9 @@ pub use jitter::{FrameKind, JitterBuffer, JitterConfig, JitterStats, Pulled};
 pub use level::{LevelMeter, SpeakingLevel, Vad};
 pub use mixer::Mixer;
 pub use send::{AudioSender, Packetizer};
-pub use sink::{AppSink, FileFormat, FileSink, MixRecorder, ParticipantSinks, ReceivedFrame};
+pub use sink::{
+    AppSink, FileFormat, FileSink, MixRecorder, ParticipantSinks, ReceivedFrame, RecordingWriter,
+};
 pub use source::{Frame, FramePusher, Next, Source, SourceOptions};
 
 /// The only sample rate on the wire (Opus in WebRTC always runs at 48 kHz).

@@ -1,10 +1,14 @@
-//! WAV (hound) and raw s16le files, and the mixed recording built on them.
+//! WAV (hound) and raw s16le files, and the mixed recording built on them. The files
+//! themselves are written by the call's [`RecordingWriter`] thread.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::time::Instant;
 
-use crate::audio::{Channels, Mixer, SAMPLE_RATE};
+use super::writer::{Closing, FileHandle, FileStatus, RecordingWriter, FINISH_WAIT, WAV_DATA_LIMIT};
+use crate::audio::{Channels, Mixer};
 use crate::error::{Error, Result};
 
 /// The container of a recording.
@@ -26,25 +30,24 @@ impl FileFormat {
     }
 }
 
-/// WAV's sizes are 32-bit; hound would wrap around silently past this.
-const WAV_DATA_LIMIT: u64 = u32::MAX as u64 - 1024;
-
-enum Inner {
-    Wav {
-        writer: hound::WavWriter<BufWriter<File>>,
-        data_bytes: u64,
-    },
-    Raw {
-        writer: BufWriter<File>,
-        bytes: Vec<u8>,
-    },
-}
-
-/// One output file of 48 kHz 16-bit audio.
+/// One output file of 48 kHz 16-bit audio, written by a [`RecordingWriter`] thread.
+///
+/// [`FileSink::write`] copies the block into the writer's bounded queue and returns at once:
+/// it never waits for the disk. A disk slower than real time fills the queue, and the blocks
+/// that do not fit are dropped and reported ([`Error::RecordingBehind`]). Failures of the
+/// disk itself come back as the error of a later write, or of [`FileSink::finish`].
 pub struct FileSink {
     path: PathBuf,
+    format: FileFormat,
     channels: Channels,
-    inner: Inner,
+    writer: RecordingWriter,
+    id: u64,
+    status: Arc<FileStatus>,
+    pool: Receiver<Vec<i16>>,
+    data_bytes: u64,
+    dropped: u64,
+    /// Closed by `finish`/`close`: dropping then sends nothing.
+    closed: bool,
 }
 
 impl std::fmt::Debug for FileSink {
@@ -52,55 +55,52 @@ impl std::fmt::Debug for FileSink {
         f.debug_struct("FileSink")
             .field("path", &self.path)
             .field("channels", &self.channels)
+            .field("dropped", &self.dropped)
             .finish_non_exhaustive()
     }
 }
 
 impl FileSink {
-    /// Creates (or truncates) the file. The directory must exist.
+    /// Creates (or truncates) the file, on a writer thread of its own, and waits (a few
+    /// seconds at most) for the answer. The directory must exist. Several files of one call
+    /// share a thread with [`RecordingWriter::create`].
     pub fn create(path: impl AsRef<Path>, format: FileFormat, channels: Channels) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let file = File::create(&path).map_err(|source| Error::CreateSink {
-            path: path.clone(),
-            source,
-        })?;
-        let writer = BufWriter::new(file);
-        let inner = match format {
-            FileFormat::Wav => {
-                let spec = hound::WavSpec {
-                    channels: channels.count() as u16,
-                    sample_rate: SAMPLE_RATE,
-                    bits_per_sample: 16,
-                    sample_format: hound::SampleFormat::Int,
-                };
-                let writer =
-                    hound::WavWriter::new(writer, spec).map_err(|e| Error::CreateSink {
-                        path: path.clone(),
-                        source: hound_io(e),
-                    })?;
-                Inner::Wav {
-                    writer,
-                    data_bytes: 0,
-                }
-            }
-            FileFormat::Raw => Inner::Raw {
-                writer,
-                bytes: Vec::new(),
-            },
-        };
-        Ok(FileSink {
+        RecordingWriter::new()?.create(path, format, channels)
+    }
+
+    pub(crate) fn from_parts(
+        writer: RecordingWriter,
+        handle: FileHandle,
+        path: PathBuf,
+        format: FileFormat,
+        channels: Channels,
+    ) -> Self {
+        FileSink {
             path,
+            format,
             channels,
-            inner,
-        })
+            writer,
+            id: handle.id,
+            status: handle.status,
+            pool: handle.pool,
+            data_bytes: 0,
+            dropped: 0,
+            closed: false,
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Appends interleaved samples (whole frames). Data may sit in a buffer until the next
-    /// write fills it or [`FileSink::finish`]; errors from either are returned.
+    /// Blocks dropped because the writer's queue was full (the disk was behind).
+    pub fn dropped_blocks(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Queues interleaved samples (whole frames) for the file, without waiting. Errors: the
+    /// queue is full ([`Error::RecordingBehind`]: this block is lost, the file goes on), or an
+    /// earlier block could not be written (the file stopped there).
     pub fn write(&mut self, pcm: &[i16]) -> Result<()> {
         let ch = self.channels.count();
         if pcm.len() % ch != 0 {
@@ -109,56 +109,74 @@ impl FileSink {
                 got: pcm.len(),
             });
         }
-        let path = &self.path;
-        let write_err = |source| Error::WriteSink {
-            path: path.clone(),
-            source,
-        };
-        match &mut self.inner {
-            Inner::Wav { writer, data_bytes } => {
-                let add = pcm.len() as u64 * 2;
-                if *data_bytes + add > WAV_DATA_LIMIT {
-                    return Err(write_err(io::Error::other(
-                        "the WAV format's 4 GiB limit is reached; record to raw files or split the recording",
-                    )));
-                }
-                let mut w = writer.get_i16_writer(pcm.len() as u32);
-                for &s in pcm {
-                    w.write_sample(s);
-                }
-                w.flush().map_err(|e| write_err(hound_io(e)))?;
-                *data_bytes += add;
-            }
-            Inner::Raw { writer, bytes } => {
-                bytes.clear();
-                bytes.extend(pcm.iter().flat_map(|s| s.to_le_bytes()));
-                writer.write_all(bytes).map_err(write_err)?;
-            }
+        if self.status.failed() {
+            return Err(self.status.take().unwrap_or_else(|| Error::WriteSink {
+                path: self.path.clone(),
+                source: io::Error::other("an earlier write failed; the recording stopped there"),
+            }));
         }
+        let add = pcm.len() as u64 * 2;
+        if self.format == FileFormat::Wav && self.data_bytes + add > WAV_DATA_LIMIT {
+            return Err(Error::WriteSink {
+                path: self.path.clone(),
+                source: io::Error::other(
+                    "the WAV format's 4 GiB limit is reached; record to raw files or split the recording",
+                ),
+            });
+        }
+        if !self.writer.reserve() {
+            self.dropped += 1;
+            return Err(Error::RecordingBehind {
+                path: self.path.clone(),
+                dropped: self.dropped,
+                capacity: self.writer.capacity(),
+            });
+        }
+        let mut block = self.pool.try_recv().unwrap_or_default();
+        block.clear();
+        block.extend_from_slice(pcm);
+        self.writer.send_block(self.id, block, &self.path)?;
+        self.data_bytes += add;
         Ok(())
     }
 
-    /// Writes what is buffered and, for WAV, the final sizes in the header.
+    /// Asks the writer to finalize the file; the answer is awaited by the returned handle.
+    pub(crate) fn close(mut self) -> Closing {
+        self.closed = true;
+        let (reply, answer) = sync_channel(1);
+        let answer = self
+            .writer
+            .send_close(self.id, Some(reply))
+            .then_some(answer);
+        Closing::new(
+            std::mem::take(&mut self.path),
+            self.status.clone(),
+            answer,
+        )
+    }
+
+    /// Finalizes the file (for WAV, the sizes in the header) on the writer thread and waits
+    /// for it, at most [`FINISH_WAIT`]: at the end of a call, not in its packet loop. Returns
+    /// the first failure not reported by a write yet, or the failure to finalize.
     pub fn finish(self) -> Result<()> {
-        let path = self.path;
-        let write_err = |source| Error::WriteSink { path, source };
-        match self.inner {
-            Inner::Wav { writer, .. } => writer.finalize().map_err(|e| write_err(hound_io(e))),
-            Inner::Raw { mut writer, .. } => writer.flush().map_err(write_err),
-        }
+        self.close().wait(Instant::now() + FINISH_WAIT)
     }
 }
 
-fn hound_io(e: hound::Error) -> io::Error {
-    match e {
-        hound::Error::IoError(e) => e,
-        other => io::Error::other(other.to_string()),
+impl Drop for FileSink {
+    /// A sink dropped without `finish` (an error path, a panic unwinding the call's task) is
+    /// still finalized, on the writer thread.
+    fn drop(&mut self) {
+        if !self.closed {
+            self.writer.send_close(self.id, None);
+        }
     }
 }
 
 /// The mix of every speaker as one file, one 20 ms frame per tick.
 ///
-/// A tick with no speaker writes silence, so the file's timeline is the call's.
+/// A tick with no speaker writes silence, so the file's timeline is the call's. Mixing is on
+/// the call's task (it is arithmetic); writing is on the recording writer's thread.
 #[derive(Debug)]
 pub struct MixRecorder {
     mixer: Mixer,
@@ -166,11 +184,28 @@ pub struct MixRecorder {
 }
 
 impl MixRecorder {
+    /// Creates the file on a writer thread of its own (see [`MixRecorder::create_on`]).
     pub fn create(path: impl AsRef<Path>, format: FileFormat, channels: Channels) -> Result<Self> {
+        Self::create_on(&RecordingWriter::new()?, path, format, channels)
+    }
+
+    /// Creates the file on `writer`'s thread and waits for the answer.
+    pub fn create_on(
+        writer: &RecordingWriter,
+        path: impl AsRef<Path>,
+        format: FileFormat,
+        channels: Channels,
+    ) -> Result<Self> {
         Ok(MixRecorder {
             mixer: Mixer::new(channels),
-            sink: FileSink::create(path, format, channels)?,
+            sink: writer.create(path, format, channels)?,
         })
+    }
+
+    /// The writer thread this recording uses, to share with the call's other recordings
+    /// ([`super::ParticipantSinks::with_writer`]).
+    pub fn writer(&self) -> RecordingWriter {
+        self.sink.writer.clone()
     }
 
     /// Adds one speaker's frame for this tick.
@@ -178,7 +213,7 @@ impl MixRecorder {
         self.mixer.add(pcm, gain)
     }
 
-    /// Writes this tick's mix.
+    /// Queues this tick's mix for the file (see [`FileSink::write`]).
     pub fn write_tick(&mut self) -> Result<()> {
         let mix = self.mixer.finish();
         self.sink.write(mix)
@@ -188,6 +223,12 @@ impl MixRecorder {
         self.sink.path()
     }
 
+    /// Blocks of the mix dropped because the disk was behind.
+    pub fn dropped_blocks(&self) -> u64 {
+        self.sink.dropped_blocks()
+    }
+
+    /// Finalizes the file and waits for it (see [`FileSink::finish`]).
     pub fn finish(self) -> Result<()> {
         self.sink.finish()
     }
@@ -266,6 +307,24 @@ mod tests {
                 matches!(&err, Error::WriteSink { path, .. } | Error::CreateSink { path, .. } if path == Path::new("/dev/full")),
                 "{format:?}: {err:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_sink_dropped_without_finish_is_finalized_by_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dropped.wav");
+        let mut s = FileSink::create(&path, FileFormat::Wav, Channels::Mono).unwrap();
+        s.write(&[5; 960]).unwrap();
+        drop(s);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let n = hound::WavReader::open(&path).map_or(0, |r| r.len());
+            if n == 960 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not finalized: {n} samples");
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 

@@ -9,10 +9,11 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::app::{AppSink, PeerId, ReceivedFrame};
 use super::file::{FileFormat, FileSink};
+use super::writer::{Closing, RecordingWriter, FINISH_WAIT};
 use crate::audio::{Channels, FrameKind, FRAME_SAMPLES, SAMPLE_RATE};
 use crate::error::{Error, Result};
 
@@ -31,6 +32,10 @@ pub struct ParticipantSinks {
     files: Option<(PathBuf, FileFormat)>,
     app: Option<AppSink>,
     streams: HashMap<u32, Stream>,
+    /// Started with the first file unless given ([`ParticipantSinks::with_writer`]).
+    writer: Option<RecordingWriter>,
+    /// Files of speakers who left, being finalized on the writer thread.
+    closing: Vec<Closing>,
 }
 
 impl std::fmt::Debug for ParticipantSinks {
@@ -54,6 +59,8 @@ impl ParticipantSinks {
             files: None,
             app: None,
             streams: HashMap::new(),
+            writer: None,
+            closing: Vec::new(),
         }
     }
 
@@ -61,6 +68,14 @@ impl ParticipantSinks {
     /// the peer was not known when the first frame was written.
     pub fn with_files(mut self, dir: impl Into<PathBuf>, format: FileFormat) -> Self {
         self.files = Some((dir.into(), format));
+        self
+    }
+
+    /// Writes the files on `writer`'s thread: one thread for all of a call's recordings (the
+    /// mix's included, with [`super::MixRecorder::writer`]). Without it, a thread is started
+    /// with the first file.
+    pub fn with_writer(mut self, writer: RecordingWriter) -> Self {
+        self.writer = Some(writer);
         self
     }
 
@@ -112,26 +127,57 @@ impl ParticipantSinks {
             stream.anonymous = true;
             self.release(ssrc)?;
         }
-        self.deliver(ssrc, kind, Cow::Borrowed(pcm))
+        let delivered = self.deliver(ssrc, kind, Cow::Borrowed(pcm));
+        delivered.and(self.poll_closing())
+    }
+
+    /// The answers about files closed earlier: the first failure, without waiting.
+    fn poll_closing(&mut self) -> Result<()> {
+        if self.closing.is_empty() {
+            return Ok(());
+        }
+        let mut first = Ok(());
+        self.closing.retain_mut(|c| match c.poll() {
+            None => true,
+            Some(r) => {
+                if first.is_ok() {
+                    first = r;
+                }
+                false
+            }
+        });
+        first
     }
 
     /// The participant left: held frames go out (without a peer if still unknown) and the
-    /// file is closed.
+    /// file is closed on the writer thread without waiting; a failure to finalize it is the
+    /// error of a later [`ParticipantSinks::write`], or of [`ParticipantSinks::finish`].
     pub fn remove(&mut self, ssrc: u32) -> Result<()> {
         let released = self.release(ssrc);
-        let closed = match self.streams.remove(&ssrc).and_then(|s| s.file) {
-            Some(f) => f.finish(),
-            None => Ok(()),
-        };
-        released.and(closed)
+        if let Some(f) = self.streams.remove(&ssrc).and_then(|s| s.file) {
+            self.closing.push(f.close());
+        }
+        released.and(self.poll_closing())
     }
 
-    /// Closes everything; the first error is returned, after every file has been tried.
+    /// Closes everything and waits for the writer to finalize every file, for a bounded time
+    /// (the end of a call, not its packet loop). The first error is returned, after every
+    /// file has been tried.
     pub fn finish(mut self) -> Result<()> {
         let ssrcs: Vec<u32> = self.streams.keys().copied().collect();
         let mut first = Ok(());
         for ssrc in ssrcs {
-            let r = self.remove(ssrc);
+            let r = self.release(ssrc);
+            if first.is_ok() {
+                first = r;
+            }
+            if let Some(f) = self.streams.remove(&ssrc).and_then(|s| s.file) {
+                self.closing.push(f.close());
+            }
+        }
+        let deadline = Instant::now() + FINISH_WAIT;
+        for closing in self.closing.drain(..) {
+            let r = closing.wait(deadline);
             if first.is_ok() {
                 first = r;
             }
@@ -166,7 +212,13 @@ impl ParticipantSinks {
                     Some(peer) => format!("peer{peer}_ssrc{ssrc}.{}", format.extension()),
                     None => format!("ssrc{ssrc}.{}", format.extension()),
                 };
-                stream.file = Some(FileSink::create(dir.join(name), *format, self.channels)?);
+                if self.writer.is_none() {
+                    self.writer = Some(RecordingWriter::new()?);
+                }
+                if let Some(writer) = &self.writer {
+                    // Created on the writer thread: a failure is the error of a later write.
+                    stream.file = Some(writer.open(dir.join(name), *format, self.channels));
+                }
             }
             if let Some(file) = stream.file.as_mut() {
                 file_result = file.write(&pcm);
@@ -257,23 +309,43 @@ mod tests {
             Some(dir.path().join("peer-100123_ssrc1.wav").as_path())
         );
         s.remove(2).unwrap(); // left before being named: written anonymously
-        assert!(dir.path().join("ssrc2.wav").exists());
         s.finish().unwrap();
-        let back: Vec<i16> = hound::WavReader::open(dir.path().join("peer-100123_ssrc1.wav"))
-            .unwrap()
-            .samples::<i16>()
-            .map(|x| x.unwrap())
-            .collect();
+        let (anonymous, _) = read(&dir.path().join("ssrc2.wav"));
+        assert_eq!(anonymous, frame(3));
+        let (back, _) = read(&dir.path().join("peer-100123_ssrc1.wav"));
         assert_eq!(back.len(), 1920);
         assert_eq!((back[0], back[1919]), (1, 2));
+    }
+
+    fn read(path: &Path) -> (Vec<i16>, u16) {
+        let mut r = hound::WavReader::open(path).unwrap();
+        let channels = r.spec().channels;
+        (r.samples::<i16>().map(|x| x.unwrap()).collect(), channels)
     }
 
     #[test]
     fn sink_errors_surface() {
         let mut s = ParticipantSinks::new(Channels::Mono, Duration::ZERO)
             .with_files("/nonexistent/groupcall/dir", FileFormat::Raw);
-        let err = s.write(3, FrameKind::Decoded, &frame(0)).unwrap_err();
+        // The file is created on the writer thread: the failure is the error of a later write.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let err = loop {
+            match s.write(3, FrameKind::Decoded, &frame(0)) {
+                Err(e) => break e,
+                Ok(()) => {
+                    assert!(Instant::now() < deadline, "no create error within 5 s");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        };
         assert!(matches!(err, Error::CreateSink { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("/nonexistent/groupcall/dir/ssrc3.raw"),
+            "{err}"
+        );
+        // Reported once; later frames are refused too, and closing does not repeat it.
+        assert!(s.write(3, FrameKind::Decoded, &frame(0)).is_err());
+        s.finish().unwrap();
 
         let (app, rx) = AppSink::channel(1);
         let mut s = ParticipantSinks::new(Channels::Mono, Duration::ZERO).with_app(app);

@@ -3,11 +3,18 @@
 //! ffmpeg is optional: it is looked up only when this source is used, and its absence is an
 //! error that says how to install it. Its stderr is drained on a thread (a full stderr pipe
 //! would stall ffmpeg) and the last lines are kept for the error when it fails.
+//!
+//! The reader runs on the source's read-ahead thread, which also waits for the process when
+//! its output ends. The child is shared with a [`KillOnDrop`] held by the source itself: a
+//! stalled ffmpeg (a URL that stopped answering) leaves the read-ahead thread blocked in a
+//! read, so dropping the source must kill the process from outside to end that read.
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::raw::RawReader;
 use super::{PcmReader, ReadOutcome};
@@ -19,34 +26,114 @@ pub const DEFAULT_FFMPEG: &str = "ffmpeg";
 /// Bytes of ffmpeg's stderr kept for error messages.
 const STDERR_TAIL: usize = 2000;
 
+/// How often the read-ahead thread checks whether ffmpeg has exited after closing its output.
+const EXIT_POLL: Duration = Duration::from_millis(5);
+
+/// The running child, shared by the reader and the source's [`KillOnDrop`].
+#[derive(Default)]
+struct Slot {
+    child: Option<Child>,
+    /// The source is gone: no child may be started any more.
+    closed: bool,
+}
+
+type Shared = Arc<Mutex<Slot>>;
+
+/// Only held for a `try_wait`, a `kill` or a swap, so never contended for long; a poisoned
+/// lock (a panic while holding it) still holds a valid slot.
+fn lock(shared: &Shared) -> MutexGuard<'_, Slot> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Kills and reaps a child off the caller's thread: `wait` can take as long as the process
+/// takes to die, which is not the call's task's time to spend.
+fn reap(mut child: Child) {
+    let _ = child.kill();
+    let reaper = std::thread::Builder::new()
+        .name("ffmpeg-reaper".into())
+        .spawn(move || {
+            let _ = child.wait();
+        });
+    if let Err(e) = reaper {
+        // Without a thread the child stays a zombie until the process exits.
+        tracing::warn!("cannot start a thread to reap ffmpeg: {e}");
+    }
+}
+
+/// Held by the source: dropping it kills ffmpeg (ending the read-ahead thread's read) and
+/// reaps it on a detached thread.
+pub(crate) struct KillOnDrop(Shared);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let child = {
+            let mut slot = lock(&self.0);
+            slot.closed = true;
+            slot.child.take()
+        };
+        if let Some(child) = child {
+            reap(child);
+        }
+    }
+}
+
 pub(crate) struct Ffmpeg {
     binary: PathBuf,
     input: String,
     channels: usize,
-    child: Child,
+    shared: Shared,
     stdout: RawReader<ChildStdout>,
     stderr: Option<JoinHandle<String>>,
 }
 
 impl Ffmpeg {
-    pub(crate) fn spawn(binary: PathBuf, input: String, channels: usize) -> Result<Self> {
+    pub(crate) fn spawn(
+        binary: PathBuf,
+        input: String,
+        channels: usize,
+    ) -> Result<(Self, KillOnDrop)> {
         let (child, stdout, stderr) = start(&binary, &input, channels)?;
-        Ok(Ffmpeg {
+        let shared: Shared = Arc::new(Mutex::new(Slot {
+            child: Some(child),
+            closed: false,
+        }));
+        let reader = Ffmpeg {
             stdout: RawReader::stream(format!("ffmpeg: {input}"), stdout, channels),
             binary,
             input,
             channels,
-            child,
+            shared: shared.clone(),
             stderr: Some(stderr),
-        })
+        };
+        Ok((reader, KillOnDrop(shared)))
     }
 
-    /// Waits for ffmpeg after its output ended; a failure exit becomes an error with its stderr.
+    /// Waits (on the read-ahead thread) for ffmpeg after its output ended; a failure exit
+    /// becomes an error with its stderr. A source dropped meanwhile took the child: nothing
+    /// is left to report to.
     fn check_exit(&mut self) -> Result<()> {
-        let status = self.child.wait().map_err(|source| Error::ReadInput {
-            input: format!("ffmpeg: {}", self.input),
-            source,
-        })?;
+        let status: ExitStatus = loop {
+            let mut slot = lock(&self.shared);
+            let Some(child) = slot.child.as_mut() else {
+                return Ok(());
+            };
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    slot.child = None;
+                    break status;
+                }
+                Ok(None) => {
+                    drop(slot);
+                    std::thread::sleep(EXIT_POLL);
+                }
+                Err(source) => {
+                    return Err(Error::ReadInput {
+                        input: format!("ffmpeg: {}", self.input),
+                        source,
+                    })
+                }
+            }
+        };
         let stderr = self
             .stderr
             .take()
@@ -66,9 +153,13 @@ impl Ffmpeg {
         })
     }
 
+    /// Kills the current child and waits for it: only on the read-ahead thread.
     fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = lock(&self.shared).child.take();
+        if let Some(mut child) = child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if let Some(h) = self.stderr.take() {
             let _ = h.join();
         }
@@ -162,7 +253,19 @@ impl PcmReader for Ffmpeg {
     fn rewind(&mut self) -> Result<()> {
         self.stop();
         let (child, stdout, stderr) = start(&self.binary, &self.input, self.channels)?;
-        self.child = child;
+        {
+            let mut slot = lock(&self.shared);
+            if slot.closed {
+                // The source went while the old child was stopping: this one is not wanted.
+                drop(slot);
+                reap(child);
+                return Err(Error::ReadInput {
+                    input: format!("ffmpeg: {}", self.input),
+                    source: std::io::Error::other("the source was dropped"),
+                });
+            }
+            slot.child = Some(child);
+        }
         self.stdout = RawReader::stream(format!("ffmpeg: {}", self.input), stdout, self.channels);
         self.stderr = Some(stderr);
         Ok(())

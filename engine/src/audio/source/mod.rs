@@ -6,6 +6,7 @@
 //! frame duration), which keeps sources free of timers and lets tests pull as fast as they like.
 //! The end of a source is reported exactly once; a looping source starts over instead.
 
+mod ahead;
 mod ffmpeg;
 mod ogg_opus;
 mod pushed;
@@ -19,6 +20,7 @@ pub use ffmpeg::DEFAULT_FFMPEG;
 pub use ogg_opus::{OpusHead, OpusTags};
 pub use pushed::FramePusher;
 
+use self::ahead::ReadAhead;
 use super::resample::Conformer;
 use super::{Channels, SAMPLE_RATE};
 use crate::error::{Error, Result};
@@ -97,7 +99,17 @@ pub(crate) trait PcmReader: Send {
     fn rewind(&mut self) -> Result<()>;
 }
 
-enum Kind {
+/// Decoding from input to 20 ms frames: a PCM reader through the conformer (resampling and
+/// channel mapping), or an Ogg/Opus file. Runs on the read-ahead thread for every source that
+/// does I/O, and inline for pushed frames (which never wait).
+pub(crate) struct Pipeline {
+    kind: PipeKind,
+    looping: bool,
+    produced_since_start: bool,
+    scratch: Vec<i16>,
+}
+
+enum PipeKind {
     Pcm {
         reader: Box<dyn PcmReader>,
         conformer: Box<Conformer>,
@@ -107,255 +119,48 @@ enum Kind {
     Ogg(Box<ogg_opus::OggOpus>),
 }
 
-/// A source of outgoing audio. See the module documentation.
-pub struct Source {
-    name: String,
-    kind: Kind,
-    channels: Channels,
-    looping: bool,
-    ended: bool,
-    produced_since_start: bool,
-    scratch: Vec<i16>,
-}
-
-impl std::fmt::Debug for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Source")
-            .field("name", &self.name)
-            .field("channels", &self.channels)
-            .field("looping", &self.looping)
-            .field("ended", &self.ended)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Samples read from a PCM reader per call (per channel).
 const READ_FRAMES: usize = 1024;
 
-impl Source {
-    fn from_pcm(
-        name: String,
+impl Pipeline {
+    fn pcm(
+        name: &str,
         reader: Box<dyn PcmReader>,
         rate: u32,
         in_channels: usize,
         options: SourceOptions,
     ) -> Result<Self> {
-        let conformer = Box::new(Conformer::new(&name, rate, in_channels, options.channels)?);
-        Ok(Source {
-            name,
-            kind: Kind::Pcm {
+        let conformer = Box::new(Conformer::new(name, rate, in_channels, options.channels)?);
+        Ok(Pipeline {
+            kind: PipeKind::Pcm {
                 reader,
                 conformer,
                 in_channels,
                 input_done: false,
             },
-            channels: options.channels,
             looping: options.looping,
-            ended: false,
             produced_since_start: false,
             scratch: vec![0; READ_FRAMES * in_channels],
         })
     }
 
-    /// A WAV file: 8/16/24/32-bit integer or 32-bit float PCM, any rate and channel count.
-    pub fn wav(path: impl AsRef<Path>, options: SourceOptions) -> Result<Self> {
-        let path = path.as_ref();
-        let reader = wav::WavFile::open(path)?;
-        let (rate, channels) = (reader.rate(), reader.channels());
-        Self::from_pcm(
-            path.display().to_string(),
-            Box::new(reader),
-            rate,
-            channels,
-            options,
-        )
-    }
-
-    /// A file of raw signed 16-bit little-endian PCM.
-    pub fn raw_file(
-        path: impl AsRef<Path>,
-        format: RawFormat,
-        options: SourceOptions,
-    ) -> Result<Self> {
-        let path = path.as_ref();
-        check_raw(&path.display().to_string(), format)?;
-        let reader = raw::RawReader::file(path, format.channels)?;
-        Self::from_pcm(
-            path.display().to_string(),
-            Box::new(reader),
-            format.rate,
-            format.channels,
-            options,
-        )
-    }
-
-    /// Raw s16le PCM from any byte stream (a socket, a decoder's output). Blocks in
-    /// `next_frame` while the stream has nothing; cannot loop.
-    pub fn reader(
-        name: impl Into<String>,
-        reader: impl Read + Send + 'static,
-        format: RawFormat,
-        options: SourceOptions,
-    ) -> Result<Self> {
-        let name = name.into();
-        check_raw(&name, format)?;
-        if options.looping {
-            return Err(Error::CannotLoop { input: name });
+    /// The next frame, `Idle` when the reader has nothing for now, or `End` (after which the
+    /// pipeline is not pulled again).
+    pub(crate) fn pull(&mut self) -> Result<Next<'_>> {
+        match self.advance()? {
+            Step::Ready => Ok(Next::Frame(match &mut self.kind {
+                PipeKind::Pcm { conformer, .. } => Frame::Pcm(conformer.frame().unwrap_or_default()),
+                PipeKind::Ogg(ogg) => ogg.current(),
+            })),
+            Step::Idle => Ok(Next::Idle),
+            Step::End => Ok(Next::End),
         }
-        let prefetch = raw::Prefetch::spawn(&name, reader)?;
-        let reader = raw::RawReader::stream(name.clone(), prefetch, format.channels);
-        Self::from_pcm(
-            name,
-            Box::new(reader),
-            format.rate,
-            format.channels,
-            options,
-        )
     }
 
-    /// Raw s16le PCM on standard input (`ffmpeg ... -f s16le - | bot`).
-    pub fn stdin(format: RawFormat, options: SourceOptions) -> Result<Self> {
-        Self::reader("standard input", std::io::stdin(), format, options)
-    }
-
-    /// Raw s16le PCM from a named pipe (FIFO). Opening blocks until a writer opens the pipe, so
-    /// call this off the async runtime.
-    pub fn named_pipe(
-        path: impl AsRef<Path>,
-        format: RawFormat,
-        options: SourceOptions,
-    ) -> Result<Self> {
-        let path = path.as_ref();
-        let name = path.display().to_string();
-        check_raw(&name, format)?;
-        if options.looping {
-            return Err(Error::CannotLoop { input: name });
-        }
-        let file = std::fs::File::open(path).map_err(|source| Error::OpenInput {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::reader(name, file, format, options)
-    }
-
-    /// An Ogg/Opus file. Its packets are sent as they are when they fit (10..120 ms, at most
-    /// 1000 bytes); others are decoded and handed out as PCM for the encoder.
-    pub fn ogg_opus(path: impl AsRef<Path>, options: SourceOptions) -> Result<Self> {
-        let path = path.as_ref();
-        let ogg = ogg_opus::OggOpus::open(path, options.channels)?;
-        Ok(Source {
-            name: path.display().to_string(),
-            kind: Kind::Ogg(Box::new(ogg)),
-            channels: options.channels,
-            looping: options.looping,
-            ended: false,
-            produced_since_start: false,
-            scratch: Vec::new(),
-        })
-    }
-
-    /// Frames the application pushes through the returned [`FramePusher`]: 48 kHz interleaved
-    /// samples in `options.channels`, in chunks of any length. At most `capacity` chunks wait;
-    /// the source ends when every pusher is dropped and the queue is drained.
-    pub fn pushed(capacity: usize, options: SourceOptions) -> Result<(Self, FramePusher)> {
-        if options.looping {
-            return Err(Error::CannotLoop {
-                input: "pushed frames".into(),
-            });
-        }
-        let (reader, pusher) = pushed::channel(capacity.max(1), options.channels.count());
-        let source = Self::from_pcm(
-            "pushed frames".into(),
-            Box::new(reader),
-            SAMPLE_RATE,
-            options.channels.count(),
-            options,
-        )?;
-        Ok((source, pusher))
-    }
-
-    /// Any input ffmpeg can read (MP3, AAC, FLAC, a URL...), decoded by an `ffmpeg`
-    /// subprocess. `binary` defaults to `ffmpeg` on the `PATH`; when it is missing the error
-    /// says so ([`Error::FfmpegMissing`]).
-    pub fn ffmpeg(input: &str, binary: Option<&Path>, options: SourceOptions) -> Result<Self> {
-        let binary: PathBuf =
-            binary.map_or_else(|| PathBuf::from(DEFAULT_FFMPEG), Path::to_path_buf);
-        let ch = options.channels.count();
-        let reader = ffmpeg::Ffmpeg::spawn(binary, input.to_string(), ch)?;
-        Self::from_pcm(
-            format!("ffmpeg: {input}"),
-            Box::new(reader),
-            SAMPLE_RATE,
-            ch,
-            options,
-        )
-    }
-
-    /// What this source reads, for logs and errors.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The layout of the PCM frames handed out.
-    pub fn channels(&self) -> Channels {
-        self.channels
-    }
-
-    /// Whether the end has been reported.
-    pub fn is_finished(&self) -> bool {
-        self.ended
-    }
-
-    /// The tags of an Ogg/Opus source (title, artist...).
-    pub fn opus_tags(&self) -> Option<&OpusTags> {
+    pub(crate) fn skipped(&self) -> u64 {
         match &self.kind {
-            Kind::Ogg(o) => Some(o.tags()),
-            Kind::Pcm { .. } => None,
-        }
-    }
-
-    /// The identification header of an Ogg/Opus source.
-    pub fn opus_head(&self) -> Option<&OpusHead> {
-        match &self.kind {
-            Kind::Ogg(o) => Some(o.head()),
-            Kind::Pcm { .. } => None,
-        }
-    }
-
-    /// Packets of an Ogg/Opus source that no decoder would accept (skipped, not sent).
-    pub fn skipped_packets(&self) -> u64 {
-        match &self.kind {
-            Kind::Ogg(o) => o.skipped(),
-            Kind::Pcm { .. } => 0,
-        }
-    }
-
-    /// The next frame. Blocking sources (pipes, standard input, ffmpeg) block here until they
-    /// have a frame or end.
-    ///
-    /// After the end or an error the source is finished: later pulls return `Idle`, so the
-    /// driver sees exactly one `End` (or one error).
-    pub fn next_frame(&mut self) -> Result<Next<'_>> {
-        if self.ended {
-            return Ok(Next::Idle);
-        }
-        let step = match self.advance() {
-            Ok(step) => step,
-            Err(e) => {
-                self.ended = true;
-                return Err(e);
-            }
-        };
-        match (step, &mut self.kind) {
-            (Step::Ready, Kind::Pcm { conformer, .. }) => Ok(Next::Frame(Frame::Pcm(
-                conformer.frame().unwrap_or_default(),
-            ))),
-            (Step::Ready, Kind::Ogg(ogg)) => Ok(Next::Frame(ogg.current())),
-            (Step::Idle, _) => Ok(Next::Idle),
-            (Step::End, _) => {
-                self.ended = true;
-                Ok(Next::End)
-            }
+            PipeKind::Ogg(o) => o.skipped(),
+            PipeKind::Pcm { .. } => 0,
         }
     }
 
@@ -363,7 +168,7 @@ impl Source {
     /// nothing for now, or it has ended.
     fn advance(&mut self) -> Result<Step> {
         match &mut self.kind {
-            Kind::Pcm {
+            PipeKind::Pcm {
                 reader,
                 conformer,
                 in_channels,
@@ -399,7 +204,7 @@ impl Source {
                     }
                 }
             },
-            Kind::Ogg(ogg) => loop {
+            PipeKind::Ogg(ogg) => loop {
                 match ogg.next()? {
                     ogg_opus::Item::Some => {
                         self.produced_since_start = true;
@@ -416,11 +221,282 @@ impl Source {
     }
 }
 
-/// What [`Source::advance`] found.
+/// What [`Pipeline::advance`] found.
 enum Step {
     Ready,
     Idle,
     End,
+}
+
+enum Kind {
+    /// Pushed frames: the queue never waits, so they are conformed on the call's task.
+    Inline(Box<Pipeline>),
+    /// Everything that reads a file, a pipe or a process: decoded on a thread of its own.
+    Ahead(ReadAhead),
+}
+
+/// A source of outgoing audio. See the module documentation.
+pub struct Source {
+    name: String,
+    kind: Kind,
+    channels: Channels,
+    looping: bool,
+    ended: bool,
+    underruns: u64,
+    /// The headers of an Ogg/Opus file, read when it was opened.
+    ogg: Option<Box<(OpusHead, OpusTags)>>,
+    /// Kills and reaps an ffmpeg child when the source goes, without waiting for it.
+    _child: Option<ffmpeg::KillOnDrop>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("channels", &self.channels)
+            .field("looping", &self.looping)
+            .field("ended", &self.ended)
+            .field("underruns", &self.underruns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Source {
+    fn new(name: String, kind: Kind, options: SourceOptions) -> Self {
+        Source {
+            name,
+            kind,
+            channels: options.channels,
+            looping: options.looping,
+            ended: false,
+            underruns: 0,
+            ogg: None,
+            _child: None,
+        }
+    }
+
+    /// A source read on its own thread. Files are primed (their first second decoded before
+    /// this returns); streams are not, since their writer may take any time to start.
+    fn ahead(name: String, pipeline: Pipeline, prime: bool, options: SourceOptions) -> Result<Self> {
+        let ahead = ReadAhead::spawn(&name, pipeline, prime)?;
+        Ok(Self::new(name, Kind::Ahead(ahead), options))
+    }
+
+    fn pcm_file(
+        name: String,
+        reader: Box<dyn PcmReader>,
+        rate: u32,
+        in_channels: usize,
+        options: SourceOptions,
+    ) -> Result<Self> {
+        let pipeline = Pipeline::pcm(&name, reader, rate, in_channels, options)?;
+        Self::ahead(name, pipeline, true, options)
+    }
+
+    /// A WAV file: 8/16/24/32-bit integer or 32-bit float PCM, any rate and channel count.
+    ///
+    /// The file is opened and its header read here; the samples are read on a thread of the
+    /// source's own, which has decoded up to a second ahead before this returns. Call it off
+    /// the async runtime when the file system may be slow.
+    pub fn wav(path: impl AsRef<Path>, options: SourceOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let reader = wav::WavFile::open(path)?;
+        let (rate, channels) = (reader.rate(), reader.channels());
+        Self::pcm_file(
+            path.display().to_string(),
+            Box::new(reader),
+            rate,
+            channels,
+            options,
+        )
+    }
+
+    /// A file of raw signed 16-bit little-endian PCM, read on a thread like [`Source::wav`].
+    pub fn raw_file(
+        path: impl AsRef<Path>,
+        format: RawFormat,
+        options: SourceOptions,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        check_raw(&path.display().to_string(), format)?;
+        let reader = raw::RawReader::file(path, format.channels)?;
+        Self::pcm_file(
+            path.display().to_string(),
+            Box::new(reader),
+            format.rate,
+            format.channels,
+            options,
+        )
+    }
+
+    /// Raw s16le PCM from any byte stream (a socket, a decoder's output), read on a thread of
+    /// its own: `next_frame` never waits for it. Cannot loop.
+    pub fn reader(
+        name: impl Into<String>,
+        reader: impl Read + Send + 'static,
+        format: RawFormat,
+        options: SourceOptions,
+    ) -> Result<Self> {
+        let name = name.into();
+        check_raw(&name, format)?;
+        if options.looping {
+            return Err(Error::CannotLoop { input: name });
+        }
+        let reader = raw::RawReader::stream(name.clone(), reader, format.channels);
+        let pipeline = Pipeline::pcm(&name, Box::new(reader), format.rate, format.channels, options)?;
+        Self::ahead(name, pipeline, false, options)
+    }
+
+    /// Raw s16le PCM on standard input (`ffmpeg ... -f s16le - | bot`).
+    pub fn stdin(format: RawFormat, options: SourceOptions) -> Result<Self> {
+        Self::reader("standard input", std::io::stdin(), format, options)
+    }
+
+    /// Raw s16le PCM from a named pipe (FIFO). Opening blocks until a writer opens the pipe, so
+    /// call this off the async runtime.
+    pub fn named_pipe(
+        path: impl AsRef<Path>,
+        format: RawFormat,
+        options: SourceOptions,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        check_raw(&name, format)?;
+        if options.looping {
+            return Err(Error::CannotLoop { input: name });
+        }
+        let file = std::fs::File::open(path).map_err(|source| Error::OpenInput {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::reader(name, file, format, options)
+    }
+
+    /// An Ogg/Opus file. Its packets are sent as they are when they fit (10..120 ms, at most
+    /// 1000 bytes); others are decoded and handed out as PCM for the encoder. Read on a thread
+    /// like [`Source::wav`].
+    pub fn ogg_opus(path: impl AsRef<Path>, options: SourceOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let ogg = ogg_opus::OggOpus::open(path, options.channels)?;
+        let headers = Box::new((ogg.head().clone(), ogg.tags().clone()));
+        let pipeline = Pipeline {
+            kind: PipeKind::Ogg(Box::new(ogg)),
+            looping: options.looping,
+            produced_since_start: false,
+            scratch: Vec::new(),
+        };
+        let mut source = Self::ahead(path.display().to_string(), pipeline, true, options)?;
+        source.ogg = Some(headers);
+        Ok(source)
+    }
+
+    /// Frames the application pushes through the returned [`FramePusher`]: 48 kHz interleaved
+    /// samples in `options.channels`, in chunks of any length.
+    ///
+    /// The queue holds at most `capacity` chunks (at least 1): with 20 ms chunks, 50 is a
+    /// second of audio ahead. A full queue is backpressure, never growth or silent loss:
+    /// [`FramePusher::push`] waits for room, [`FramePusher::try_push`] says
+    /// [`Error::PushFull`]. The source ends when every pusher is dropped and the queue is
+    /// drained; an empty queue is `Idle` (an underrun), never a wait.
+    pub fn pushed(capacity: usize, options: SourceOptions) -> Result<(Self, FramePusher)> {
+        let name = "pushed frames";
+        if options.looping {
+            return Err(Error::CannotLoop { input: name.into() });
+        }
+        let (reader, pusher) = pushed::channel(capacity.max(1), options.channels.count());
+        let pipeline = Pipeline::pcm(
+            name,
+            Box::new(reader),
+            SAMPLE_RATE,
+            options.channels.count(),
+            options,
+        )?;
+        let source = Self::new(name.into(), Kind::Inline(Box::new(pipeline)), options);
+        Ok((source, pusher))
+    }
+
+    /// Any input ffmpeg can read (MP3, AAC, FLAC, a URL...), decoded by an `ffmpeg`
+    /// subprocess. `binary` defaults to `ffmpeg` on the `PATH`; when it is missing the error
+    /// says so ([`Error::FfmpegMissing`]).
+    ///
+    /// ffmpeg's output is read, and the process waited for, on the source's own thread. A
+    /// failure (a non-zero exit, with the end of what ffmpeg printed) is the error of the pull
+    /// after the last frame. Dropping the source kills ffmpeg and reaps it on a detached
+    /// thread: the caller never waits for the process.
+    pub fn ffmpeg(input: &str, binary: Option<&Path>, options: SourceOptions) -> Result<Self> {
+        let binary: PathBuf =
+            binary.map_or_else(|| PathBuf::from(DEFAULT_FFMPEG), Path::to_path_buf);
+        let ch = options.channels.count();
+        let (reader, child) = ffmpeg::Ffmpeg::spawn(binary, input.to_string(), ch)?;
+        let name = format!("ffmpeg: {input}");
+        let pipeline = Pipeline::pcm(&name, Box::new(reader), SAMPLE_RATE, ch, options)?;
+        let mut source = Self::ahead(name, pipeline, false, options)?;
+        source._child = Some(child);
+        Ok(source)
+    }
+
+    /// What this source reads, for logs and errors.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The layout of the PCM frames handed out.
+    pub fn channels(&self) -> Channels {
+        self.channels
+    }
+
+    /// Whether the end has been reported.
+    pub fn is_finished(&self) -> bool {
+        self.ended
+    }
+
+    /// Pulls that found no frame ready before the end: the input was behind (a slow pipe,
+    /// ffmpeg still starting, a stalled disk) or nothing was pushed. Each one is 20 ms the
+    /// call sent no audio for.
+    pub fn underruns(&self) -> u64 {
+        self.underruns
+    }
+
+    /// The tags of an Ogg/Opus source (title, artist...), as read when the file was opened
+    /// (a chained file's later streams do not change them).
+    pub fn opus_tags(&self) -> Option<&OpusTags> {
+        self.ogg.as_deref().map(|(_, tags)| tags)
+    }
+
+    /// The identification header of an Ogg/Opus source, as read when the file was opened.
+    pub fn opus_head(&self) -> Option<&OpusHead> {
+        self.ogg.as_deref().map(|(head, _)| head)
+    }
+
+    /// Packets of an Ogg/Opus source that no decoder would accept (skipped, not sent), as far
+    /// as the read-ahead has got.
+    pub fn skipped_packets(&self) -> u64 {
+        match &self.kind {
+            Kind::Ahead(a) => a.skipped(),
+            Kind::Inline(p) => p.skipped(),
+        }
+    }
+
+    /// The next frame, or `Idle` at once when none is ready: this never waits for I/O, which
+    /// happens on the source's own thread (see [`Source::underruns`]).
+    ///
+    /// After the end or an error the source is finished: later pulls return `Idle`, so the
+    /// driver sees exactly one `End` (or one error).
+    pub fn next_frame(&mut self) -> Result<Next<'_>> {
+        if self.ended {
+            return Ok(Next::Idle);
+        }
+        let next = match &mut self.kind {
+            Kind::Ahead(a) => a.pull(),
+            Kind::Inline(p) => p.pull(),
+        };
+        match next {
+            Ok(Next::Idle) => self.underruns += 1,
+            Ok(Next::End) | Err(_) => self.ended = true,
+            Ok(Next::Frame(_)) => {}
+        }
+        next
+    }
 }
 
 fn check_raw(name: &str, format: RawFormat) -> Result<()> {

@@ -3,7 +3,6 @@
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
 
 use super::{PcmReader, ReadOutcome};
 use crate::error::{Error, Result};
@@ -59,7 +58,7 @@ impl<R: Read + Send> PcmReader for RawReader<R> {
             let n = match self.inner.read(&mut self.bytes[self.held..want]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // A prefetched stream has nothing yet: the bytes held stay for the next read.
+                // A non-blocking stream has nothing yet: the bytes held stay for the next read.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Pending),
                 Err(source) => {
                     return Err(Error::ReadInput {
@@ -98,81 +97,6 @@ impl<R: Read + Send> PcmReader for RawReader<R> {
             input: self.name.clone(),
             source,
         })
-    }
-}
-
-/// A stream's blocking reads moved to a thread of their own: standard input and pipes deliver
-/// at their writer's pace, and the call's task, which also runs the network, must never wait
-/// for them. Reads return `WouldBlock` while nothing has arrived.
-pub(crate) struct Prefetch {
-    rx: Receiver<io::Result<Vec<u8>>>,
-    chunk: Vec<u8>,
-    pos: usize,
-    done: bool,
-}
-
-/// Chunks read ahead at most (64 x 4 KiB: about 1.4 s of 48 kHz stereo).
-const PREFETCH_CHUNKS: usize = 64;
-
-impl Prefetch {
-    pub(crate) fn spawn(name: &str, mut inner: impl Read + Send + 'static) -> Result<Self> {
-        let (tx, rx) = sync_channel(PREFETCH_CHUNKS);
-        std::thread::Builder::new()
-            .name("groupcall-source".into())
-            .spawn(move || loop {
-                let mut buf = vec![0u8; 4096];
-                match inner.read(&mut buf) {
-                    Ok(n) => {
-                        buf.truncate(n);
-                        // The source was dropped: stop reading.
-                        if tx.send(Ok(buf)).is_err() || n == 0 {
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-            })
-            .map_err(|source| Error::ReadInput {
-                input: name.to_owned(),
-                source,
-            })?;
-        Ok(Prefetch {
-            rx,
-            chunk: Vec::new(),
-            pos: 0,
-            done: false,
-        })
-    }
-}
-
-impl Read for Prefetch {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.chunk.len() {
-            if self.done {
-                return Ok(0);
-            }
-            match self.rx.try_recv() {
-                Ok(Ok(chunk)) if chunk.is_empty() => self.done = true,
-                Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => {
-                    self.done = true;
-                    return Err(e);
-                }
-                Err(TryRecvError::Empty) => return Err(io::ErrorKind::WouldBlock.into()),
-                Err(TryRecvError::Disconnected) => self.done = true,
-            }
-        }
-        let n = out.len().min(self.chunk.len() - self.pos);
-        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
