@@ -90,12 +90,12 @@ fn send_path(c: &mut Criterion) {
             srtp_profiles: vec![profile],
             ..TransportConfig::server()
         };
-        let (_sim, mut p, _) = common::connected_pair(1, server_cfg);
+        let (sim, mut p, _) = common::connected_pair(1, server_cfg);
         let mut seq = 0u16;
         c.bench_function(&format!("send_path_per_packet/{profile}"), |b| {
             b.iter(|| {
                 seq = seq.wrapping_add(1);
-                p.client.send_rtp(&opus_like(seq)).unwrap();
+                p.client.send_rtp(sim.now, &opus_like(seq)).unwrap();
                 black_box(p.client.poll_transmit().unwrap());
             })
         });
@@ -119,7 +119,7 @@ fn receive_path(c: &mut Criterion) {
                     || {
                         // A fresh sequence number per datagram, as on the wire (no replays).
                         seq = seq.wrapping_add(1);
-                        p.server.send_rtp(&opus_like(seq)).unwrap();
+                        p.server.send_rtp(now, &opus_like(seq)).unwrap();
                         p.server.poll_transmit().unwrap().contents
                     },
                     |d| {
