@@ -166,7 +166,13 @@ fn connect(
         now,
     )?;
     let ssrc = identity.audio_ssrc;
-    let sender = AudioSender::new(ssrc, &config.encoder, rand::random(), rand::random())?;
+    let sender = AudioSender::new(
+        ssrc,
+        transport.audio_payload_type(),
+        &config.encoder,
+        rand::random(),
+        rand::random(),
+    )?;
     Ok(Connection {
         socket,
         transport,
@@ -674,7 +680,7 @@ impl Driver {
                     }
                     match c.sender.send(frame) {
                         Ok(Some(rtp)) => {
-                            if let Err(e) = c.transport.send_rtp(&rtp) {
+                            if let Err(e) = c.transport.send_rtp(Instant::now(), &rtp) {
                                 tracing::debug!("RTP not sent: {e}");
                             }
                         }
