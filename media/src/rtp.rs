@@ -582,6 +582,78 @@ mod tests {
     }
 
     #[test]
+    fn extension_ids_come_from_uris_and_refuse_what_cannot_be_written() {
+        let ids = ExtensionIds::from_uris([
+            (13, "urn:3gpp:video-orientation"),
+            (9, URI_TRANSPORT_CC),
+            (20, URI_AUDIO_LEVEL),  // not one-byte: left out
+            (9, URI_ABS_SEND_TIME), // id already taken: left out
+            (4, URI_TRANSPORT_CC),  // second mention: the first wins
+        ]);
+        assert_eq!(
+            ids,
+            ExtensionIds {
+                audio_level: None,
+                abs_send_time: None,
+                transport_cc: Some(9),
+            }
+        );
+        // The writer, too, leaves out an id it cannot write.
+        let mut buf = BytesMut::new();
+        OutgoingRtp {
+            audio_level: Some(AudioLevel {
+                level: 1,
+                voice: false,
+            }),
+            ..OutgoingRtp::new(1, 2, 3, 111, b"p")
+        }
+        .write(
+            &ExtensionIds {
+                audio_level: Some(15),
+                ..ExtensionIds::NONE
+            },
+            &mut buf,
+        );
+        assert_eq!(buf.len(), 13, "no extension block");
+    }
+
+    #[test]
+    fn restamp_replaces_values_in_place_and_nothing_else() {
+        let ids = ExtensionIds::TELEGRAM;
+        let mut buf = BytesMut::new();
+        OutgoingRtp {
+            audio_level: Some(AudioLevel {
+                level: 9,
+                voice: true,
+            }),
+            abs_send_time: Some(1),
+            transport_seq: Some(2),
+            ..OutgoingRtp::new(5, 6, 7, 111, b"payload")
+        }
+        .write(&ids, &mut buf);
+        let before = buf.clone();
+        assert!(restamp(&mut buf, &ids, 0xAB_CDEF, 0x1234));
+        assert_eq!(buf.len(), before.len());
+        let p = RtpPacket::parse(buf.clone().freeze(), &ids).unwrap();
+        assert_eq!(
+            (p.abs_send_time, p.transport_seq),
+            (Some(0xAB_CDEF), Some(0x1234))
+        );
+        assert_eq!(p.audio_level.unwrap().level, 9);
+        assert_eq!(p.payload.as_ref(), b"payload");
+        // Without the elements, or truncated anywhere: untouched, no panic.
+        let mut plain = BytesMut::new();
+        OutgoingRtp::new(5, 6, 7, 111, b"payload").write(&ids, &mut plain);
+        let copy = plain.clone();
+        assert!(!restamp(&mut plain, &ids, 1, 1));
+        assert_eq!(plain, copy);
+        for cut in 0..before.len() {
+            let mut b = before[..cut].to_vec();
+            restamp(&mut b, &ids, 1, 1);
+        }
+    }
+
+    #[test]
     fn abs_send_time_is_6_18_fixed_point() {
         assert_eq!(abs_send_time_from_micros(1_000_000), 1 << 18);
         assert_eq!(abs_send_time_from_micros(64_000_000), 0); // wraps every 64 s
