@@ -23,7 +23,7 @@ use groupcall_engine::audio::{
     AudioSender, Channels, Decoder, Encoder, EncoderConfig, Frame, JitterBuffer, JitterConfig,
     LevelMeter, Packetizer,
 };
-use groupcall_media::rtp::AudioLevel;
+use groupcall_media::rtp::{AudioLevel, OPUS_PAYLOAD_TYPE};
 use groupcall_media::sim::Sim;
 use groupcall_media::srtp::SrtpProfile;
 use groupcall_media::{Event, Transport, TransportConfig};
@@ -61,7 +61,14 @@ fn drain(t: &mut Transport) {
 
 fn receive_path(c: &mut Criterion) {
     // Real Opus packets, as a speaker would send them.
-    let mut speaker = AudioSender::new(0x1234_5678, &EncoderConfig::default(), 1, 0).unwrap();
+    let mut speaker = AudioSender::new(
+        0x1234_5678,
+        OPUS_PAYLOAD_TYPE,
+        &EncoderConfig::default(),
+        1,
+        0,
+    )
+    .unwrap();
     let pcm: Vec<Vec<i16>> = (0..50).map(speechlike).collect();
     let mut rtp = Vec::new();
     for f in &pcm {
@@ -73,7 +80,7 @@ fn receive_path(c: &mut Criterion) {
         drain(&mut p.client);
         let from = p.server.local_addr();
         let t0 = sim.now;
-        let mut packetizer = Packetizer::new(0x1234_5678, 1, 0);
+        let mut packetizer = Packetizer::new(0x1234_5678, OPUS_PAYLOAD_TYPE, 1, 0);
         let mut k = 0u64;
         let mut meter = LevelMeter::new();
         let mut overflow = 0;
@@ -97,7 +104,7 @@ fn receive_path(c: &mut Criterion) {
                         .map(|_| {
                             let (payload, level) = &rtp[k as usize % rtp.len()];
                             let pkt = packetizer.packet(payload, 960, *level);
-                            p.server.send_rtp(&pkt).unwrap();
+                            p.server.send_rtp(t0, &pkt).unwrap();
                             k += 1;
                             let d = p.server.poll_transmit().unwrap().contents;
                             (t0 + Duration::from_millis(20 * k), d)
@@ -130,9 +137,10 @@ fn receive_path(c: &mut Criterion) {
 fn send_path(c: &mut Criterion) {
     let pcm: Vec<Vec<i16>> = (0..50).map(speechlike).collect();
     for profile in PROFILES {
-        let (_sim, mut p) = connected(profile);
+        let (sim, mut p) = connected(profile);
         drain(&mut p.client);
-        let mut sender = AudioSender::new(7, &EncoderConfig::default(), 1, 0).unwrap();
+        let mut sender =
+            AudioSender::new(7, OPUS_PAYLOAD_TYPE, &EncoderConfig::default(), 1, 0).unwrap();
         let mut i = 0usize;
         c.bench_function(&format!("send_path_per_frame/{profile}"), |b| {
             b.iter(|| {
@@ -141,7 +149,7 @@ fn send_path(c: &mut Criterion) {
                     .send(Frame::Pcm(&pcm[i % pcm.len()]))
                     .unwrap()
                     .unwrap();
-                p.client.send_rtp(&rtp).unwrap();
+                p.client.send_rtp(sim.now, &rtp).unwrap();
                 black_box(p.client.poll_transmit().unwrap().contents.len())
             })
         });
@@ -153,9 +161,9 @@ fn send_path(c: &mut Criterion) {
         .iter()
         .map(|f| enc.encode(f).unwrap().to_vec())
         .collect();
-    let (_sim, mut p) = connected(SrtpProfile::AeadAes128Gcm);
+    let (sim, mut p) = connected(SrtpProfile::AeadAes128Gcm);
     drain(&mut p.client);
-    let mut packetizer = Packetizer::new(7, 1, 0);
+    let mut packetizer = Packetizer::new(7, OPUS_PAYLOAD_TYPE, 1, 0);
     let level = AudioLevel {
         level: 30,
         voice: true,
@@ -165,7 +173,7 @@ fn send_path(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let rtp = packetizer.packet(&payloads[i % payloads.len()], 960, level);
-            p.client.send_rtp(&rtp).unwrap();
+            p.client.send_rtp(sim.now, &rtp).unwrap();
             black_box(p.client.poll_transmit().unwrap().contents.len())
         })
     });

@@ -138,7 +138,13 @@ pub(crate) fn connect(
         now,
     )?;
     let ssrc = identity.audio_ssrc;
-    let sender = AudioSender::new(ssrc, &config.encoder, rand::random(), rand::random())?;
+    let sender = AudioSender::new(
+        ssrc,
+        transport.audio_payload_type(),
+        &config.encoder,
+        rand::random(),
+        rand::random(),
+    )?;
     Ok(Connection {
         socket,
         transport,

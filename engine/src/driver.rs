@@ -471,7 +471,7 @@ impl Driver {
 
     fn on_tick(&mut self, now: Instant) {
         if let Some(c) = self.connection.as_mut() {
-            self.outgoing.tick(c, &self.events);
+            self.outgoing.tick(now, c, &self.events);
         }
         let report = self.receivers.tick(now, self.gain);
         for e in report.errors {

@@ -2,6 +2,8 @@
 //! sender, with mute (pulled, not sent), pause (not pulled) and the source's end or failure
 //! reported once.
 
+use std::time::Instant;
+
 use crate::audio::{Next, Source, FRAME_SAMPLES};
 use crate::call::CallEvent;
 use crate::connection::Connection;
@@ -34,7 +36,7 @@ impl Outgoing {
 
     /// One tick's worth of the source: pulled only while connected, so nothing is lost while
     /// (re)connecting; pulled but not sent while muted; not pulled while paused.
-    pub(crate) fn tick(&mut self, c: &mut Connection, events: &EventSender) {
+    pub(crate) fn tick(&mut self, now: Instant, c: &mut Connection, events: &EventSender) {
         if !c.transport.is_connected() {
             return;
         }
@@ -58,7 +60,7 @@ impl Outgoing {
                     }
                     match c.sender.send(frame) {
                         Ok(Some(rtp)) => {
-                            if let Err(e) = c.transport.send_rtp(&rtp) {
+                            if let Err(e) = c.transport.send_rtp(now, &rtp) {
                                 tracing::debug!("RTP not sent: {e}");
                             }
                         }

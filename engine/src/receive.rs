@@ -9,17 +9,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use groupcall_media::RtpPacket;
+use groupcall_media::{PayloadKind, RtpPacket};
 
 use crate::audio::{
     Channels, Decoder, FrameKind, JitterBuffer, JitterConfig, LevelMeter, MixRecorder,
     ParticipantSinks, SpeakingLevel,
 };
 use crate::error::{Error, Result};
-
-/// Opus's RTP payload type in Telegram's calls; anything else (RTX padding probes, video) is
-/// not audio.
-const OPUS_PT: u8 = 111;
 
 /// A speaker that sent nothing for this long stops being pulled (its file pauses) until it
 /// speaks again; the roster removes it for good when it leaves.
@@ -91,9 +87,10 @@ impl Receivers {
 
     /// One decrypted RTP packet. Returns true when the SSRC was heard for the first time.
     pub fn insert(&mut self, now: Instant, packet: &RtpPacket) -> Result<bool> {
+        // Opus is whatever payload type the server's answer gives it; the transport looked it up.
         // Other payload types (video, RTX padding probes) are counted by the transport's
         // per-SSRC statistics; there is nothing to decode.
-        if packet.payload_type != OPUS_PT || packet.payload.is_empty() {
+        if packet.kind != PayloadKind::Opus || packet.payload.is_empty() {
             return Ok(false);
         }
         let mut new = false;
@@ -256,7 +253,8 @@ mod tests {
             ssrc,
             sequence: seq,
             timestamp: u32::from(seq) * 960,
-            payload_type: OPUS_PT,
+            payload_type: 111,
+            kind: PayloadKind::Opus,
             marker: false,
             audio_level: None,
             abs_send_time: None,

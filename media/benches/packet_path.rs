@@ -1,6 +1,6 @@
 //! The per-packet costs of the media core: SRTP protect + unprotect of a 120-byte Opus-sized
-//! payload per profile (together and each alone), RTP parsing and writing, and the whole receive path of one datagram through a
-//! connected `Transport` (demux, source check, decrypt, parse, stats, event).
+//! payload per profile (together and each alone), RTP parsing and writing, the whole send path of one packet and the whole receive path of one
+//! datagram through a connected `Transport` (demux, source check, decrypt, parse, stats, event).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -82,6 +82,26 @@ fn rtp_parse(c: &mut Criterion) {
     });
 }
 
+/// The whole send path of one packet through a connected `Transport`: header written (with the
+/// extensions the transport stamps), protected, queued, taken out.
+fn send_path(c: &mut Criterion) {
+    for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
+        let server_cfg = TransportConfig {
+            srtp_profiles: vec![profile],
+            ..TransportConfig::server()
+        };
+        let (sim, mut p, _) = common::connected_pair(1, server_cfg);
+        let mut seq = 0u16;
+        c.bench_function(&format!("send_path_per_packet/{profile}"), |b| {
+            b.iter(|| {
+                seq = seq.wrapping_add(1);
+                p.client.send_rtp(sim.now, &opus_like(seq)).unwrap();
+                black_box(p.client.poll_transmit().unwrap());
+            })
+        });
+    }
+}
+
 fn receive_path(c: &mut Criterion) {
     for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
         let server_cfg = TransportConfig {
@@ -99,7 +119,7 @@ fn receive_path(c: &mut Criterion) {
                     || {
                         // A fresh sequence number per datagram, as on the wire (no replays).
                         seq = seq.wrapping_add(1);
-                        p.server.send_rtp(&opus_like(seq)).unwrap();
+                        p.server.send_rtp(now, &opus_like(seq)).unwrap();
                         p.server.poll_transmit().unwrap().contents
                     },
                     |d| {
@@ -149,5 +169,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = srtp, rtp_parse, receive_path }
+criterion_group! { name = benches; config = config(); targets = srtp, rtp_parse, send_path, receive_path }
 criterion_main!(benches);

@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use crate::error::{Error, Result};
 use crate::identity::Fingerprint;
 use crate::payload::{ssrc_from_i64, DtlsFingerprint, Setup};
+use crate::rtp::{ExtensionIds, PayloadKind, RtpParams, OPUS_PAYLOAD_TYPE};
 
 /// What the server answered to a join.
 #[derive(Clone, Debug, PartialEq)]
@@ -320,6 +321,72 @@ impl RtcAnswer {
 
     pub fn to_json(&self) -> String {
         self.to_value().to_string()
+    }
+
+    /// The RTP parameters this answer sets (docs/protocol.md §2.2): extension ids from
+    /// `audio.rtp-hdrexts`, the first `opus`/48000 entry of `audio.payload-types` as the Opus
+    /// payload type, every audio and video payload type for classifying what arrives.
+    ///
+    /// An absent or empty list means the server did not say, and the official client, which
+    /// never reads these lists, uses its fixed numbering (§5.1, §5.2); so does this: extensions
+    /// 1, 2, 3, Opus 111, video 100..=105. A list that is there is taken exactly: an extension
+    /// it does not name is not sent. Audio types that include no Opus are an error, since Opus
+    /// is all this side can send.
+    pub fn rtp_params(&self) -> Result<RtpParams> {
+        let audio = self.audio.as_ref();
+        let exts = audio.map(|a| a.rtp_hdrexts.as_slice()).unwrap_or(&[]);
+        let extensions = if exts.is_empty() {
+            ExtensionIds::TELEGRAM
+        } else {
+            ExtensionIds::from_uris(exts.iter().map(|e| (e.id, e.uri.as_str())))
+        };
+        let audio_pts = audio.map(|a| a.payload_types.as_slice()).unwrap_or(&[]);
+        let is_opus =
+            |p: &PayloadType| p.name.eq_ignore_ascii_case("opus") && p.clockrate == 48_000;
+        let opus = if audio_pts.is_empty() {
+            OPUS_PAYLOAD_TYPE
+        } else {
+            audio_pts
+                .iter()
+                .find(|p| is_opus(p))
+                .map(|p| p.id)
+                .ok_or_else(|| {
+                    Error::json(
+                    "audio.payload-types",
+                    "lists no \"opus\" at clockrate 48000; Opus is the only audio this side sends",
+                )
+                })?
+        };
+        let mut params = RtpParams::empty(extensions, opus);
+        match self
+            .video
+            .as_ref()
+            .map(|v| v.media.payload_types.as_slice())
+        {
+            Some(v) if !v.is_empty() => {
+                for pt in v {
+                    params.set(pt.id, PayloadKind::Video, pt.clockrate);
+                }
+            }
+            _ => {
+                for pt in 100..=105 {
+                    params.set(pt, PayloadKind::Video, 90_000);
+                }
+            }
+        }
+        // Audio last: a type listed in both sections is audio, as audio is what is played.
+        if audio_pts.is_empty() {
+            params.set(126, PayloadKind::OtherAudio, 8000);
+        }
+        for pt in audio_pts {
+            let kind = if is_opus(pt) {
+                PayloadKind::Opus
+            } else {
+                PayloadKind::OtherAudio
+            };
+            params.set(pt.id, kind, pt.clockrate);
+        }
+        Ok(params)
     }
 }
 

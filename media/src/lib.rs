@@ -31,7 +31,7 @@ pub use error::{Error, FailureCause, Result};
 pub use ice::IceTimeouts;
 pub use identity::{Fingerprint, IceCredentials, LocalIdentity};
 pub use payload::{JoinPayload, Setup, VideoPublish};
-pub use rtp::{AudioLevel, ExtensionIds, OutgoingRtp, RtpPacket};
+pub use rtp::{AudioLevel, ExtensionIds, OutgoingRtp, PayloadKind, RtpPacket, RtpParams};
 pub use srtp::SrtpProfile;
 pub use stats::TransportStats;
 pub use transport::{

@@ -1,5 +1,6 @@
-//! RTP packets as Telegram's audio uses them: PT 111 Opus with one-byte header extensions
-//! 1 (ssrc-audio-level, RFC 6464), 2 (abs-send-time) and 3 (transport-wide sequence number).
+//! RTP packets as Telegram's audio uses them: Opus with one-byte header extensions for
+//! ssrc-audio-level (RFC 6464), abs-send-time and the transport-wide sequence number, on the ids
+//! and payload types the server's answer gives (docs/protocol.md §2.2, §5.1).
 //!
 //! Parsing is zero-copy: a received packet keeps the decrypted datagram (`raw`) and its payload
 //! is a slice of it, so forwarding (the local server) and decoding (the engine) never copy.
@@ -11,23 +12,161 @@ pub const URI_ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrex
 pub const URI_TRANSPORT_CC: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
-/// Opus as tgcalls sends it.
+/// Opus as tgcalls sends it whatever the answer says (docs/protocol.md §5.1). Used only when an
+/// answer lists no payload types at all: the official client never reads them, so a server
+/// that leaves them out still expects this one.
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 
-/// Which one-byte extension ids carry what. Telegram's are fixed: 1, 2, 3.
+/// Which one-byte extension ids carry what; `None` means the answer did not list the URI, and
+/// such an extension is neither written nor read. `Default` is Telegram's fixed 1, 2, 3
+/// (docs/protocol.md §5.1), what tgcalls uses when the answer says nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtensionIds {
-    pub audio_level: u8,
-    pub abs_send_time: u8,
-    pub transport_cc: u8,
+    pub audio_level: Option<u8>,
+    pub abs_send_time: Option<u8>,
+    pub transport_cc: Option<u8>,
 }
 
 impl Default for ExtensionIds {
     fn default() -> Self {
-        ExtensionIds {
-            audio_level: 1,
-            abs_send_time: 2,
-            transport_cc: 3,
+        ExtensionIds::TELEGRAM
+    }
+}
+
+impl ExtensionIds {
+    pub const TELEGRAM: ExtensionIds = ExtensionIds {
+        audio_level: Some(1),
+        abs_send_time: Some(2),
+        transport_cc: Some(3),
+    };
+
+    /// No extension at all.
+    pub const NONE: ExtensionIds = ExtensionIds {
+        audio_level: None,
+        abs_send_time: None,
+        transport_cc: None,
+    };
+
+    /// The ids an `rtp-hdrexts` list gives the three URIs this crate knows. An id outside
+    /// 1..=14 cannot be written in the one-byte form every Telegram client uses (RFC 8285 §4.2),
+    /// and an id already taken by another known URI would make both ambiguous: either leaves
+    /// that URI unset, with a warning, rather than corrupt packets.
+    pub fn from_uris<'a>(list: impl IntoIterator<Item = (u8, &'a str)>) -> Self {
+        let mut ids = ExtensionIds::NONE;
+        for (id, uri) in list {
+            let which = match uri {
+                URI_AUDIO_LEVEL => 0,
+                URI_ABS_SEND_TIME => 1,
+                URI_TRANSPORT_CC => 2,
+                _ => continue,
+            };
+            if !(1..=14).contains(&id) {
+                tracing::warn!(
+                    "RTP header extension {uri} on id {id}: not usable in the one-byte form, not sent"
+                );
+                continue;
+            }
+            let slots = [ids.audio_level, ids.abs_send_time, ids.transport_cc];
+            if slots[which].is_some() {
+                continue; // the first mention wins, as for payload types
+            }
+            if slots.contains(&Some(id)) {
+                tracing::warn!(
+                    "RTP header extension id {id} is given to two URIs; {uri} is not sent"
+                );
+                continue;
+            }
+            match which {
+                0 => ids.audio_level = Some(id),
+                1 => ids.abs_send_time = Some(id),
+                _ => ids.transport_cc = Some(id),
+            }
+        }
+        ids
+    }
+
+    /// `id` if it can be written in the one-byte form. The fields are public, so the writer
+    /// checks again rather than emit a header a receiver would misparse.
+    fn one_byte(id: Option<u8>) -> Option<u8> {
+        id.filter(|i| (1..=14).contains(i))
+    }
+}
+
+/// What a payload type carries, as the answer announces it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// Opus at 48 kHz: what the engine decodes.
+    Opus,
+    /// Another audio format of the answer (telephone-event).
+    OtherAudio,
+    /// Any video format or its RTX.
+    Video,
+    /// Not in the answer, or parsed without one ([`RtpPacket::parse`] alone).
+    #[default]
+    Unknown,
+}
+
+/// The RTP side of an answer: extension ids both ways, the Opus payload type to send, and what
+/// every received payload type is (with its clock rate, for the jitter statistics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RtpParams {
+    pub extensions: ExtensionIds,
+    opus: u8,
+    kinds: [PayloadKind; 128],
+    clock_rates: [u32; 128],
+}
+
+impl Default for RtpParams {
+    /// Telegram's fixed numbering, what tgcalls uses without reading the answer
+    /// (docs/protocol.md §5.1, §5.2): Opus 111, telephone-event 126, video 100..=105.
+    fn default() -> Self {
+        let mut p = RtpParams::empty(ExtensionIds::TELEGRAM, OPUS_PAYLOAD_TYPE);
+        p.set(126, PayloadKind::OtherAudio, 8000);
+        for pt in 100..=105 {
+            p.set(pt, PayloadKind::Video, 90_000);
+        }
+        p
+    }
+}
+
+impl RtpParams {
+    /// Only `opus` known (as Opus), with these extensions.
+    pub fn empty(extensions: ExtensionIds, opus: u8) -> Self {
+        let mut p = RtpParams {
+            extensions,
+            opus: opus & 0x7f,
+            kinds: [PayloadKind::Unknown; 128],
+            clock_rates: [0; 128],
+        };
+        p.set(opus, PayloadKind::Opus, 48_000);
+        p
+    }
+
+    /// Declares what `pt` carries. A zero clock rate (nonsense from the network) is kept out of
+    /// the jitter arithmetic by falling back to the kind's usual rate.
+    pub fn set(&mut self, pt: u8, kind: PayloadKind, clock_rate: u32) {
+        let i = (pt & 0x7f) as usize;
+        self.kinds[i] = kind;
+        self.clock_rates[i] = clock_rate;
+    }
+
+    /// The payload type this side sends Opus with.
+    pub fn opus_payload_type(&self) -> u8 {
+        self.opus
+    }
+
+    pub fn kind(&self, pt: u8) -> PayloadKind {
+        self.kinds[(pt & 0x7f) as usize]
+    }
+
+    /// The RTP clock rate of `pt` in Hz. Video is always 90 kHz (RFC 3551): the production
+    /// server announces 9000 for it (docs/protocol.md §2.2), so the announced value is not used.
+    pub fn clock_rate(&self, pt: u8) -> u32 {
+        let i = (pt & 0x7f) as usize;
+        match self.kinds[i] {
+            PayloadKind::Video => 90_000,
+            PayloadKind::OtherAudio if self.clock_rates[i] > 0 => self.clock_rates[i],
+            _ => 48_000,
         }
     }
 }
@@ -72,6 +211,9 @@ pub struct RtpPacket {
     pub audio_level: Option<AudioLevel>,
     pub abs_send_time: Option<u32>,
     pub transport_seq: Option<u16>,
+    /// What the answer says `payload_type` carries. Set by the transport that received the
+    /// packet; [`RtpPacket::parse`] alone has no answer and leaves it `Unknown`.
+    pub kind: PayloadKind,
     /// The payload without padding; a slice of `raw`.
     pub payload: Bytes,
     /// The whole decrypted packet, header included (what a forwarder re-protects).
@@ -113,6 +255,7 @@ impl RtpPacket {
                 return Err(RtpError::BadExtension);
             }
             let mut on_ext = |id: u8, data: &[u8]| {
+                let id = Some(id);
                 if id == ids.audio_level && !data.is_empty() {
                     audio_level = Some(AudioLevel {
                         level: data[0] & 0x7f,
@@ -183,14 +326,16 @@ impl RtpPacket {
             audio_level,
             abs_send_time,
             transport_seq,
+            kind: PayloadKind::Unknown,
             payload,
             raw,
         })
     }
 }
 
-/// An RTP packet to send. Extensions are written with the one-byte form, in id order 1, 2, 3
-/// like libwebrtc.
+/// An RTP packet to send. Extensions are written with the one-byte form, audio level first, then
+/// abs-send-time and the transport-wide sequence number, like libwebrtc; one whose id is unset
+/// is left out. A transport overwrites the last two with its own clock and counter.
 #[derive(Clone, Copy, Debug)]
 pub struct OutgoingRtp<'a> {
     pub ssrc: u32,
@@ -231,19 +376,23 @@ impl<'a> OutgoingRtp<'a> {
         out.clear();
         let mut ext = [0u8; 12];
         let mut n = 0;
-        if let Some(l) = self.audio_level {
-            ext[n] = (ids.audio_level << 4) & 0xf0;
+        if let (Some(l), Some(id)) = (self.audio_level, ExtensionIds::one_byte(ids.audio_level)) {
+            ext[n] = id << 4;
             ext[n + 1] = (l.level & 0x7f) | if l.voice { 0x80 } else { 0 };
             n += 2;
         }
-        if let Some(t) = self.abs_send_time {
+        if let (Some(t), Some(id)) = (
+            self.abs_send_time,
+            ExtensionIds::one_byte(ids.abs_send_time),
+        ) {
             let t = t.to_be_bytes();
-            ext[n] = ((ids.abs_send_time << 4) & 0xf0) | 2;
+            ext[n] = (id << 4) | 2;
             ext[n + 1..n + 4].copy_from_slice(&t[1..4]);
             n += 4;
         }
-        if let Some(s) = self.transport_seq {
-            ext[n] = ((ids.transport_cc << 4) & 0xf0) | 1;
+        if let (Some(s), Some(id)) = (self.transport_seq, ExtensionIds::one_byte(ids.transport_cc))
+        {
+            ext[n] = (id << 4) | 1;
             ext[n + 1..n + 3].copy_from_slice(&s.to_be_bytes());
             n += 3;
         }
@@ -261,6 +410,54 @@ impl<'a> OutgoingRtp<'a> {
         }
         out.put_slice(self.payload);
     }
+}
+
+/// Overwrites, in a plaintext packet, the values of the abs-send-time and transport-wide
+/// sequence number elements found on `ids` in a one-byte extension block. A forwarder uses this:
+/// both values belong to the hop, not to the original sender. Nothing is inserted (that would
+/// move the payload); returns whether the sequence number was written, i.e. consumed.
+pub fn restamp(
+    packet: &mut [u8],
+    ids: &ExtensionIds,
+    abs_send_time: u32,
+    transport_seq: u16,
+) -> bool {
+    let mut wrote_seq = false;
+    if packet.len() < 12 || packet[0] >> 6 != 2 || packet[0] & 0x10 == 0 {
+        return false;
+    }
+    let off = 12 + 4 * (packet[0] & 0x0f) as usize;
+    if off + 4 > packet.len() || packet[off..off + 2] != [0xBE, 0xDE] {
+        return false;
+    }
+    let words = u16::from_be_bytes([packet[off + 2], packet[off + 3]]) as usize;
+    let start = off + 4;
+    let end = (start + words * 4).min(packet.len());
+    let mut i = start;
+    while i < end {
+        let h = packet[i];
+        if h == 0 {
+            i += 1;
+            continue;
+        }
+        let id = h >> 4;
+        if id == 15 {
+            break;
+        }
+        let len = (h & 0x0f) as usize + 1;
+        if i + 1 + len > end {
+            break;
+        }
+        let data = &mut packet[i + 1..i + 1 + len];
+        if Some(id) == ids.abs_send_time && len == 3 {
+            data.copy_from_slice(&abs_send_time.to_be_bytes()[1..4]);
+        } else if Some(id) == ids.transport_cc && len == 2 {
+            data.copy_from_slice(&transport_seq.to_be_bytes());
+            wrote_seq = true;
+        }
+        i += 1 + len;
+    }
+    wrote_seq
 }
 
 /// abs-send-time (6.18 fixed-point seconds, 24 bits) for a time in microseconds.
@@ -382,6 +579,78 @@ mod tests {
         ext[0] = 0xA0;
         ext.push(5);
         assert_eq!(parse(&ext), Err(RtpError::BadPadding));
+    }
+
+    #[test]
+    fn extension_ids_come_from_uris_and_refuse_what_cannot_be_written() {
+        let ids = ExtensionIds::from_uris([
+            (13, "urn:3gpp:video-orientation"),
+            (9, URI_TRANSPORT_CC),
+            (20, URI_AUDIO_LEVEL),  // not one-byte: left out
+            (9, URI_ABS_SEND_TIME), // id already taken: left out
+            (4, URI_TRANSPORT_CC),  // second mention: the first wins
+        ]);
+        assert_eq!(
+            ids,
+            ExtensionIds {
+                audio_level: None,
+                abs_send_time: None,
+                transport_cc: Some(9),
+            }
+        );
+        // The writer, too, leaves out an id it cannot write.
+        let mut buf = BytesMut::new();
+        OutgoingRtp {
+            audio_level: Some(AudioLevel {
+                level: 1,
+                voice: false,
+            }),
+            ..OutgoingRtp::new(1, 2, 3, 111, b"p")
+        }
+        .write(
+            &ExtensionIds {
+                audio_level: Some(15),
+                ..ExtensionIds::NONE
+            },
+            &mut buf,
+        );
+        assert_eq!(buf.len(), 13, "no extension block");
+    }
+
+    #[test]
+    fn restamp_replaces_values_in_place_and_nothing_else() {
+        let ids = ExtensionIds::TELEGRAM;
+        let mut buf = BytesMut::new();
+        OutgoingRtp {
+            audio_level: Some(AudioLevel {
+                level: 9,
+                voice: true,
+            }),
+            abs_send_time: Some(1),
+            transport_seq: Some(2),
+            ..OutgoingRtp::new(5, 6, 7, 111, b"payload")
+        }
+        .write(&ids, &mut buf);
+        let before = buf.clone();
+        assert!(restamp(&mut buf, &ids, 0xAB_CDEF, 0x1234));
+        assert_eq!(buf.len(), before.len());
+        let p = RtpPacket::parse(buf.clone().freeze(), &ids).unwrap();
+        assert_eq!(
+            (p.abs_send_time, p.transport_seq),
+            (Some(0xAB_CDEF), Some(0x1234))
+        );
+        assert_eq!(p.audio_level.unwrap().level, 9);
+        assert_eq!(p.payload.as_ref(), b"payload");
+        // Without the elements, or truncated anywhere: untouched, no panic.
+        let mut plain = BytesMut::new();
+        OutgoingRtp::new(5, 6, 7, 111, b"payload").write(&ids, &mut plain);
+        let copy = plain.clone();
+        assert!(!restamp(&mut plain, &ids, 1, 1));
+        assert_eq!(plain, copy);
+        for cut in 0..before.len() {
+            let mut b = before[..cut].to_vec();
+            restamp(&mut b, &ids, 1, 1);
+        }
     }
 
     #[test]

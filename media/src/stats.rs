@@ -79,6 +79,13 @@ pub struct SsrcStats {
     pub jitter: f64,
     pub clock_rate: u32,
     pub last_packet: Instant,
+    /// Expected and received counts when the previous reception report was made, for the
+    /// interval's fraction lost (RFC 3550 A.3).
+    expected_prior: u64,
+    received_prior: u64,
+    /// The middle 32 bits of the NTP time of the last sender report from this source, and when
+    /// it arrived: a report block echoes both so the sender can measure the round trip.
+    last_sr: Option<(u32, Instant)>,
 }
 
 impl SsrcStats {
@@ -92,6 +99,49 @@ impl SsrcStats {
             jitter: 0.0,
             clock_rate,
             last_packet: now,
+            expected_prior: 0,
+            received_prior: 0,
+            last_sr: None,
+        }
+    }
+
+    /// Notes a sender report from this source (its 64-bit NTP time) arriving at `now`.
+    pub(crate) fn on_sender_report(&mut self, ntp_time: u64, now: Instant) {
+        self.last_sr = Some(((ntp_time >> 16) as u32, now));
+    }
+
+    /// The RFC 3550 §6.4.1 report block for this source at `now`, and the start of the next
+    /// interval.
+    pub(crate) fn report_block(&mut self, ssrc: u32, now: Instant) -> ReportBlock {
+        let expected = self.expected();
+        let expected_interval = expected.saturating_sub(self.expected_prior);
+        let received_interval = self.packets.saturating_sub(self.received_prior);
+        self.expected_prior = expected;
+        self.received_prior = self.packets;
+        let lost_interval = expected_interval.saturating_sub(received_interval);
+        let fraction_lost = if expected_interval == 0 {
+            0
+        } else {
+            ((lost_interval << 8) / expected_interval).min(255) as u8
+        };
+        let (last_sr, delay) = match self.last_sr {
+            // Units of 1/65536 s; saturates rather than wraps for a report absurdly old.
+            Some((lsr, at)) => {
+                let d = now.saturating_duration_since(at);
+                let units = (d.as_micros() << 16) / 1_000_000;
+                (lsr, u32::try_from(units).unwrap_or(u32::MAX))
+            }
+            None => (0, 0),
+        };
+        ReportBlock {
+            ssrc,
+            fraction_lost,
+            // A 24-bit field: clamp rather than wrap into nonsense.
+            total_lost: self.lost().min(0x7f_ffff) as u32,
+            extended_highest_seq: self.max_ext_seq,
+            jitter: self.jitter as u32,
+            last_sr,
+            delay_since_last_sr: delay,
         }
     }
 
@@ -152,6 +202,19 @@ impl SsrcStats {
     }
 }
 
+/// One reception report block (RFC 3550 §6.4.1), as this side computes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportBlock {
+    pub ssrc: u32,
+    /// Lost in the interval since the previous report, in 1/256.
+    pub fraction_lost: u8,
+    pub total_lost: u32,
+    pub extended_highest_seq: u32,
+    pub jitter: u32,
+    pub last_sr: u32,
+    pub delay_since_last_sr: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +233,28 @@ mod tests {
         s.on_packet(65532, 0, 0, 10, now);
         assert_eq!(s.lost(), 2);
         assert_eq!(s.extended_highest_seq(), (1 << 16) | 3);
+    }
+
+    #[test]
+    fn report_blocks_count_the_interval_and_echo_the_sender_report() {
+        let t0 = Instant::now();
+        let mut s = SsrcStats::new(100, 48000, t0);
+        // 100..=109 with 103 and 107 missing: 10 expected, 8 received.
+        for seq in (100u16..110).filter(|q| *q != 103 && *q != 107) {
+            s.on_packet(seq, 0, 0, 10, t0);
+        }
+        s.on_sender_report(0x0123_4567_89ab_cdef, t0);
+        let b = s.report_block(5, t0 + std::time::Duration::from_millis(500));
+        assert_eq!((b.ssrc, b.total_lost, b.extended_highest_seq), (5, 2, 109));
+        assert_eq!(b.fraction_lost, 51); // 2/10 of 256, rounded down
+        assert_eq!(b.last_sr, 0x4567_89ab);
+        assert_eq!(b.delay_since_last_sr, 32768);
+        // The next interval: 110..=119 all received; the cumulative count stays.
+        for seq in 110u16..120 {
+            s.on_packet(seq, 0, 0, 10, t0);
+        }
+        let b = s.report_block(5, t0);
+        assert_eq!((b.fraction_lost, b.total_lost), (0, 2));
     }
 
     #[test]

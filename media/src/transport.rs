@@ -30,7 +30,7 @@ use crate::error::{Error, FailureCause, Result};
 use crate::ice::{FullIce, IceState, IceTimeouts, LiteIce};
 use crate::identity::{crypto_provider, Fingerprint, IceCredentials};
 use crate::payload::{JoinPayload, Setup};
-use crate::rtp::{ExtensionIds, OutgoingRtp, RtpPacket};
+use crate::rtp::{abs_send_time_from_micros, restamp, OutgoingRtp, RtpPacket, RtpParams};
 use crate::srtp::{SrtpProfile, SrtpSession, Unprotect};
 use crate::stats::{SsrcStats, TransportStats};
 
@@ -65,7 +65,10 @@ pub struct TransportConfig {
     pub dtls_start_delay: Duration,
     /// The DTLS handshake must finish this long after it starts, or the transport fails.
     pub handshake_timeout: Duration,
-    pub extension_ids: ExtensionIds,
+    /// Mean time between RTCP receiver reports once connected, randomised to 0.5..1.5 times
+    /// this as RFC 3550 §6.3.1 asks (so that many receivers do not report in step). Zero turns
+    /// them off.
+    pub report_interval: Duration,
 }
 
 impl Default for TransportConfig {
@@ -77,7 +80,7 @@ impl Default for TransportConfig {
             replay_window: 128,
             dtls_start_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
-            extension_ids: ExtensionIds::default(),
+            report_interval: Duration::from_secs(1),
         }
     }
 }
@@ -116,6 +119,8 @@ pub struct RemotePeer {
     pub fingerprint: Fingerprint,
     /// UDP candidates to check (empty on the server side: participants are learned from checks).
     pub candidates: Vec<SocketAddr>,
+    /// Extension ids and payload types both directions use: the answer's, on either side.
+    pub rtp: RtpParams,
 }
 
 impl RemotePeer {
@@ -132,10 +137,19 @@ impl RemotePeer {
             },
             fingerprint: a.transport.fingerprint()?,
             candidates,
+            rtp: a.rtp_params()?,
         })
     }
 
-    /// A participant as its join payload describes it.
+    /// The payload type to send Opus with, as the answer gives it (docs/protocol.md §2.2).
+    pub fn audio_payload_type(&self) -> u8 {
+        self.rtp.opus_payload_type()
+    }
+
+    /// A participant as its join payload describes it. The payload carries no RTP parameters:
+    /// `rtp` is Telegram's fixed numbering, what [`crate::answer::telegram_audio_info`]
+    /// announces. A server that announces other values sets `rtp` from its own answer
+    /// ([`RtcAnswer::rtp_params`]).
     pub fn from_payload(p: &JoinPayload) -> Result<Self> {
         p.validate()?;
         let fp = p
@@ -149,6 +163,7 @@ impl RemotePeer {
             },
             fingerprint: fp.sha256()?,
             candidates: Vec::new(),
+            rtp: RtpParams::default(),
         })
     }
 }
@@ -265,7 +280,24 @@ pub struct Transport {
     events: VecDeque<Event>,
     stats: TransportStats,
     scratch: BytesMut,
+    rtp: RtpParams,
+    /// The transport-wide sequence number of the next packet that carries one: one counter for
+    /// every SSRC this transport sends, as the congestion controller at the other end counts
+    /// packets per transport (draft-holmer-rmcat-transport-wide-cc-extensions-01 §3).
+    transport_seq: u16,
+    /// The SSRC receiver reports are sent from: the first this side sent RTP on.
+    report_ssrc: Option<u32>,
+    next_report: Option<Instant>,
+    last_report: Option<Instant>,
+    /// xorshift state for the report interval's randomisation.
+    report_rng: u64,
 }
+
+/// The SSRC a side that has sent no RTP uses for its receiver reports, as libwebrtc does.
+const RECEIVE_ONLY_SSRC: u32 = 1;
+
+/// At most this many report blocks fit the 5-bit count of one RR (RFC 3550 §6.4.2).
+const MAX_REPORT_BLOCKS: usize = 31;
 
 impl Transport {
     /// Builds a transport and starts ICE. The participant side starts sending checks at the
@@ -296,6 +328,7 @@ impl Transport {
                 config.ice_timeouts,
             )?),
         };
+        let rtp = remote.rtp.clone();
         let mismatch: MismatchSlot = Arc::new(OnceLock::new());
         let is_dtls_client = local.setup.is_dtls_client();
         let hs = Arc::new(handshake_config(
@@ -336,6 +369,13 @@ impl Transport {
             events: VecDeque::new(),
             stats: TransportStats::default(),
             scratch: BytesMut::with_capacity(1500),
+            rtp,
+            transport_seq: 1,
+            report_ssrc: None,
+            next_report: None,
+            last_report: None,
+            // Never zero, which would stick xorshift at zero.
+            report_rng: rand::random::<u64>() | 1,
         };
         t.after_ice(now);
         Ok(t)
@@ -369,6 +409,16 @@ impl Transport {
     /// The negotiated SRTP profile, once connected.
     pub fn srtp_profile(&self) -> Option<SrtpProfile> {
         self.srtp.as_ref().map(|s| s.profile)
+    }
+
+    /// Extension ids and payload types in use, from the remote side's description.
+    pub fn rtp_params(&self) -> &RtpParams {
+        &self.rtp
+    }
+
+    /// The payload type to send Opus with (see [`RemotePeer::audio_payload_type`]).
+    pub fn audio_payload_type(&self) -> u8 {
+        self.rtp.opus_payload_type()
     }
 
     pub fn is_connected(&self) -> bool {
@@ -415,7 +465,7 @@ impl Transport {
             PacketClass::Stun => self.on_stun(now, from, data),
             PacketClass::Dtls => self.on_dtls(now, from, data),
             PacketClass::Rtp => self.on_rtp(now, from, data),
-            PacketClass::Rtcp => self.on_rtcp(from, data),
+            PacketClass::Rtcp => self.on_rtcp(now, from, data),
             PacketClass::Unknown => self.stats.malformed += 1,
         }
     }
@@ -466,7 +516,7 @@ impl Transport {
                 self.stats.accepted += 1;
                 for ev in events {
                     match ev {
-                        EndpointEvent::HandshakeComplete => self.on_handshake_complete(from),
+                        EndpointEvent::HandshakeComplete => self.on_handshake_complete(now, from),
                         EndpointEvent::ApplicationData(d) => {
                             self.events.push_back(Event::ApplicationData(d))
                         }
@@ -498,7 +548,7 @@ impl Transport {
         }
     }
 
-    fn on_handshake_complete(&mut self, peer: SocketAddr) {
+    fn on_handshake_complete(&mut self, now: Instant, peer: SocketAddr) {
         let Some(state) = self.dtls.get_connection_state(peer) else {
             self.fail(FailureCause::Dtls(
                 "handshake completed without a connection".into(),
@@ -510,6 +560,7 @@ impl Transport {
                 let profile = s.profile;
                 self.srtp = Some(s);
                 self.handshake_deadline = None;
+                self.schedule_report(now);
                 self.set_state(State::Connected);
                 self.events.push_back(Event::Connected {
                     profile,
@@ -539,10 +590,11 @@ impl Transport {
                 return;
             }
         };
-        match RtpPacket::parse(plain.freeze(), &self.config.extension_ids) {
-            Ok(p) => {
+        match RtpPacket::parse(plain.freeze(), &self.rtp.extensions) {
+            Ok(mut p) => {
                 self.stats.accepted += 1;
-                let rate = clock_rate(p.payload_type);
+                p.kind = self.rtp.kind(p.payload_type);
+                let rate = self.rtp.clock_rate(p.payload_type);
                 let arrival = (now.saturating_duration_since(self.epoch).as_micros() as i64)
                     * rate as i64
                     / 1_000_000;
@@ -557,7 +609,7 @@ impl Transport {
         }
     }
 
-    fn on_rtcp(&mut self, from: SocketAddr, data: &[u8]) {
+    fn on_rtcp(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         if !self.media_source_ok(from) {
             return;
         }
@@ -580,6 +632,16 @@ impl Transport {
         match rtcp::packet::unmarshal(&mut b) {
             Ok(pkts) => {
                 self.stats.accepted += 1;
+                for p in &pkts {
+                    if let Some(sr) = p
+                        .as_any()
+                        .downcast_ref::<rtcp::sender_report::SenderReport>()
+                    {
+                        if let Some(st) = self.stats.ssrcs.get_mut(&sr.ssrc) {
+                            st.on_sender_report(sr.ntp_time, now);
+                        }
+                    }
+                }
                 self.events.push_back(Event::Rtcp(pkts));
             }
             Err(_) => self.stats.malformed += 1,
@@ -686,6 +748,12 @@ impl Transport {
                 self.drain_dtls();
             }
         }
+        if self.next_report.is_some_and(|t| t <= now) && self.srtp.is_some() {
+            if self.state == State::Connected {
+                self.send_receiver_report(now);
+            }
+            self.schedule_report(now);
+        }
         if self.handshake_deadline.is_some_and(|d| d <= now) && self.srtp.is_none() {
             self.fail(FailureCause::Dtls(format!(
                 "handshake did not complete within {:?}",
@@ -720,7 +788,12 @@ impl Transport {
         } else {
             None
         };
-        [ice, dtls, start, hs].into_iter().flatten().min()
+        let report = if self.srtp.is_some() {
+            self.next_report
+        } else {
+            None
+        };
+        [ice, dtls, start, hs, report].into_iter().flatten().min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -759,23 +832,116 @@ impl Transport {
         });
     }
 
-    /// Protects and queues an RTP packet built from its fields.
-    pub fn send_rtp(&mut self, packet: &OutgoingRtp<'_>) -> Result<()> {
+    /// Protects and queues an RTP packet built from its fields, stamped with abs-send-time
+    /// (this transport's clock at `now`) and the next transport-wide sequence number, each on
+    /// the id the answer gives it; the packet's own values of both are ignored, and an
+    /// extension the answer does not list is left out.
+    pub fn send_rtp(&mut self, now: Instant, packet: &OutgoingRtp<'_>) -> Result<()> {
         let dest = self.media_target()?;
+        let ids = self.rtp.extensions;
+        let mut p = *packet;
+        p.abs_send_time = Some(self.abs_send_time(now));
+        p.transport_seq = Some(self.transport_seq);
         let mut scratch = std::mem::take(&mut self.scratch);
-        packet.write(&self.config.extension_ids, &mut scratch);
+        p.write(&ids, &mut scratch);
         let protected = self.srtp_mut()?.protect_rtp(&scratch);
         self.scratch = scratch;
         self.queue_media(dest, protected?, false);
+        if ids.transport_cc.is_some() {
+            self.transport_seq = self.transport_seq.wrapping_add(1);
+        }
+        self.report_ssrc.get_or_insert(packet.ssrc);
         Ok(())
     }
 
-    /// Protects and queues a plaintext RTP packet as it is (a forwarder's path).
-    pub fn send_rtp_raw(&mut self, plain: &[u8]) -> Result<()> {
+    /// Protects and queues a plaintext RTP packet (a forwarder's path). Its layout is kept;
+    /// where it carries abs-send-time or the transport-wide sequence number on this
+    /// transport's ids, the values are replaced by this hop's, as they describe the hop.
+    pub fn send_rtp_raw(&mut self, now: Instant, plain: &[u8]) -> Result<()> {
         let dest = self.media_target()?;
-        let protected = self.srtp_mut()?.protect_rtp(plain)?;
+        let ids = self.rtp.extensions;
+        let has_ext = plain.first().is_some_and(|b| b & 0x10 != 0);
+        let protected = if has_ext && (ids.abs_send_time.is_some() || ids.transport_cc.is_some()) {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            scratch.extend_from_slice(plain);
+            let abs = self.abs_send_time(now);
+            let used_seq = restamp(&mut scratch, &ids, abs, self.transport_seq);
+            let protected = self.srtp_mut().and_then(|s| s.protect_rtp(&scratch));
+            self.scratch = scratch;
+            if used_seq && protected.is_ok() {
+                self.transport_seq = self.transport_seq.wrapping_add(1);
+            }
+            protected?
+        } else {
+            self.srtp_mut()?.protect_rtp(plain)?
+        };
         self.queue_media(dest, protected, false);
         Ok(())
+    }
+
+    fn abs_send_time(&self, now: Instant) -> u32 {
+        let micros = now.saturating_duration_since(self.epoch).as_micros();
+        abs_send_time_from_micros(micros as u64)
+    }
+
+    /// Sets the next receiver report at a random point of 0.5..1.5 report intervals from `now`.
+    fn schedule_report(&mut self, now: Instant) {
+        let interval = self.config.report_interval;
+        if interval.is_zero() {
+            self.next_report = None;
+            return;
+        }
+        let mut x = self.report_rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.report_rng = x;
+        // 0.5 + a uniform fraction in 0..1, in 1/1024 steps.
+        let factor = 512 + (x % 1024) as u32;
+        self.next_report = Some(now + interval * factor / 1024);
+    }
+
+    /// An RR for every source heard since the previous report (RFC 3550 §6.4.2), the most
+    /// recently heard first when there are more than one packet can carry.
+    fn send_receiver_report(&mut self, now: Instant) {
+        let since = self.last_report;
+        let mut heard: Vec<(Instant, u32)> = self
+            .stats
+            .ssrcs
+            .iter()
+            .filter(|(_, st)| since.is_none_or(|t| st.last_packet > t))
+            .map(|(ssrc, st)| (st.last_packet, *ssrc))
+            .collect();
+        if heard.is_empty() {
+            return;
+        }
+        heard.sort_unstable_by(|a, b| b.cmp(a));
+        heard.truncate(MAX_REPORT_BLOCKS);
+        let mut reports = Vec::with_capacity(heard.len());
+        for (_, ssrc) in heard {
+            if let Some(st) = self.stats.ssrcs.get_mut(&ssrc) {
+                let b = st.report_block(ssrc, now);
+                reports.push(rtcp::reception_report::ReceptionReport {
+                    ssrc: b.ssrc,
+                    fraction_lost: b.fraction_lost,
+                    total_lost: b.total_lost,
+                    last_sequence_number: b.extended_highest_seq,
+                    jitter: b.jitter,
+                    last_sender_report: b.last_sr,
+                    delay: b.delay_since_last_sr,
+                });
+            }
+        }
+        self.last_report = Some(now);
+        let rr = rtcp::receiver_report::ReceiverReport {
+            ssrc: self.report_ssrc.unwrap_or(RECEIVE_ONLY_SSRC),
+            reports,
+            ..Default::default()
+        };
+        if let Err(e) = self.send_rtcp(&[Box::new(rr)]) {
+            tracing::debug!(local = %self.local_addr, "receiver report not sent: {e}");
+        }
     }
 
     /// Marshals, protects and queues an RTCP compound packet.
@@ -835,14 +1001,5 @@ impl Transport {
         if !self.is_dead() {
             self.set_state(State::Closed);
         }
-    }
-}
-
-/// RTP clock rate by payload type, for jitter: Telegram's video types (100..=105) run at
-/// 90 kHz, Opus and everything else here at 48 kHz.
-fn clock_rate(pt: u8) -> u32 {
-    match pt {
-        100..=105 => 90_000,
-        _ => 48_000,
     }
 }

@@ -123,7 +123,7 @@ fn media_still_flows_after_a_garbage_storm() {
     let mut ev: [Vec<Event>; 2] = Default::default();
     while p.client.poll_event().is_some() {}
     p.server
-        .send_rtp(&OutgoingRtp::new(77, 1, 0, 111, b"after"))
+        .send_rtp(sim.now, &OutgoingRtp::new(77, 1, 0, 111, b"after"))
         .unwrap();
     sim.run_for(
         &mut [&mut p.client, &mut p.server],

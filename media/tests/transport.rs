@@ -92,16 +92,19 @@ fn connects_and_decrypts_ssrcs_the_client_never_heard_of() {
                 transport_seq: Some(seq),
                 ..OutgoingRtp::new(ssrc, 100 + seq, 960 * seq as u32, 111, &payload)
             };
-            p.server.send_rtp(&pkt).unwrap();
+            p.server.send_rtp(sim.now, &pkt).unwrap();
         }
         p.client
-            .send_rtp(&OutgoingRtp::new(
-                p.client_identity.audio_ssrc,
-                seq,
-                960 * seq as u32,
-                111,
-                b"me",
-            ))
+            .send_rtp(
+                sim.now,
+                &OutgoingRtp::new(
+                    p.client_identity.audio_ssrc,
+                    seq,
+                    960 * seq as u32,
+                    111,
+                    b"me",
+                ),
+            )
             .unwrap();
     }
     let sr: Box<dyn rtcp::packet::Packet> = Box::new(rtcp::sender_report::SenderReport {
@@ -179,7 +182,9 @@ fn tampered_fingerprint_fails_and_no_media_is_accepted() {
         s => panic!("client should refuse the impostor, is {s}"),
     }
     // Whatever the server sends now, the client accepts nothing.
-    let _ = p.server.send_rtp(&OutgoingRtp::new(7, 1, 1, 111, b"x"));
+    let _ = p
+        .server
+        .send_rtp(sim.now, &OutgoingRtp::new(7, 1, 1, 111, b"x"));
     sim.run_for(
         &mut [&mut p.client, &mut p.server],
         &mut ev,
@@ -189,7 +194,7 @@ fn tampered_fingerprint_fails_and_no_media_is_accepted() {
     assert!(!ev[0].iter().any(|e| matches!(e, Event::Connected { .. })));
     assert!(p
         .client
-        .send_rtp(&OutgoingRtp::new(7, 1, 1, 111, b"x"))
+        .send_rtp(sim.now, &OutgoingRtp::new(7, 1, 1, 111, b"x"))
         .is_err());
 }
 
@@ -250,10 +255,10 @@ fn each_srtp_profile_negotiates_and_carries_rtp_both_ways() {
         assert_eq!(p.server.srtp_profile(), Some(profile));
         for seq in 0..5 {
             p.client
-                .send_rtp(&OutgoingRtp::new(1, seq, 0, 111, b"up"))
+                .send_rtp(sim.now, &OutgoingRtp::new(1, seq, 0, 111, b"up"))
                 .unwrap();
             p.server
-                .send_rtp(&OutgoingRtp::new(2, seq, 0, 111, b"down"))
+                .send_rtp(sim.now, &OutgoingRtp::new(2, seq, 0, 111, b"down"))
                 .unwrap();
         }
         sim.run_for(
@@ -323,7 +328,7 @@ fn a_sender_report_arrives_parsed_with_its_counts_and_ntp_time() {
 fn replayed_srtp_is_dropped_and_counted() {
     let (sim, mut p, _) = common::connected_pair(4, TransportConfig::server());
     p.server
-        .send_rtp(&OutgoingRtp::new(9, 1, 0, 111, b"once"))
+        .send_rtp(sim.now, &OutgoingRtp::new(9, 1, 0, 111, b"once"))
         .unwrap();
     let t = p.server.poll_transmit().unwrap();
     let now = sim.now;
@@ -342,7 +347,7 @@ fn replayed_srtp_is_dropped_and_counted() {
 fn media_from_an_unvalidated_address_is_dropped() {
     let (sim, mut p, _) = common::connected_pair(5, TransportConfig::server());
     p.server
-        .send_rtp(&OutgoingRtp::new(9, 1, 0, 111, b"spoof"))
+        .send_rtp(sim.now, &OutgoingRtp::new(9, 1, 0, 111, b"spoof"))
         .unwrap();
     let t = p.server.poll_transmit().unwrap();
     p.client
@@ -473,7 +478,10 @@ fn connects_through_loss_delay_and_reordering() {
         // Paced as audio is, one packet per 20 ms.
         for seq in 0..200 {
             p.server
-                .send_rtp(&OutgoingRtp::new(5, seq, seq as u32 * 960, 111, b"x"))
+                .send_rtp(
+                    sim.now,
+                    &OutgoingRtp::new(5, seq, seq as u32 * 960, 111, b"x"),
+                )
                 .unwrap();
             sim.run_for(
                 &mut [&mut p.client, &mut p.server],
@@ -506,7 +514,7 @@ fn close_stops_everything() {
     assert_eq!(*p.client.state(), State::Closed);
     assert!(p
         .client
-        .send_rtp(&OutgoingRtp::new(1, 1, 1, 111, b"x"))
+        .send_rtp(sim.now, &OutgoingRtp::new(1, 1, 1, 111, b"x"))
         .is_err());
     sim.run_for(
         &mut [&mut p.client, &mut p.server],

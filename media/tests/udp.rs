@@ -37,13 +37,16 @@ async fn run(ip: &str) {
                     for seq in 0..50u16 {
                         for ssrc in speakers {
                             let t = server.transport_mut();
-                            t.send_rtp(&OutgoingRtp::new(
-                                ssrc,
-                                seq,
-                                seq as u32 * 960,
-                                111,
-                                &[seq as u8; 60],
-                            ))
+                            t.send_rtp(
+                                Instant::now(),
+                                &OutgoingRtp::new(
+                                    ssrc,
+                                    seq,
+                                    seq as u32 * 960,
+                                    111,
+                                    &[seq as u8; 60],
+                                ),
+                            )
                             .unwrap();
                         }
                         server.flush().await.unwrap();
@@ -70,7 +73,10 @@ async fn run(ip: &str) {
                 for seq in 0..10 {
                     client
                         .transport_mut()
-                        .send_rtp(&OutgoingRtp::new(my_ssrc, seq, 0, 111, b"hi"))
+                        .send_rtp(
+                            Instant::now(),
+                            &OutgoingRtp::new(my_ssrc, seq, 0, 111, b"hi"),
+                        )
                         .unwrap();
                 }
             }

@@ -173,7 +173,7 @@ impl Forwarder {
     pub fn remove(&mut self, now: Instant, key: Key) {
         if let Some(mut p) = self.participants.remove(&key) {
             p.transport.close(now);
-            self.drain(key, &mut p);
+            self.drain(now, key, &mut p);
             self.by_ufrag.remove(&p.server_ufrag);
             if let Some(a) = p.addr {
                 if self.by_addr.get(&a) == Some(&key) {
@@ -225,12 +225,12 @@ impl Forwarder {
             }
             p.addr = remote;
         }
-        self.drain(key, &mut p);
+        self.drain(now, key, &mut p);
         self.participants.insert(key, p);
     }
 
     /// Moves a participant's output to the socket queue, forwards its RTP, reports its fate.
-    fn drain(&mut self, key: Key, p: &mut Participant) {
+    fn drain(&mut self, now: Instant, key: Key, p: &mut Participant) {
         while let Some(t) = p.transport.poll_transmit() {
             self.transmits.push_back((t.destination, t.contents));
         }
@@ -244,7 +244,7 @@ impl Forwarder {
                     // a packet on a source its sender does not own would let one participant
                     // speak as another and get the owner's real packets dropped as replays.
                     if p.sources.contains(&pkt.ssrc) {
-                        self.forward(key, &pkt.raw);
+                        self.forward(now, key, &pkt.raw);
                     } else {
                         self.stats.rtp_foreign_ssrc += 1;
                     }
@@ -266,7 +266,7 @@ impl Forwarder {
         }
     }
 
-    fn forward(&mut self, from: Key, raw: &[u8]) {
+    fn forward(&mut self, now: Instant, from: Key, raw: &[u8]) {
         let mut receivers = std::mem::take(&mut self.scratch_keys);
         receivers.clear();
         receivers.extend(
@@ -277,7 +277,7 @@ impl Forwarder {
         );
         for k in &receivers {
             if let Some(r) = self.participants.get_mut(k) {
-                match r.transport.send_rtp_raw(raw) {
+                match r.transport.send_rtp_raw(now, raw) {
                     Ok(()) => {
                         r.stats.rtp_sent += 1;
                         self.stats.rtp_forwarded += 1;
@@ -313,7 +313,7 @@ impl Forwarder {
         for key in due {
             if let Some(mut p) = self.participants.remove(&key) {
                 p.transport.handle_timeout(now);
-                self.drain(key, &mut p);
+                self.drain(now, key, &mut p);
                 self.participants.insert(key, p);
             }
         }

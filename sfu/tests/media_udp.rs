@@ -215,7 +215,7 @@ impl Client {
                             let payload = payload_for(ssrc, seq);
                             let mut p = OutgoingRtp::new(ssrc, seq, seq as u32 * 960, 111, &payload);
                             p.marker = seq == 0;
-                            if let Err(e) = driver.transport_mut().send_rtp(&p) {
+                            if let Err(e) = driver.transport_mut().send_rtp(Instant::now(), &p) {
                                 let _ = events_tx.send(ClientEvent::SendFailed(e.to_string()));
                                 break;
                             }

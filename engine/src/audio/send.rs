@@ -4,7 +4,7 @@
 //! Only the fields the audio pipeline knows are filled in. abs-send-time and the transport-wide
 //! sequence number depend on the moment and order of sending, so the transport sets them.
 
-use groupcall_media::rtp::{AudioLevel, OutgoingRtp, OPUS_PAYLOAD_TYPE};
+use groupcall_media::rtp::{AudioLevel, OutgoingRtp};
 
 use super::codec::{fits_wire, packet_samples, Decoder, Encoder, EncoderConfig, FrameDecoder};
 use super::level::{frame_level, Vad, SILENT_LEVEL};
@@ -21,16 +21,20 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct Packetizer {
     ssrc: u32,
+    /// The server answer's Opus payload type (`Transport::audio_payload_type`).
+    payload_type: u8,
     sequence: u16,
     timestamp: u32,
     mark_next: bool,
 }
 
 impl Packetizer {
-    /// RFC 3550 wants random initial numbers; the driver draws them.
-    pub fn new(ssrc: u32, first_sequence: u16, first_timestamp: u32) -> Self {
+    /// RFC 3550 wants random initial numbers; the driver draws them. `payload_type` is the one
+    /// the server's answer gives Opus (docs/protocol.md §2.2).
+    pub fn new(ssrc: u32, payload_type: u8, first_sequence: u16, first_timestamp: u32) -> Self {
         Packetizer {
             ssrc,
+            payload_type,
             sequence: first_sequence,
             timestamp: first_timestamp,
             mark_next: true,
@@ -51,7 +55,7 @@ impl Packetizer {
                 self.ssrc,
                 self.sequence,
                 self.timestamp,
-                OPUS_PAYLOAD_TYPE,
+                self.payload_type,
                 payload,
             )
         };
@@ -112,15 +116,17 @@ impl std::fmt::Debug for AudioSender {
 }
 
 impl AudioSender {
+    /// `payload_type`: the answer's Opus payload type (`Transport::audio_payload_type`).
     pub fn new(
         ssrc: u32,
+        payload_type: u8,
         config: &EncoderConfig,
         first_sequence: u16,
         first_timestamp: u32,
     ) -> Result<Self> {
         Ok(AudioSender {
             encoder: Encoder::new(config)?,
-            packetizer: Packetizer::new(ssrc, first_sequence, first_timestamp),
+            packetizer: Packetizer::new(ssrc, payload_type, first_sequence, first_timestamp),
             vad: Vad::default(),
             probe: None,
             probe_pcm: vec![0; MAX_PACKET_SAMPLES * config.channels.count()],
@@ -230,7 +236,7 @@ mod tests {
 
     #[test]
     fn numbers_packets_and_marks_talk_spurts() {
-        let mut p = Packetizer::new(7, 65534, u32::MAX - 959);
+        let mut p = Packetizer::new(7, 109, 65534, u32::MAX - 959);
         let lvl = AudioLevel {
             level: 10,
             voice: true,
@@ -240,7 +246,10 @@ mod tests {
             (a.sequence, a.timestamp, a.marker, a.ssrc),
             (65534, u32::MAX - 959, true, 7)
         );
-        assert_eq!(a.payload_type, 111);
+        assert_eq!(
+            a.payload_type, 109,
+            "the answer's payload type, not a fixed one"
+        );
         assert_eq!(a.audio_level, Some(lvl));
         let b = p.packet(b"b", 960, lvl);
         assert_eq!((b.sequence, b.timestamp, b.marker), (65535, 0, false));
@@ -254,7 +263,7 @@ mod tests {
 
     #[test]
     fn sender_sets_level_and_voice_from_the_frame() {
-        let mut s = AudioSender::new(42, &EncoderConfig::default(), 100, 1000).unwrap();
+        let mut s = AudioSender::new(42, 111, &EncoderConfig::default(), 100, 1000).unwrap();
         let loud = tone(440.0, 16000.0, 0, 960);
         let pkt = s.send(Frame::Pcm(&loud)).unwrap().unwrap();
         let lvl = pkt.audio_level.unwrap();
@@ -281,7 +290,7 @@ mod tests {
             dtx: true,
             ..Default::default()
         };
-        let mut s = AudioSender::new(1, &cfg, 0, 0).unwrap();
+        let mut s = AudioSender::new(1, 111, &cfg, 0, 0).unwrap();
         let mut last_ts = 0;
         let mut frames = 0u32;
         let mut i = 0;
@@ -321,7 +330,7 @@ mod tests {
             channels: Channels::Stereo,
             ..Default::default()
         };
-        let mut s = AudioSender::new(5, &cfg, 0, 0).unwrap();
+        let mut s = AudioSender::new(5, 111, &cfg, 0, 0).unwrap();
         let out = s
             .send(Frame::Opus {
                 packet,

@@ -55,10 +55,18 @@ pub fn pair(
     let client_identity = LocalIdentity::generate().unwrap();
     let payload_json = JoinPayload::new(&client_identity, VideoPublish::None).to_json();
 
-    // Server side: parse the payload, answer.
+    // Server side: parse the payload, answer. The server's transport uses the RTP parameters
+    // it announced, as a real server does.
     let server_identity = LocalIdentity::generate().unwrap();
     let server_creds = IceCredentials::generate_with_len(16, 24);
     let payload = JoinPayload::parse(&payload_json).unwrap();
+    let answer_json = tamper_answer(answer_json(&server_creds, &server_identity, server_addr));
+    let answer = ServerAnswer::parse(&answer_json)
+        .unwrap()
+        .into_rtc()
+        .unwrap();
+    let mut from_payload = RemotePeer::from_payload(&payload).unwrap();
+    from_payload.rtp = answer.rtp_params().unwrap();
     let server = Transport::new(
         server_cfg,
         LocalEndpoint {
@@ -67,17 +75,12 @@ pub fn pair(
             certificate: server_identity.certificate.clone(),
             setup: payload.fingerprints[0].setup.complement(),
         },
-        RemotePeer::from_payload(&payload).unwrap(),
+        from_payload,
         now,
     )
     .unwrap();
-    let answer_json = tamper_answer(answer_json(&server_creds, &server_identity, server_addr));
 
-    // Client side: parse the answer, connect.
-    let answer = ServerAnswer::parse(&answer_json)
-        .unwrap()
-        .into_rtc()
-        .unwrap();
+    // Client side: connect with what the answer says.
     let cert = client_cert.unwrap_or_else(|| client_identity.clone());
     let client = Transport::new(
         client_cfg,
@@ -103,13 +106,26 @@ pub fn pair(
 /// simulated network seeded with `seed`; panics if they do not connect within 10 s of virtual
 /// time. Returns the events each side reported on the way.
 pub fn connected_pair(seed: u64, server_cfg: TransportConfig) -> (Sim, Pair, [Vec<Event>; 2]) {
+    connected_pair_answering(seed, server_cfg, |_| {})
+}
+
+/// [`connected_pair`] with the answer rewritten by `edit_answer` (a JSON value) for both sides.
+pub fn connected_pair_answering(
+    seed: u64,
+    server_cfg: TransportConfig,
+    edit_answer: impl FnOnce(&mut serde_json::Value),
+) -> (Sim, Pair, [Vec<Event>; 2]) {
     let mut sim = Sim::new(seed);
     let mut p = pair(
         "10.0.0.1:5000".parse().unwrap(),
         "10.0.0.2:32000".parse().unwrap(),
         TransportConfig::default(),
         server_cfg,
-        |a| a,
+        |a| {
+            let mut v: serde_json::Value = serde_json::from_str(&a).unwrap();
+            edit_answer(&mut v);
+            v.to_string()
+        },
         None,
         sim.now,
     );
