@@ -283,6 +283,9 @@ impl Signaling for StdioSignaling {
         payloads: &mut PayloadFactory<'_>,
         options: &JoinOptions,
     ) -> Result<Joined> {
+        if options.conference.is_some() {
+            return Err(Error::ConferenceUnsupported);
+        }
         let (payload, params, attempts) =
             join_with_retries(&self.inner.policy, METHOD, payloads, |payload| async move {
                 self.request_answer(&payload).await

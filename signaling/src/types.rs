@@ -237,7 +237,9 @@ pub struct JoinOptions {
     pub join_as: Option<PeerId>,
     /// The hash of a speaker invite link (`?videochat=<hash>`), which lets the joiner speak.
     pub invite_hash: Option<String>,
-    /// E2E conference key material; Telegram only.
+    /// E2E conference key material (`phone.joinGroupCall` `public_key` and `block`). Every
+    /// backend refuses a join that sets it with [`crate::Error::ConferenceUnsupported`], before
+    /// sending anything, until the engine generates the keys and encrypts frames.
     pub conference: Option<ConferenceKey>,
 }
 

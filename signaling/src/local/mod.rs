@@ -521,12 +521,10 @@ impl Signaling for LocalSignaling {
         payloads: &mut PayloadFactory<'_>,
         options: &JoinOptions,
     ) -> Result<Joined> {
-        let id = self.call_id(call)?;
         if options.conference.is_some() {
-            return Err(Error::Unsupported(
-                "E2E conference keys on the local server",
-            ));
+            return Err(Error::ConferenceUnsupported);
         }
+        let id = self.call_id(call)?;
         // Watch first, so that this participant's own "joined" entry reaches the stream.
         self.ensure_watch(id).await?;
         let path = format!("/calls/{}/join", id.id);

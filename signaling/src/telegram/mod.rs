@@ -658,6 +658,10 @@ impl Signaling for TelegramSignaling {
         payloads: &mut PayloadFactory<'_>,
         options: &JoinOptions,
     ) -> Result<Joined> {
+        // Before anything goes out, resolving the join-as peer included.
+        if options.conference.is_some() {
+            return Err(Error::ConferenceUnsupported);
+        }
         let join_as = match options.join_as {
             Some(p) => self.input_peer(p).await?,
             None => tl::enums::InputPeer::PeerSelf,
