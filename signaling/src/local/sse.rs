@@ -17,6 +17,8 @@ pub(crate) const MAX_EVENT_DATA: usize = 1 << 20;
 /// name. A server that never ends a line cannot make the parser buffer more than this.
 pub(crate) const MAX_LINE: usize = MAX_EVENT_DATA + 16;
 
+use crate::bounded::reserve_capped;
+
 /// Parses server-sent events from a byte stream.
 #[derive(Default)]
 pub(crate) struct SseParser {
@@ -134,17 +136,6 @@ impl SseParser {
         self.skip_event = true;
         self.data = None;
     }
-}
-
-/// How much to reserve for `extra` more bytes: doubling as `Vec` does, so that appends stay
-/// amortised O(1), but never past `cap`, so that the bound holds for the capacity too and not
-/// only for the length.
-fn reserve_capped(len: usize, capacity: usize, extra: usize, cap: usize) -> usize {
-    let needed = len + extra;
-    if needed <= capacity {
-        return 0;
-    }
-    needed.max(capacity * 2).min(cap).max(needed) - len
 }
 
 #[cfg(test)]
