@@ -132,6 +132,13 @@ impl Drop for Inner {
         if let Some(c) = &self.client {
             c.disconnect();
         }
+        // The sender pool's task holds the store too, and an aborted task is dropped whenever
+        // its runtime gets to it (or never, at runtime shutdown): write pending changes now.
+        if let Some(s) = &self.session {
+            if let Err(e) = s.flush() {
+                tracing::warn!("{e}");
+            }
+        }
     }
 }
 
