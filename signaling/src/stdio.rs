@@ -16,8 +16,9 @@
 //! - `{"error": "GROUPCALL_SSRC_DUPLICATE_MUCH"}` (or any Telegram error name, or
 //!   `{"error": {"type": …, "code": …, "message": …}}`): the join failed; a duplicate SSRC gets
 //!   a fresh payload line, anything else fails the join with that error;
-//! - `{"participants": [{"source": N, "peer": ID, "left": false, "muted": false}, …]}`: the
-//!   roster as `updateGroupCallParticipants` reports it (signed or unsigned sources);
+//! - `{"participants": [{"source": N, "peer": ID, "left": false, "muted": false}, …],
+//!   "version": V}`: the roster as `updateGroupCallParticipants` reports it (signed or unsigned
+//!   sources; `version` is optional, and lets the engine notice missed changes);
 //! - `{"discarded": true}`: the call ended for everyone;
 //! - anything else is handed to the application as a [`StdioCommand`] (`leave`, `mute`, …)
 //!   or reported as an unknown line; a malformed line never ends the session.
@@ -53,6 +54,10 @@ const METHOD: &str = "phone.joinGroupCall";
 
 /// The longest input line read, newline excluded. Longer lines are skipped unbuffered.
 pub const MAX_LINE: usize = 1 << 20;
+
+/// The most participants the roster holds (those reported and not left); a line that would
+/// go past it is refused. Far above any call whose roster a client tracks one by one.
+const MAX_ROSTER: usize = 100_000;
 
 /// How much of a skipped line is quoted back in its report, so the application can tell
 /// which of its lines it was.
@@ -303,12 +308,28 @@ fn handle_line(
         let _ = answers.send(Err(Error::from_rpc(METHOD, code, &name, None, message)));
     } else if let Some(ps) = obj.get("participants") {
         let ps = ps.as_array().ok_or("\"participants\" must be an array")?;
+        let version = match obj.get("version") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v
+                .as_i64()
+                .and_then(|v| i32::try_from(v).ok())
+                .ok_or("\"version\" must be a 32-bit number")?,
+        };
         let mut parsed = Vec::with_capacity(ps.len());
         for (i, p) in ps.iter().enumerate() {
             parsed.push(parse_participant(p).map_err(|e| format!("participants[{i}]: {e}"))?);
         }
         {
             let mut r = roster(inner);
+            let added = parsed
+                .iter()
+                .filter(|p| !p.left && !r.contains_key(&p.source))
+                .count();
+            if r.len() + added > MAX_ROSTER {
+                return Err(format!(
+                    "the roster would exceed {MAX_ROSTER} participants; report those who left (\"left\": true)"
+                ));
+            }
             for p in &parsed {
                 if p.left {
                     r.remove(&p.source);
@@ -317,7 +338,7 @@ fn handle_line(
                 }
             }
         }
-        inner.hub.publish_participants(STDIO_CALL, 0, parsed);
+        inner.hub.publish_participants(STDIO_CALL, version, parsed);
     } else if obj.get("discarded").and_then(Value::as_bool) == Some(true) {
         inner
             .hub
@@ -605,5 +626,82 @@ mod tests {
         assert_eq!(next(&mut commands).await, StdioCommand::Mute(false));
         drop(writer.await.unwrap());
         assert_eq!(next(&mut commands).await, StdioCommand::Leave);
+    }
+
+    #[tokio::test]
+    async fn a_participants_line_carries_its_version() {
+        let (mut input, reader) = tokio::io::duplex(4096);
+        let (sig, mut commands) = StdioSignaling::new(BufReader::new(reader), tokio::io::sink());
+        let mut updates = sig.updates();
+        input
+            .write_all(
+                b"{\"participants\": [{\"source\": -5, \"peer\": 7}], \"version\": 42}\n\
+                  {\"participants\": []}\n\
+                  {\"participants\": [], \"version\": \"x\"}\n",
+            )
+            .await
+            .unwrap();
+        let mut versions = Vec::new();
+        while versions.len() < 2 {
+            let u = tokio::time::timeout(Duration::from_secs(5), updates.next())
+                .await
+                .expect("an update in time")
+                .expect("the backend lives");
+            if let SignalingUpdate::Participants {
+                version,
+                participants,
+                ..
+            } = u
+            {
+                versions.push((version, participants.iter().map(|p| p.source).collect::<Vec<_>>()));
+            }
+        }
+        assert_eq!(versions, [(42, vec![(-5i32) as u32]), (0, vec![])]);
+        match next(&mut commands).await {
+            StdioCommand::Invalid { problem, .. } => assert!(problem.contains("version"), "{problem}"),
+            other => panic!("expected the bad version's report, got {other:?}"),
+        }
+        drop(input);
+        assert_eq!(next(&mut commands).await, StdioCommand::Leave);
+    }
+
+    #[tokio::test]
+    async fn the_roster_is_bounded() {
+        let (mut input, reader) = tokio::io::duplex(64 * 1024);
+        let (sig, mut commands) = StdioSignaling::new(BufReader::new(reader), tokio::io::sink());
+        let line = |sources: std::ops::Range<i64>, left: bool| {
+            let ps: Vec<Value> = sources
+                .map(|s| json!({"source": s, "peer": s, "left": left}))
+                .collect();
+            format!("{}\n", json!({ "participants": ps }))
+        };
+        let chunk = MAX_ROSTER as i64 / 10;
+        let writer = tokio::spawn(async move {
+            for i in 0..10 {
+                let l = line(1 + i * chunk..1 + (i + 1) * chunk, false);
+                input.write_all(l.as_bytes()).await.unwrap();
+            }
+            // One more is too many; one leaving makes room for it.
+            input.write_all(line(0..1, false).as_bytes()).await.unwrap();
+            input.write_all(line(1..2, true).as_bytes()).await.unwrap();
+            input.write_all(line(0..1, false).as_bytes()).await.unwrap();
+            input.write_all(b"{\"mute\": true}\n").await.unwrap();
+            input
+        });
+        match next(&mut commands).await {
+            StdioCommand::Invalid { problem, .. } => {
+                assert!(problem.contains("would exceed 100000"), "{problem}")
+            }
+            other => panic!("expected the refusal, got {other:?}"),
+        }
+        assert_eq!(next(&mut commands).await, StdioCommand::Mute(true));
+        let _input = writer.await.unwrap();
+        let page = sig
+            .participants(&CallRef::Id(STDIO_CALL), &ParticipantQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(page.count as usize, MAX_ROSTER);
+        assert!(page.participants.iter().any(|p| p.source == 0));
+        assert!(!page.participants.iter().any(|p| p.source == 1));
     }
 }

@@ -350,6 +350,10 @@ pub enum SignalingUpdate {
     /// Participants joined, left (`left`) or changed. Apply in `version` order; refetch on a gap.
     Participants {
         call: CallId,
+        /// The participant list's version after this change (Telegram's
+        /// `updateGroupCallParticipants.version`; the local server's `version`). It grows by
+        /// one per change, so a step of more than one means changes were missed. 0 when the
+        /// source does not say (a stdio application that leaves it out).
         version: i32,
         participants: Vec<Participant>,
     },
