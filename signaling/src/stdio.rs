@@ -671,7 +671,7 @@ mod tests {
         let (sig, mut commands) = StdioSignaling::new(BufReader::new(reader), tokio::io::sink());
         let line = |sources: std::ops::Range<i64>, left: bool| {
             let ps: Vec<Value> = sources
-                .map(|s| json!({"source": s, "peer": s, "left": left}))
+                .map(|s| json!({"source": s, "peer": s + 1, "left": left}))
                 .collect();
             format!("{}\n", json!({ "participants": ps }))
         };
