@@ -43,6 +43,10 @@ pub const MAX_VOLUME: i64 = 20_000;
 pub const DEFAULT_PAGE_LIMIT: usize = 100;
 /// The largest page; larger limits are capped to it.
 pub const MAX_PAGE_LIMIT: usize = 500;
+/// The most SSRCs one join payload may declare. A camera payload has 7 (audio, 3 simulcast
+/// layers, 3 retransmission sources: docs/protocol.md §1.2); the media plane checks every packet
+/// against this list and keeps receive state for each entry, so it must stay short.
+pub const MAX_SOURCES: usize = 32;
 
 /// SSRCs travel as signed 32-bit numbers (Telegram's `int`), whatever their value: a source of
 /// 2^31 or more is written negative. Reading accepts both forms.
@@ -397,6 +401,19 @@ fn parse_payload(params: &str) -> Result<JoinPayload> {
         return Err(Error::DataJsonInvalid(
             "ssrc: must not be 0 (draw a random non-zero SSRC)".into(),
         ));
+    }
+    // Counted before de-duplication too, which is quadratic: a megabyte of groups must not
+    // cost seconds. A camera payload lists its 7 sources 10 times.
+    let listed = 1 + p.ssrc_groups.iter().map(|g| g.sources.len()).sum::<usize>();
+    let sources = if listed > 2 * MAX_SOURCES {
+        listed
+    } else {
+        p.all_sources().len()
+    };
+    if sources > MAX_SOURCES {
+        return Err(Error::DataJsonInvalid(format!(
+            "the payload declares {sources} sources; at most {MAX_SOURCES} are accepted (one audio source and a few video layers with their retransmission sources)"
+        )));
     }
     for (i, g) in p.ssrc_groups.iter().enumerate() {
         if let Some(j) = g.sources.iter().position(|s| s.0 == 0) {
@@ -1123,6 +1140,23 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_of_max_sources_each_listed_twice_is_accepted() {
+        let (mut calls, id) = started();
+        // 32 distinct sources (the audio one and 31 more), 63 entries in all.
+        let listed: Vec<i64> = (3001..3032).chain(3001..3032).collect();
+        let r = JoinRequest {
+            params: payload(3000, &[("SIM", &listed)]),
+            ..req(10, 0)
+        };
+        let p = calls
+            .join(NOW, id, &r, connect_ok)
+            .unwrap()
+            .value
+            .participant;
+        assert_eq!(p.source, 3000);
+    }
+
+    #[test]
     fn video_groups_become_the_participant_video_unless_stopped() {
         let (mut calls, id) = started();
         let groups: &[(&str, &[i64])] = &[("SIM", &[101, 103, 105]), ("FID", &[101, 102])];
@@ -1208,6 +1242,22 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("ssrc-groups[0].sources[1]"), "{e}");
+        // Too many sources, distinct (33) or listed (a million times the same one).
+        let many: Vec<i64> = (3001..3033).collect();
+        let e = try_join(JoinRequest {
+            params: payload(3000, &[("SIM", &many)]),
+            ..req(11, 0)
+        })
+        .unwrap_err();
+        assert_eq!(e.telegram_type(), "DATA_JSON_INVALID");
+        assert!(e.to_string().contains("declares 33 sources"), "{e}");
+        let same = vec![3001i64; 1_000_000];
+        let e = try_join(JoinRequest {
+            params: payload(3000, &[("FID", &same)]),
+            ..req(11, 0)
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("at most 32"), "{e}");
 
         let e = try_join(req(11, 1000)).unwrap_err();
         assert_eq!(e.telegram_type(), "GROUPCALL_SSRC_DUPLICATE_MUCH");

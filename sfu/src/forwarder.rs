@@ -52,9 +52,12 @@ pub struct ForwarderStats {
     pub rtp_forwarded: u64,
     /// Packets that could not be re-protected for a receiver.
     pub forward_failures: u64,
-    /// RTP packets received on an SSRC their sender did not declare in its join payload; they
-    /// are counted in `rtp_in` and not forwarded.
+    /// RTP packets on an SSRC their sender did not declare in its join payload. They are
+    /// dropped before decryption (not counted in `rtp_in`), so they never get SRTP or
+    /// reception state.
     pub rtp_foreign_ssrc: u64,
+    /// The same for RTCP, by the packet's sender SSRC.
+    pub rtcp_foreign_ssrc: u64,
 }
 
 /// Per-participant counters, for a person (or a test) checking who sends what.
@@ -65,6 +68,9 @@ pub struct ParticipantStats {
     /// RTCP compound packets received (sender and receiver reports, feedback).
     pub rtcp_received: u64,
     pub connected: bool,
+    /// How many remote SSRCs its transport keeps receive state for (SRTP replay window,
+    /// reception statistics): at most the sources its join payload declared, whatever it sends.
+    pub receive_ssrcs: usize,
 }
 
 struct Participant {
@@ -116,7 +122,10 @@ impl Forwarder {
     }
 
     pub fn participant_stats(&self, key: Key) -> Option<ParticipantStats> {
-        self.participants.get(&key).map(|p| p.stats)
+        self.participants.get(&key).map(|p| ParticipantStats {
+            receive_ssrcs: p.transport.stats().ssrcs.len(),
+            ..p.stats
+        })
     }
 
     /// Fresh server credentials for one participant and the answer that announces them. Pure:
@@ -197,7 +206,8 @@ impl Forwarder {
     }
 
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        let key = if classify(data) == PacketClass::Stun {
+        let class = classify(data);
+        let key = if class == PacketClass::Stun {
             stun_username(data)
                 .and_then(|u| u.split(':').next().map(str::to_owned))
                 .and_then(|ufrag| self.by_ufrag.get(&ufrag).copied())
@@ -208,6 +218,31 @@ impl Forwarder {
             self.stats.strangers += 1;
             return;
         };
+        let Some(sources) = self.participants.get(&key).map(|p| &p.sources) else {
+            self.stats.strangers += 1;
+            return;
+        };
+        // Ownership before decryption: the SRTP context makes state (replay window, rollover
+        // counter) for every SSRC it decrypts, and reception statistics follow, so a
+        // participant sending on thousands of made-up SSRCs would grow them without bound.
+        // Its own sources are a short list fixed at join (`MAX_SOURCES`). The SSRC is in
+        // the clear in SRTP and SRTCP headers; a packet too short to have one is left to the
+        // transport, which drops it as malformed without making state.
+        match class {
+            PacketClass::Rtp => {
+                if rtp_ssrc(data).is_some_and(|s| !sources.contains(&s)) {
+                    self.stats.rtp_foreign_ssrc += 1;
+                    return;
+                }
+            }
+            PacketClass::Rtcp => {
+                if rtcp_sender_ssrc(data).is_some_and(|s| !sources.contains(&s)) {
+                    self.stats.rtcp_foreign_ssrc += 1;
+                    return;
+                }
+            }
+            _ => {}
+        }
         let Some(mut p) = self.participants.remove(&key) else {
             self.stats.strangers += 1;
             return;
@@ -239,15 +274,13 @@ impl Forwarder {
                 Event::Rtp(pkt) => {
                     p.stats.rtp_received += 1;
                     self.stats.rtp_in += 1;
-                    // Receivers attribute an SSRC to the participant whose `source` it is
-                    // (docs/protocol.md §5.3), and share one SRTP replay window per SSRC: forwarding
-                    // a packet on a source its sender does not own would let one participant
-                    // speak as another and get the owner's real packets dropped as replays.
-                    if p.sources.contains(&pkt.ssrc) {
-                        self.forward(now, key, &pkt.raw);
-                    } else {
-                        self.stats.rtp_foreign_ssrc += 1;
-                    }
+                    // Only sources the sender owns get here (`handle_datagram`): receivers
+                    // attribute an SSRC to the participant whose `source` it is (docs/protocol.md
+                    // §5.3) and share one SRTP replay window per SSRC, so a packet on another's
+                    // source would let one participant speak as another and get the owner's
+                    // real packets dropped as replays. SRTP authenticates the header, so the
+                    // SSRC checked before decryption is the one decrypted.
+                    self.forward(now, key, &pkt.raw);
                 }
                 Event::Connected { profile, .. } => {
                     p.stats.connected = true;
@@ -326,6 +359,17 @@ impl Forwarder {
     pub fn poll_event(&mut self) -> Option<MediaEvent> {
         self.events.pop_front()
     }
+}
+
+/// The SSRC of an (S)RTP packet: bytes 8..12 of the fixed header, never encrypted.
+fn rtp_ssrc(data: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(data.get(8..12)?.try_into().ok()?))
+}
+
+/// The sender SSRC of an (S)RTCP compound packet: bytes 4..8 of its first packet, which SRTCP
+/// leaves in the clear.
+fn rtcp_sender_ssrc(data: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(data.get(4..8)?.try_into().ok()?))
 }
 
 /// Builds answers without access to the forwarder (the control plane's thread).

@@ -740,8 +740,60 @@ async fn rtp_on_a_source_the_sender_does_not_own_is_not_forwarded() {
             );
         }
         let t = h.server.media_totals().await.unwrap();
-        assert_eq!((t.rtp_in, t.rtp_forwarded), (70, 60), "{t:?}");
+        // The 40 packets on sources C does not own were dropped before decryption.
+        assert_eq!((t.rtp_in, t.rtp_forwarded), (30, 60), "{t:?}");
         assert_eq!(t.rtp_foreign_ssrc, 40, "{t:?}");
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+/// A participant sending on 200 sources it never declared (authentic SRTP, its own keys) makes
+/// the server keep no state for them: they are dropped and counted before decryption, while its
+/// own source is forwarded as usual.
+#[tokio::test]
+async fn unknown_sources_get_no_state_and_are_counted() {
+    bounded(async {
+        let h = Harness::start().await;
+        let mut a = h.join(10).await;
+        let mut c = h.join(12).await;
+        for x in [&mut a, &mut c] {
+            x.connected().await;
+            h.server_connected(x.ssrc).await;
+        }
+        let before = h.server.media_totals().await.unwrap();
+        for i in 0..200u32 {
+            c.send_as(0x4000_0000 + i, 2);
+        }
+        c.send(10);
+        a.expect(&[(c.ssrc, 10)]).await;
+        a.idle(Duration::from_millis(200)).await;
+        assert_eq!(
+            a.received.keys().copied().collect::<Vec<_>>(),
+            [c.ssrc],
+            "only C's own source is forwarded"
+        );
+        let t = tokio::time::timeout(STEP, async {
+            loop {
+                let t = h.server.media_totals().await.unwrap();
+                if t.rtp_foreign_ssrc - before.rtp_foreign_ssrc >= 400 {
+                    return t;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the server counted every packet on an unknown source");
+        assert_eq!(t.rtp_foreign_ssrc - before.rtp_foreign_ssrc, 400, "{t:?}");
+        assert_eq!(t.rtp_in - before.rtp_in, 10, "{t:?}");
+        let sc = h.server.participant_stats(h.call, c.ssrc).await.unwrap();
+        assert_eq!(
+            (sc.receive_ssrcs, sc.rtp_received),
+            (1, 10),
+            "receive state for C's own source only: {sc:?}"
+        );
+        let sa = h.server.participant_stats(h.call, a.ssrc).await.unwrap();
+        assert_eq!(sa.receive_ssrcs, 0, "A sent nothing: {sa:?}");
         h.server.shutdown().await;
     })
     .await;

@@ -40,6 +40,13 @@ pub enum Error {
     #[error("{method}: the conference public key was rejected (PUBLIC_KEY_INVALID); generate a fresh key pair and block")]
     PublicKeyInvalid { method: &'static str },
 
+    /// Refused before anything is sent: a join with [`crate::ConferenceKey`] material would
+    /// announce end-to-end encryption that this engine does not perform (nothing generates the
+    /// key pair or the block, and media frames go out unencrypted), so the server or the other
+    /// participants would be told something false.
+    #[error("E2E conference calls are not supported yet: nothing generates the conference key pair or encrypts media frames; join without JoinOptions::conference (only ordinary group calls work)")]
+    ConferenceUnsupported,
+
     #[error("{method}: the call has already started (GROUPCALL_ALREADY_STARTED); nothing to start, join it")]
     AlreadyStarted { method: &'static str },
 

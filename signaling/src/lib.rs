@@ -12,6 +12,7 @@
 //! control API, `sfu/README.md`). Protocol logic is tested without a network: the Telegram
 //! backend's network sits behind a small internal invoker that tests replace with scripted TL.
 
+mod bounded;
 pub mod error;
 pub mod local;
 pub mod retry;

@@ -16,11 +16,17 @@
 //! - `{"error": "GROUPCALL_SSRC_DUPLICATE_MUCH"}` (or any Telegram error name, or
 //!   `{"error": {"type": …, "code": …, "message": …}}`): the join failed; a duplicate SSRC gets
 //!   a fresh payload line, anything else fails the join with that error;
-//! - `{"participants": [{"source": N, "peer": ID, "left": false, "muted": false}, …]}`: the
-//!   roster as `updateGroupCallParticipants` reports it (signed or unsigned sources);
+//! - `{"participants": [{"source": N, "peer": ID, "left": false, "muted": false}, …],
+//!   "version": V}`: the roster as `updateGroupCallParticipants` reports it (signed or unsigned
+//!   sources; `version` is optional, and lets the engine notice missed changes);
 //! - `{"discarded": true}`: the call ended for everyone;
 //! - anything else is handed to the application as a [`StdioCommand`] (`leave`, `mute`, …)
 //!   or reported as an unknown line; a malformed line never ends the session.
+//!
+//! A line may be at most [`MAX_LINE`] bytes (1 MiB; the largest real line, an answer or a
+//! roster of a big call, is a few hundred kilobytes at most). A longer one is not buffered: it
+//! is read through and discarded, reported like any malformed line, and the session goes on
+//! with the next line.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +37,8 @@ use groupcall_media::payload::ssrc_from_i64;
 use groupcall_media::{JoinPayload, ServerAnswer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::bounded::reserve_capped;
 use tokio::sync::{mpsc, Mutex as AsyncMutex};
 
 use crate::error::{Error, Result};
@@ -43,6 +51,17 @@ use crate::types::{
 use crate::updates::{JoinedState, UpdateHub, UpdateStream};
 
 const METHOD: &str = "phone.joinGroupCall";
+
+/// The longest input line read, newline excluded. Longer lines are skipped unbuffered.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// The most participants the roster holds (those reported and not left); a line that would
+/// go past it is refused. Far above any call whose roster a client tracks one by one.
+const MAX_ROSTER: usize = 100_000;
+
+/// How much of a skipped line is quoted back in its report, so the application can tell
+/// which of its lines it was.
+const QUOTED: usize = 200;
 
 /// The call id the line protocol stands for: it carries one call, whose id it never says.
 pub const STDIO_CALL: CallId = CallId {
@@ -124,16 +143,122 @@ fn roster(inner: &Inner) -> MutexGuard<'_, HashMap<u32, Participant>> {
     inner.roster.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// One input line, as far as the reader took it in.
+#[derive(Debug, PartialEq)]
+enum Line {
+    Text(String),
+    /// Over the bound: only its first bytes were kept, for the report.
+    TooLong {
+        start: String,
+        len: usize,
+    },
+    NotUtf8 {
+        start: String,
+    },
+}
+
+/// Reads lines of at most `max` bytes without ever holding more than that, whatever the input.
+struct LineReader<R> {
+    input: R,
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl<R: AsyncBufRead + Unpin> LineReader<R> {
+    fn new(input: R, max: usize) -> Self {
+        LineReader {
+            input,
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    /// The next line without its `\n` (or `\r\n`); `None` at the end of the input. A last line
+    /// without a newline counts as a line.
+    async fn next_line(&mut self) -> std::io::Result<Option<Line>> {
+        self.buf.clear();
+        let mut len = 0usize;
+        let mut too_long = false;
+        loop {
+            let available = self.input.fill_buf().await?;
+            if available.is_empty() {
+                if len == 0 {
+                    return Ok(None);
+                }
+                break;
+            }
+            let (part, ends) = match available.iter().position(|b| *b == b'\n') {
+                Some(i) => (&available[..i], true),
+                None => (available, false),
+            };
+            let used = part.len() + usize::from(ends);
+            len += part.len();
+            if !too_long {
+                if self.buf.len() + part.len() > self.max {
+                    too_long = true;
+                    self.buf.truncate(QUOTED);
+                    let quote = (QUOTED - self.buf.len()).min(part.len());
+                    self.buf.extend_from_slice(&part[..quote]);
+                } else {
+                    let want =
+                        reserve_capped(self.buf.len(), self.buf.capacity(), part.len(), self.max);
+                    self.buf.reserve_exact(want);
+                    self.buf.extend_from_slice(part);
+                }
+            }
+            self.input.consume(used);
+            if ends {
+                break;
+            }
+        }
+        if too_long {
+            // A line near the bound leaves a large buffer behind; do not keep it for good.
+            self.buf.shrink_to(QUOTED);
+            let start = String::from_utf8_lossy(&self.buf[..self.buf.len().min(QUOTED)]);
+            return Ok(Some(Line::TooLong {
+                start: start.into_owned(),
+                len,
+            }));
+        }
+        if self.buf.last() == Some(&b'\r') {
+            self.buf.pop();
+        }
+        match std::str::from_utf8(&self.buf) {
+            Ok(text) => Ok(Some(Line::Text(text.to_owned()))),
+            Err(_) => Ok(Some(Line::NotUtf8 {
+                start: String::from_utf8_lossy(&self.buf[..self.buf.len().min(QUOTED)])
+                    .into_owned(),
+            })),
+        }
+    }
+}
+
 async fn read_lines(
     input: impl AsyncBufRead + Unpin,
     inner: Arc<Inner>,
     answers: mpsc::UnboundedSender<std::result::Result<String, Error>>,
     commands: mpsc::UnboundedSender<StdioCommand>,
 ) {
-    let mut lines = input.lines();
+    let mut lines = LineReader::new(input, MAX_LINE);
     loop {
         let line = match lines.next_line().await {
-            Ok(Some(l)) => l,
+            Ok(Some(Line::Text(l))) => l,
+            Ok(Some(Line::TooLong { start, len })) => {
+                let _ = commands.send(StdioCommand::Invalid {
+                    line: format!("{start}…"),
+                    problem: format!(
+                        "the line is {len} bytes long, over the limit of {MAX_LINE}; it was skipped (one JSON object per line, each under the limit)"
+                    ),
+                });
+                continue;
+            }
+            Ok(Some(Line::NotUtf8 { start })) => {
+                let _ = commands.send(StdioCommand::Invalid {
+                    line: start,
+                    problem: "the line is not UTF-8 text; it was skipped".into(),
+                });
+                continue;
+            }
             Ok(None) => break,
             Err(e) => {
                 let _ = commands.send(StdioCommand::Invalid {
@@ -188,12 +313,28 @@ fn handle_line(
         let _ = answers.send(Err(Error::from_rpc(METHOD, code, &name, None, message)));
     } else if let Some(ps) = obj.get("participants") {
         let ps = ps.as_array().ok_or("\"participants\" must be an array")?;
+        let version = match obj.get("version") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v
+                .as_i64()
+                .and_then(|v| i32::try_from(v).ok())
+                .ok_or("\"version\" must be a 32-bit number")?,
+        };
         let mut parsed = Vec::with_capacity(ps.len());
         for (i, p) in ps.iter().enumerate() {
             parsed.push(parse_participant(p).map_err(|e| format!("participants[{i}]: {e}"))?);
         }
         {
             let mut r = roster(inner);
+            let added = parsed
+                .iter()
+                .filter(|p| !p.left && !r.contains_key(&p.source))
+                .count();
+            if r.len() + added > MAX_ROSTER {
+                return Err(format!(
+                    "the roster would exceed {MAX_ROSTER} participants; report those who left (\"left\": true)"
+                ));
+            }
             for p in &parsed {
                 if p.left {
                     r.remove(&p.source);
@@ -202,7 +343,7 @@ fn handle_line(
                 }
             }
         }
-        inner.hub.publish_participants(STDIO_CALL, 0, parsed);
+        inner.hub.publish_participants(STDIO_CALL, version, parsed);
     } else if obj.get("discarded").and_then(Value::as_bool) == Some(true) {
         inner
             .hub
@@ -283,6 +424,9 @@ impl Signaling for StdioSignaling {
         payloads: &mut PayloadFactory<'_>,
         options: &JoinOptions,
     ) -> Result<Joined> {
+        if options.conference.is_some() {
+            return Err(Error::ConferenceUnsupported);
+        }
         let (payload, params, attempts) =
             join_with_retries(&self.inner.policy, METHOD, payloads, |payload| async move {
                 self.request_answer(&payload).await
@@ -414,5 +558,160 @@ impl Signaling for StdioSignaling {
 
     async fn discard(&self, _call: &CallRef) -> Result<()> {
         Err(Error::Unsupported("ending calls over stdio signaling"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncWriteExt, BufReader};
+
+    #[tokio::test]
+    async fn lines_over_the_bound_are_skipped_without_being_held() {
+        let (mut w, r) = tokio::io::duplex(4096);
+        let writer = tokio::spawn(async move {
+            w.write_all(b"first\r\n").await.unwrap();
+            // 3000 bytes: far over a bound of 1000, in pieces smaller than the bound.
+            w.write_all(&[b'x'; 3000]).await.unwrap();
+            w.write_all(b"\n").await.unwrap();
+            w.write_all(&[b'y'; 1000]).await.unwrap(); // exactly the bound
+            w.write_all(b"\n\xff\xfe\nlast").await.unwrap();
+        });
+        let mut lines = LineReader::new(BufReader::with_capacity(256, r), 1000);
+        let mut got = Vec::new();
+        while let Some(l) = lines.next_line().await.unwrap() {
+            assert!(lines.buf.capacity() <= 1000, "{}", lines.buf.capacity());
+            got.push(l);
+        }
+        writer.await.unwrap();
+        assert_eq!(
+            got,
+            [
+                Line::Text("first".into()),
+                Line::TooLong {
+                    start: "x".repeat(QUOTED),
+                    len: 3000
+                },
+                Line::Text("y".repeat(1000)),
+                Line::NotUtf8 {
+                    start: "\u{fffd}\u{fffd}".into()
+                },
+                Line::Text("last".into()),
+            ]
+        );
+    }
+
+    async fn next(c: &mut mpsc::UnboundedReceiver<StdioCommand>) -> StdioCommand {
+        tokio::time::timeout(Duration::from_secs(5), c.recv())
+            .await
+            .expect("a command in time")
+            .expect("the reader runs")
+    }
+
+    #[tokio::test]
+    async fn an_over_long_line_is_reported_and_the_session_goes_on() {
+        let (mut input, reader) = tokio::io::duplex(64 * 1024);
+        let (_sig, mut commands) = StdioSignaling::new(BufReader::new(reader), tokio::io::sink());
+        // A valid command padded past the bound must not act: it is not even parsed.
+        let mut long = br#"{"mute": true, "pad": ""#.to_vec();
+        long.resize(MAX_LINE + 10, b' ');
+        long.extend_from_slice(b"\"}\n{\"mute\": false}\n");
+        let writer = tokio::spawn(async move {
+            input.write_all(&long).await.unwrap();
+            input
+        });
+        match next(&mut commands).await {
+            StdioCommand::Invalid { line, problem } => {
+                assert!(line.len() < 2 * QUOTED, "{} bytes quoted", line.len());
+                assert!(line.starts_with(r#"{"mute": true"#), "{line}");
+                assert!(problem.contains("over the limit of 1048576"), "{problem}");
+            }
+            other => panic!("expected the long line's report, got {other:?}"),
+        }
+        assert_eq!(next(&mut commands).await, StdioCommand::Mute(false));
+        drop(writer.await.unwrap());
+        assert_eq!(next(&mut commands).await, StdioCommand::Leave);
+    }
+
+    #[tokio::test]
+    async fn a_participants_line_carries_its_version() {
+        let (mut input, reader) = tokio::io::duplex(4096);
+        let (sig, mut commands) = StdioSignaling::new(BufReader::new(reader), tokio::io::sink());
+        let mut updates = sig.updates();
+        input
+            .write_all(
+                b"{\"participants\": [{\"source\": -5, \"peer\": 7}], \"version\": 42}\n\
+                  {\"participants\": []}\n\
+                  {\"participants\": [], \"version\": \"x\"}\n",
+            )
+            .await
+            .unwrap();
+        let mut versions = Vec::new();
+        while versions.len() < 2 {
+            let u = tokio::time::timeout(Duration::from_secs(5), updates.next())
+                .await
+                .expect("an update in time")
+                .expect("the backend lives");
+            if let SignalingUpdate::Participants {
+                version,
+                participants,
+                ..
+            } = u
+            {
+                versions.push((
+                    version,
+                    participants.iter().map(|p| p.source).collect::<Vec<_>>(),
+                ));
+            }
+        }
+        assert_eq!(versions, [(42, vec![(-5i32) as u32]), (0, vec![])]);
+        match next(&mut commands).await {
+            StdioCommand::Invalid { problem, .. } => {
+                assert!(problem.contains("version"), "{problem}")
+            }
+            other => panic!("expected the bad version's report, got {other:?}"),
+        }
+        drop(input);
+        assert_eq!(next(&mut commands).await, StdioCommand::Leave);
+    }
+
+    #[tokio::test]
+    async fn the_roster_is_bounded() {
+        let (mut input, reader) = tokio::io::duplex(64 * 1024);
+        let (sig, mut commands) = StdioSignaling::new(BufReader::new(reader), tokio::io::sink());
+        let line = |sources: std::ops::Range<i64>, left: bool| {
+            let ps: Vec<Value> = sources
+                .map(|s| json!({"source": s, "peer": s + 1, "left": left}))
+                .collect();
+            format!("{}\n", json!({ "participants": ps }))
+        };
+        let chunk = MAX_ROSTER as i64 / 10;
+        let writer = tokio::spawn(async move {
+            for i in 0..10 {
+                let l = line(1 + i * chunk..1 + (i + 1) * chunk, false);
+                input.write_all(l.as_bytes()).await.unwrap();
+            }
+            // One more is too many; one leaving makes room for it.
+            input.write_all(line(0..1, false).as_bytes()).await.unwrap();
+            input.write_all(line(1..2, true).as_bytes()).await.unwrap();
+            input.write_all(line(0..1, false).as_bytes()).await.unwrap();
+            input.write_all(b"{\"mute\": true}\n").await.unwrap();
+            input
+        });
+        match next(&mut commands).await {
+            StdioCommand::Invalid { problem, .. } => {
+                assert!(problem.contains("would exceed 100000"), "{problem}")
+            }
+            other => panic!("expected the refusal, got {other:?}"),
+        }
+        assert_eq!(next(&mut commands).await, StdioCommand::Mute(true));
+        let _input = writer.await.unwrap();
+        let page = sig
+            .participants(&CallRef::Id(STDIO_CALL), &ParticipantQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(page.count as usize, MAX_ROSTER);
+        assert!(page.participants.iter().any(|p| p.source == 0));
+        assert!(!page.participants.iter().any(|p| p.source == 1));
     }
 }

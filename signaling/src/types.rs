@@ -237,7 +237,9 @@ pub struct JoinOptions {
     pub join_as: Option<PeerId>,
     /// The hash of a speaker invite link (`?videochat=<hash>`), which lets the joiner speak.
     pub invite_hash: Option<String>,
-    /// E2E conference key material; Telegram only.
+    /// E2E conference key material (`phone.joinGroupCall` `public_key` and `block`). Every
+    /// backend refuses a join that sets it with [`crate::Error::ConferenceUnsupported`], before
+    /// sending anything, until the engine generates the keys and encrypts frames.
     pub conference: Option<ConferenceKey>,
 }
 
@@ -348,6 +350,10 @@ pub enum SignalingUpdate {
     /// Participants joined, left (`left`) or changed. Apply in `version` order; refetch on a gap.
     Participants {
         call: CallId,
+        /// The participant list's version after this change (Telegram's
+        /// `updateGroupCallParticipants.version`; the local server's `version`). It grows by
+        /// one per change, so a step of more than one means changes were missed. 0 when the
+        /// source does not say (a stdio application that leaves it out).
         version: i32,
         participants: Vec<Participant>,
     },

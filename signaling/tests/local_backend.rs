@@ -326,3 +326,92 @@ async fn a_server_that_is_not_there_is_a_clear_error() {
     assert!(LocalSignaling::new("127.0.0.1:1", ALICE).is_err());
     assert!(LocalSignaling::new("http://127.0.0.1:1", PeerId::Channel(5)).is_err());
 }
+
+/// A server whose event stream carries events over the parser's bound (one line of 3 MiB; an
+/// event of 1.5 MB in short lines) followed by a valid one. The stream is served by a
+/// hand-written HTTP/1.1 responder on 127.0.0.1, because the real server never sends such
+/// events: this is what a broken or hostile server looks like.
+#[tokio::test]
+async fn oversized_events_are_skipped_and_counted_and_the_next_one_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(n > 0 && head.len() < 16 * 1024, "request head incomplete");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        assert!(
+            head.starts_with("GET /calls/7/updates HTTP/1.1\r\n"),
+            "{head}"
+        );
+        sock.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        // One line of 3 MiB, sent in 64 KiB pieces.
+        sock.write_all(b": hello\n\ndata: {\"type\":\"participants\",\"version\":1,\"participants\":[],\"pad\":\"")
+            .await
+            .unwrap();
+        let piece = vec![b'x'; 64 * 1024];
+        for _ in 0..48 {
+            sock.write_all(&piece).await.unwrap();
+        }
+        sock.write_all(b"\"}\n\n").await.unwrap();
+        // 1.5 MB of data in 1500 short lines.
+        sock.write_all(b"data: {\"type\":\"participants\",\"version\":2,\"participants\":[]}\n")
+            .await
+            .unwrap();
+        let line = format!("data: {}\n", " ".repeat(994));
+        for _ in 0..1500 {
+            sock.write_all(line.as_bytes()).await.unwrap();
+        }
+        sock.write_all(b"\n").await.unwrap();
+        // The valid one.
+        sock.write_all(
+            b"data: {\"type\":\"participants\",\"version\":9,\"participants\":[{\"peer\":1002,\"source\":1234}]}\n\n",
+        )
+        .await
+        .unwrap();
+        sock.flush().await.unwrap();
+        // Keep the stream open: its end would be an `Ended` update.
+        let _ = stop_rx.await;
+    });
+
+    let sig = LocalSignaling::new(format!("http://{addr}"), ALICE).unwrap();
+    let mut updates = sig.updates();
+    let call = groupcall_signaling::CallId {
+        id: 7,
+        access_hash: 0,
+    };
+    sig.watch(&CallRef::Id(call)).await.unwrap();
+    let (version, participants) = next_matching(&mut updates, |u| match u {
+        SignalingUpdate::Participants {
+            version,
+            participants,
+            ..
+        } => Some((*version, participants.clone())),
+        SignalingUpdate::Ended { reason, .. } => panic!("the stream ended: {reason}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(version, 9, "the oversized events were not delivered");
+    assert_eq!(
+        participants
+            .iter()
+            .map(|p| (p.peer, p.source))
+            .collect::<Vec<_>>(),
+        [(BOB, 1234)]
+    );
+    assert_eq!(sig.dropped_events(), 2);
+    let _ = stop_tx.send(());
+    server.await.unwrap();
+}

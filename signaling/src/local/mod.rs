@@ -8,6 +8,7 @@
 mod sse;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -61,6 +62,8 @@ struct Inner {
     policy: RetryPolicy,
     /// One event-stream reader per watched call.
     watches: Mutex<HashMap<i64, JoinHandle<()>>>,
+    /// Events the readers skipped for being over the parser's bounds.
+    dropped_events: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -391,6 +394,7 @@ impl LocalSignaling {
                 hub: UpdateHub::new(),
                 policy,
                 watches: Mutex::default(),
+                dropped_events: AtomicU64::new(0),
             }),
         })
     }
@@ -398,6 +402,14 @@ impl LocalSignaling {
     /// The user this backend acts as.
     pub fn user(&self) -> PeerId {
         self.inner.peer
+    }
+
+    /// How many server-sent events were skipped, over all watched calls, because a line or
+    /// the event's data was larger than the parser keeps (1 MiB of data): the stream goes on
+    /// with the next event, so a growing count is the only sign that updates were lost. Whoever
+    /// relies on the roster should refetch it when this grows.
+    pub fn dropped_events(&self) -> u64 {
+        self.inner.dropped_events.load(Ordering::Relaxed)
     }
 
     fn peer_wire(&self) -> i64 {
@@ -465,10 +477,22 @@ async fn read_events(
             None => break "the server closed the event stream".to_owned(),
             Some(Err(e)) => break format!("the event stream failed: {e}"),
             Some(Ok(chunk)) => {
-                for data in parser.push(&chunk) {
-                    let Some(inner) = backend.upgrade() else {
-                        return;
-                    };
+                let dropped_before = parser.dropped();
+                let events = parser.push(&chunk);
+                let Some(inner) = backend.upgrade() else {
+                    return;
+                };
+                let dropped = parser.dropped() - dropped_before;
+                if dropped > 0 {
+                    inner.dropped_events.fetch_add(dropped, Ordering::Relaxed);
+                    tracing::warn!(
+                        call = call.id,
+                        dropped,
+                        limit = sse::MAX_EVENT_DATA,
+                        "skipped server-sent events larger than the limit; the participant list may be stale"
+                    );
+                }
+                for data in events {
                     handle_event(&inner, &hub, call, &data);
                 }
             }
@@ -521,12 +545,10 @@ impl Signaling for LocalSignaling {
         payloads: &mut PayloadFactory<'_>,
         options: &JoinOptions,
     ) -> Result<Joined> {
-        let id = self.call_id(call)?;
         if options.conference.is_some() {
-            return Err(Error::Unsupported(
-                "E2E conference keys on the local server",
-            ));
+            return Err(Error::ConferenceUnsupported);
         }
+        let id = self.call_id(call)?;
         // Watch first, so that this participant's own "joined" entry reaches the stream.
         self.ensure_watch(id).await?;
         let path = format!("/calls/{}/join", id.id);

@@ -132,6 +132,13 @@ impl Drop for Inner {
         if let Some(c) = &self.client {
             c.disconnect();
         }
+        // The sender pool's task holds the store too, and an aborted task is dropped whenever
+        // its runtime gets to it (or never, at runtime shutdown): write pending changes now.
+        if let Some(s) = &self.session {
+            if let Err(e) = s.flush() {
+                tracing::warn!("{e}");
+            }
+        }
     }
 }
 
@@ -658,6 +665,10 @@ impl Signaling for TelegramSignaling {
         payloads: &mut PayloadFactory<'_>,
         options: &JoinOptions,
     ) -> Result<Joined> {
+        // Before anything goes out, resolving the join-as peer included.
+        if options.conference.is_some() {
+            return Err(Error::ConferenceUnsupported);
+        }
         let join_as = match options.join_as {
             Some(p) => self.input_peer(p).await?,
             None => tl::enums::InputPeer::PeerSelf,

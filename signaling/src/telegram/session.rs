@@ -1,10 +1,18 @@
 //! The MTProto session: the authorization key that *is* the login, plus cached peers and the
-//! update state. Kept in memory and, for file sessions, written through to a private file on
-//! every change.
+//! update state. Kept in memory and, for file sessions, written to a private file.
 //!
 //! The file is ours (JSON), not grammers' SQLite: it is small, it needs no C library, and it is
-//! created with mode 0600 from the first byte (written to a private temporary file, then renamed
-//! over), since anyone who reads it is logged in as the user.
+//! created with mode 0600 from the first byte (written to a private temporary file beside it,
+//! synced, then renamed over), since anyone who reads it is logged in as the user. A crash at
+//! any point leaves either the old file or the new one, never half of one.
+//!
+//! grammers reports every MTProto update's new `pts`/`seq`, many a second in a busy chat, and a
+//! synced rewrite of the file for each would cost a disk flush per update. So writes are
+//! coalesced to at most one per [`WRITE_INTERVAL`]: a change within the interval after a write
+//! marks the file dirty and a timer writes it when the interval is over. What would be costly
+//! to lose is written at once: a new authorization key or home DC (losing it means logging in
+//! again). The rest only costs a little (a catch-up from an older `pts`, an access hash
+//! resolved again), and is written on [`StoredSession::flush`] and when the store is dropped.
 //!
 //! Session strings are Telethon's `StringSession` format (`1` + URL-safe base64 of DC id, IP,
 //! port and the 256-byte key), so sessions made with Telethon-based tools import as they are.
@@ -14,7 +22,8 @@ use std::fmt;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -24,10 +33,14 @@ use grammers_client::session::types::{
 };
 use grammers_client::session::{Session, SessionData};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 
 type BoxFuture<'a, T> = grammers_client::session::BoxFuture<'a, T>;
+
+/// At most one write of the session file per this interval, except for urgent changes.
+pub const WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A secret string (API hash, session string). Its `Debug` never shows the value, so configs
 /// that hold one can be logged.
@@ -51,10 +64,39 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The session store grammers reads and writes through.
+/// The session store grammers reads and writes through. Pending changes are written when it is
+/// dropped.
 pub struct StoredSession {
+    shared: Arc<Shared>,
+}
+
+/// Shared with the deferred-write timer, which holds it weakly.
+struct Shared {
     data: Mutex<SessionData>,
     path: Option<PathBuf>,
+    /// Held for a whole write, so that writes never overlap and an older snapshot can never
+    /// be renamed over a newer one.
+    file: Mutex<FileState>,
+}
+
+#[derive(Default)]
+struct FileState {
+    /// The memory holds changes the file does not.
+    dirty: bool,
+    last_write: Option<Instant>,
+    /// A timer will write the file at the end of the interval.
+    timer: bool,
+    /// Files written, for tests and logs.
+    writes: u64,
+}
+
+/// How soon a change must reach the file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Urgency {
+    /// The login itself (authorization key, home DC): written at once.
+    Now,
+    /// Update state and cached peers: written within [`WRITE_INTERVAL`].
+    Coalesced,
 }
 
 /// Why the session store failed, for grammers (which needs a `std::error::Error`).
@@ -72,18 +114,25 @@ impl std::error::Error for SessionStoreError {}
 impl fmt::Debug for StoredSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoredSession")
-            .field("path", &self.path)
+            .field("path", &self.shared.path)
             .finish_non_exhaustive()
     }
 }
 
 impl StoredSession {
+    fn new(data: SessionData, path: Option<PathBuf>) -> Self {
+        StoredSession {
+            shared: Arc::new(Shared {
+                data: Mutex::new(data),
+                path,
+                file: Mutex::default(),
+            }),
+        }
+    }
+
     /// A session that lives only in memory (imported from a string, or for tests).
     pub fn in_memory(data: SessionData) -> Self {
-        StoredSession {
-            data: Mutex::new(data),
-            path: None,
-        }
+        Self::new(data, None)
     }
 
     /// Opens the session file at `path`, or starts a new one there (written on first change).
@@ -104,10 +153,7 @@ impl StoredSession {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => SessionData::default(),
             Err(source) => return Err(Error::SessionFile { path, source }),
         };
-        Ok(StoredSession {
-            data: Mutex::new(data),
-            path: Some(path),
-        })
+        Ok(Self::new(data, Some(path)))
     }
 
     /// Imports a session string (Telethon `StringSession` format).
@@ -117,7 +163,7 @@ impl StoredSession {
 
     /// Exports the logged-in session as a string. Whoever has it is logged in as this account.
     pub fn to_string_session(&self) -> Result<Secret> {
-        let data = self.lock();
+        let data = self.shared.lock();
         let dc = data
             .dc_options
             .get(&data.home_dc)
@@ -133,38 +179,148 @@ impl StoredSession {
 
     /// Where the session is stored, if in a file.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.shared.path.as_deref()
     }
 
+    /// Writes changes not yet in the file (the update state and peers of the last
+    /// [`WRITE_INTERVAL`]) now. Dropping the store does the same, logging a failure instead of
+    /// returning it.
+    pub fn flush(&self) -> Result<()> {
+        let mut file = self.shared.file_state();
+        if !file.dirty {
+            return Ok(());
+        }
+        self.shared
+            .write(&mut file)
+            .map_err(|source| Error::SessionFile {
+                path: self.shared.path.clone().unwrap_or_default(),
+                source,
+            })
+    }
+
+    /// How many times the file was written.
+    #[cfg(test)]
+    fn writes(&self) -> u64 {
+        self.shared.file_state().writes
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SessionData> {
+        self.shared.lock()
+    }
+
+    fn changed(&self, urgency: Urgency) -> std::result::Result<(), SessionStoreError> {
+        Shared::changed(&self.shared, urgency)
+    }
+}
+
+impl Shared {
     fn lock(&self) -> MutexGuard<'_, SessionData> {
         // The data stays consistent even if a holder panicked: every write is a single assignment.
         self.data.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the current state to the file, if there is one.
-    fn persist(&self) -> std::result::Result<(), SessionStoreError> {
+    fn file_state(&self) -> MutexGuard<'_, FileState> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings the file up to date now or within the interval, as `urgency` asks.
+    fn changed(this: &Arc<Self>, urgency: Urgency) -> std::result::Result<(), SessionStoreError> {
+        let Some(path) = &this.path else {
+            return Ok(());
+        };
+        let mut file = this.file_state();
+        file.dirty = true;
+        let next_allowed = file.last_write.map(|t| t + WRITE_INTERVAL);
+        let due = match next_allowed {
+            Some(at) if urgency == Urgency::Coalesced && Instant::now() < at => at,
+            _ => {
+                return this.write(&mut file).map_err(|e| {
+                    SessionStoreError(format!("cannot write session file {}: {e}", path.display()))
+                })
+            }
+        };
+        if file.timer {
+            return Ok(());
+        }
+        // Without a runtime to run the timer there is nothing to defer to: write now.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return this.write(&mut file).map_err(|e| {
+                SessionStoreError(format!("cannot write session file {}: {e}", path.display()))
+            });
+        };
+        file.timer = true;
+        let weak: Weak<Shared> = Arc::downgrade(this);
+        runtime.spawn(async move {
+            tokio::time::sleep_until(due).await;
+            if let Some(this) = weak.upgrade() {
+                this.deferred_write();
+            }
+        });
+        Ok(())
+    }
+
+    fn deferred_write(&self) {
+        let mut file = self.file_state();
+        file.timer = false;
+        if !file.dirty {
+            return;
+        }
+        if let Err(e) = self.write(&mut file) {
+            // The changes stay in memory and marked dirty: the next change, flush or drop
+            // tries again.
+            tracing::warn!(
+                path = ?self.path,
+                "cannot write the session file: {e}; will try again on the next change"
+            );
+        }
+    }
+
+    /// Writes the current state; `file` is this store's write lock, held throughout.
+    fn write(&self, file: &mut FileState) -> std::io::Result<()> {
         let Some(path) = &self.path else {
+            file.dirty = false;
             return Ok(());
         };
         let json = {
             let data = self.lock();
-            serde_json::to_vec(&SessionFile::from_data(&data))
-                .map_err(|e| SessionStoreError(format!("cannot encode the session: {e}")))?
+            serde_json::to_vec(&SessionFile::from_data(&data)).map_err(std::io::Error::other)?
         };
-        write_private(path, &json).map_err(|e| {
-            SessionStoreError(format!("cannot write session file {}: {e}", path.display()))
-        })
+        write_private(path, &json)?;
+        file.dirty = false;
+        file.last_write = Some(Instant::now());
+        file.writes += 1;
+        Ok(())
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file created 0600, so the key is never readable
-/// by others, not even for a moment, and a crash never leaves half a file.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let mut file = std::mem::take(self.file.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if file.dirty {
+            if let Err(e) = self.write(&mut file) {
+                tracing::warn!(
+                    path = ?self.path,
+                    "cannot write the session file on close: {e}; the update state and peers of the last second are lost"
+                );
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory, created 0600 and
+/// synced before it is renamed over `path`: the key is never readable by others, not even for a
+/// moment, and a crash leaves the old file or the new one, never half of one. A temporary file
+/// left by such a crash is replaced, never reused: it might not be ours, or might be a link.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -172,16 +328,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     {
         let mut f = opts.open(&tmp)?;
-        // `mode` only applies to new files: a leftover temporary file keeps its mode, so set it.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        }
         f.write_all(bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    // The rename itself is durable only once the directory is synced.
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn tighten_permissions(path: &Path) -> Result<()> {
@@ -222,8 +383,11 @@ impl Session for StoredSession {
         dc_id: i32,
     ) -> BoxFuture<'_, std::result::Result<(), SessionStoreError>> {
         Box::pin(async move {
-            self.lock().home_dc = dc_id;
-            self.persist()
+            let changed = std::mem::replace(&mut self.lock().home_dc, dc_id) != dc_id;
+            if changed {
+                self.changed(Urgency::Now)?;
+            }
+            Ok(())
         })
     }
 
@@ -237,8 +401,18 @@ impl Session for StoredSession {
     ) -> BoxFuture<'_, std::result::Result<(), SessionStoreError>> {
         let dc_option = dc_option.clone();
         Box::pin(async move {
-            self.lock().dc_options.insert(dc_option.id, dc_option);
-            self.persist()
+            let urgency = {
+                let mut data = self.lock();
+                let (key, ipv4, ipv6) = (dc_option.auth_key, dc_option.ipv4, dc_option.ipv6);
+                match data.dc_options.insert(dc_option.id, dc_option) {
+                    Some(old) if old.auth_key == key && old.ipv4 == ipv4 && old.ipv6 == ipv6 => {
+                        return Ok(());
+                    }
+                    Some(old) if old.auth_key == key => Urgency::Coalesced,
+                    _ => Urgency::Now,
+                }
+            };
+            self.changed(urgency)
         })
     }
 
@@ -269,7 +443,7 @@ impl Session for StoredSession {
                 }
             };
             if changed {
-                self.persist()?;
+                self.changed(Urgency::Coalesced)?;
             }
             Ok(())
         })
@@ -301,7 +475,7 @@ impl Session for StoredSession {
                     }
                 }
             }
-            self.persist()
+            self.changed(Urgency::Coalesced)
         })
     }
 }
@@ -681,6 +855,8 @@ mod tests {
         })
         .await
         .unwrap();
+        // The peer is a coalesced change: in the file once flushed.
+        s.flush().unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -710,5 +886,147 @@ mod tests {
         StoredSession::open(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    fn pts_in_file(path: &Path) -> i32 {
+        let file: SessionFile = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        file.updates.pts
+    }
+
+    fn primary(pts: i32) -> UpdateState {
+        UpdateState::Primary {
+            pts,
+            date: 1_700_000_000,
+            seq: 0,
+        }
+    }
+
+    async fn new_key(s: &StoredSession, dc: i32, fill: u8) {
+        let mut o = s.dc_option(dc).unwrap().unwrap();
+        o.auth_key = Some([fill; 256]);
+        s.set_dc_option(&o).await.unwrap();
+    }
+
+    // Time is tokio's paused clock: it moves only when the test advances it (or sleeps with
+    // nothing else to do), so the write counts do not depend on how fast the machine is.
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_updates_is_one_write_now_and_one_at_the_end_of_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("burst.session");
+        let s = StoredSession::open(&path).unwrap();
+        for pts in 1..=1000 {
+            s.set_update_state(primary(pts)).await.unwrap();
+        }
+        assert_eq!(s.writes(), 1, "the first change is written, the rest wait");
+        assert_eq!(pts_in_file(&path), 1);
+        tokio::time::sleep(WRITE_INTERVAL + Duration::from_millis(10)).await;
+        assert_eq!(s.writes(), 2);
+        assert_eq!(
+            pts_in_file(&path),
+            1000,
+            "the last state is what is written"
+        );
+        tokio::time::sleep(10 * WRITE_INTERVAL).await;
+        assert_eq!(s.writes(), 2, "nothing changed, nothing written");
+
+        // Updates every 10 ms for 10 s: about one write a second, not a thousand.
+        for pts in 1001..=2000 {
+            s.set_update_state(primary(pts)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(2 * WRITE_INTERVAL).await;
+        let writes = s.writes() - 2;
+        assert!((9..=12).contains(&writes), "{writes} writes in 10 s");
+        assert_eq!(pts_in_file(&path), 2000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_auth_key_or_home_dc_is_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.session");
+        let s = StoredSession::open(&path).unwrap();
+        s.set_update_state(primary(1)).await.unwrap();
+        s.set_update_state(primary(2)).await.unwrap();
+        assert_eq!(s.writes(), 1, "the second update waits for the interval");
+
+        new_key(&s, 4, 9).await;
+        assert_eq!(s.writes(), 2, "a new key does not wait");
+        let on_disk = StoredSession::open(&path).unwrap();
+        assert_eq!(
+            on_disk.dc_option(4).unwrap().unwrap().auth_key,
+            Some([9; 256])
+        );
+        assert_eq!(pts_in_file(&path), 2, "and takes the pending changes along");
+        drop(on_disk);
+
+        s.set_home_dc_id(4).await.unwrap();
+        assert_eq!(s.writes(), 3, "a new home DC does not wait");
+        assert_eq!(StoredSession::open(&path).unwrap().home_dc_id().unwrap(), 4);
+
+        // The same key or DC again is no change at all.
+        new_key(&s, 4, 9).await;
+        s.set_home_dc_id(4).await.unwrap();
+        tokio::time::sleep(2 * WRITE_INTERVAL).await;
+        assert_eq!(s.writes(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pending_changes_are_written_on_flush_and_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("drop.session");
+        let s = StoredSession::open(&path).unwrap();
+        s.set_update_state(primary(1)).await.unwrap();
+        s.set_update_state(primary(2)).await.unwrap();
+        assert_eq!(pts_in_file(&path), 1);
+        s.flush().unwrap();
+        assert_eq!((s.writes(), pts_in_file(&path)), (2, 2));
+        s.flush().unwrap();
+        assert_eq!(s.writes(), 2, "a flush with nothing pending writes nothing");
+
+        s.set_update_state(primary(3)).await.unwrap();
+        assert_eq!(pts_in_file(&path), 2);
+        drop(s);
+        assert_eq!(
+            pts_in_file(&path),
+            3,
+            "dropping the store wrote the pending change"
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test(start_paused = true)]
+    async fn a_crash_mid_write_leaves_the_old_file_and_the_next_write_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crash.session");
+        let s = StoredSession::open(&path).unwrap();
+        new_key(&s, 2, 7).await;
+        s.set_home_dc_id(2).await.unwrap();
+        let old = std::fs::read(&path).unwrap();
+        drop(s);
+
+        // A crash after the temporary file was half written: it is left behind, readable by
+        // others (as if made by an older version), and the session file is untouched.
+        let tmp = dir.path().join("crash.session.tmp");
+        std::fs::write(&tmp, &old[..old.len() / 2]).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        let s = StoredSession::open(&path).unwrap();
+        assert_eq!(s.home_dc_id().unwrap(), 2);
+        assert_eq!(s.dc_option(2).unwrap().unwrap().auth_key, Some([7; 256]));
+
+        new_key(&s, 2, 8).await;
+        assert!(
+            !tmp.exists(),
+            "the stale temporary file was replaced and renamed"
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = StoredSession::open(&path).unwrap();
+        assert_eq!(
+            again.dc_option(2).unwrap().unwrap().auth_key,
+            Some([8; 256])
+        );
     }
 }

@@ -558,6 +558,38 @@ async fn join_takes_the_answer_from_the_update_stream_when_the_reply_lacks_it() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_conference_join_is_refused_before_anything_is_sent() {
+    // Nothing is scripted: any request at all would panic in the invoker.
+    let script = Arc::new(Script::default());
+    let sig = backend(&script);
+    let calls = Arc::new(Mutex::new(0));
+    for join_as in [None, Some(PeerId::Channel(77))] {
+        let options = JoinOptions {
+            join_as,
+            conference: Some(ConferenceKey {
+                public_key: [0xaa; 32],
+                block: vec![1, 2, 3],
+            }),
+            ..JoinOptions::default()
+        };
+        for call in [CallRef::Id(CALL), CallRef::Slug("s1".into())] {
+            let e = sig
+                .join(&call, &mut counting_factory(&calls), &options)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::ConferenceUnsupported), "{e:?}");
+            assert!(
+                e.to_string()
+                    .contains("E2E conference calls are not supported yet"),
+                "{e}"
+            );
+        }
+    }
+    assert!(script.sent().is_empty(), "a request went out");
+    assert_eq!(*calls.lock().unwrap(), 0, "no payload was even made");
+}
+
+#[tokio::test(start_paused = true)]
 async fn ssrc_duplicate_retries_with_a_new_payload() {
     let script = Arc::new(Script::default());
     script.push(JOIN_GROUP_CALL, rpc(400, "GROUPCALL_SSRC_DUPLICATE_MUCH"));
