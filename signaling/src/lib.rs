@@ -13,6 +13,8 @@
 //! backend's network sits behind a small internal invoker that tests replace with scripted TL.
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod local;
 pub mod retry;
 mod signaling;
