@@ -14,6 +14,8 @@ pub mod answer;
 pub mod demux;
 mod dtls;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ice;
 pub mod identity;
 pub mod payload;

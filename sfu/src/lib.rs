@@ -23,6 +23,8 @@ pub mod api;
 pub mod calls;
 pub mod error;
 pub mod forwarder;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod media;
 pub mod plane;
 pub mod server;

@@ -14,6 +14,8 @@
 
 mod bounded;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod local;
 pub mod retry;
 mod signaling;

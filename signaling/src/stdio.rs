@@ -282,6 +282,67 @@ async fn read_lines(
     let _ = commands.send(StdioCommand::Leave);
 }
 
+/// One input line without its `\n` or `\r\n`; invalid UTF-8 is replaced, so that the line is
+/// reported as not understood instead of ending the input.
+fn decode_line(raw: &[u8]) -> std::borrow::Cow<'_, str> {
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    String::from_utf8_lossy(raw)
+}
+
+/// The reader's line handling on `data` (the whole input, split as the reader splits it), with
+/// a fresh backend whose own source is 1111. A line the handler accepts must have acted (an
+/// answer, a command or an update); one it refuses must have done nothing. For the fuzz target
+/// (`crate::fuzz::stdio_line`).
+pub(crate) fn fuzz_lines(data: &[u8]) {
+    let (answer_tx, mut answer_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+    let inner = Inner {
+        writer: AsyncMutex::new(Box::new(tokio::io::sink())),
+        answers: AsyncMutex::new(mpsc::unbounded_channel().1),
+        hub: UpdateHub::new(),
+        roster: Mutex::default(),
+        policy: RetryPolicy::default(),
+    };
+    inner.hub.set_joined(
+        STDIO_CALL,
+        JoinedState {
+            sources: vec![1111],
+            as_peer: None,
+        },
+    );
+    let mut updates = inner.hub.subscribe();
+    for raw in data.split_inclusive(|b| *b == b'\n') {
+        let line = decode_line(raw);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let result = handle_line(&line, &inner, &answer_tx, &cmd_tx);
+        let mut acted = 0;
+        while answer_rx.try_recv().is_ok() {
+            acted += 1;
+        }
+        while cmd_rx.try_recv().is_ok() {
+            acted += 1;
+        }
+        while updates.try_next().is_some() {
+            acted += 1;
+        }
+        match result {
+            Ok(()) => assert!(acted > 0, "accepted but did nothing: {line:?}"),
+            Err(problem) => {
+                assert_eq!(acted, 0, "refused ({problem}) but acted: {line:?}");
+                assert!(!problem.is_empty());
+            }
+        }
+    }
+    let r = roster(&inner);
+    assert!(
+        r.values().all(|p| !p.left),
+        "a participant that left is in the roster"
+    );
+}
+
 fn handle_line(
     line: &str,
     inner: &Inner,

@@ -531,6 +531,43 @@ fn handle_event(inner: &Inner, hub: &UpdateHub, call: CallId, data: &str) {
     }
 }
 
+/// An event stream as `read_events` reads it: `data` through the SSE parser whole, in two
+/// chunks and byte by byte (the events must not depend on where the chunks end), then every
+/// event through the update handler of a backend acting as user 1. For the fuzz target
+/// (`crate::fuzz::sse_event`).
+pub(crate) fn fuzz_event_stream(data: &[u8]) {
+    thread_local! {
+        static BACKEND: LocalSignaling = LocalSignaling::new("http://127.0.0.1:9", PeerId::User(1))
+            .expect("a local backend needs no network to build");
+    }
+    let mut whole = sse::SseParser::default();
+    let events = whole.push(data);
+    let mut halves = sse::SseParser::default();
+    let (a, b) = data.split_at(data.len() / 2);
+    let mut split = halves.push(a);
+    split.extend(halves.push(b));
+    assert_eq!(split, events, "events depend on the chunking");
+    let mut bytes = sse::SseParser::default();
+    let single: Vec<String> = data.iter().flat_map(|b| bytes.push(&[*b])).collect();
+    assert_eq!(single, events, "events depend on the chunking");
+    BACKEND.with(|backend| {
+        let call = CallId {
+            id: 7,
+            access_hash: 8,
+        };
+        let mut updates = backend.inner.hub.subscribe();
+        for data in &events {
+            handle_event(&backend.inner, &backend.inner.hub, call, data);
+        }
+        while let Some(u) = updates.try_next() {
+            if let SignalingUpdate::Participants { participants, .. } = &u {
+                let me = participants.iter().filter(|p| p.is_self);
+                assert!(me.clone().all(|p| p.peer == PeerId::User(1)), "{u:?}");
+            }
+        }
+    });
+}
+
 fn insert_some<T: serde::Serialize>(m: &mut Map<String, Value>, key: &str, v: Option<T>) {
     if let Some(v) = v {
         m.insert(key.into(), json!(v));

@@ -641,6 +641,50 @@ fn read_join_reply(updates: &[tl::enums::Update], ssrc: u32) -> JoinReply {
     out
 }
 
+/// An `Updates` as the backend receives it (from a join reply or the update loop): TL bytes
+/// deserialised with grammers' types, whose serialisation must then be a fixed point, and
+/// unpacked, read as a join reply and converted update by update. For the fuzz target
+/// (`crate::fuzz::tl_updates`).
+pub(crate) fn fuzz_updates(data: &[u8]) {
+    use grammers_client::tl::Serializable;
+    let Ok(updates) = tl::enums::Updates::from_bytes(data) else {
+        return;
+    };
+    let once = updates.to_bytes();
+    let again = tl::enums::Updates::from_bytes(&once).expect("serialised TL deserialises");
+    assert_eq!(
+        again.to_bytes(),
+        once,
+        "TL serialisation is not a fixed point"
+    );
+    let unpacked = convert::unpack(updates);
+    let _ = convert::access_hashes(&unpacked.users, &unpacked.chats);
+    let reply = read_join_reply(&unpacked.updates, 1111);
+    if let Some(p) = &reply.participant {
+        assert!(p.source == 1111 && !p.left);
+    }
+    let hub = UpdateHub::new();
+    let mut stream = hub.subscribe();
+    for u in &unpacked.updates {
+        let converted = convert::update(u);
+        match (u, &converted) {
+            (
+                tl::enums::Update::GroupCallParticipants(p),
+                Some(SignalingUpdate::Participants { participants, .. }),
+            ) => {
+                assert_eq!(p.participants.len(), participants.len());
+            }
+            (tl::enums::Update::GroupCallConnection(c), got) => {
+                let tl::enums::DataJson::Json(d) = &c.params;
+                assert_eq!(got.is_some(), ServerAnswer::parse(&d.data).is_ok());
+            }
+            _ => {}
+        }
+        convert::dispatch(&hub, u);
+    }
+    while stream.try_next().is_some() {}
+}
+
 fn validate_edit(edit: &ParticipantEdit) -> Result<()> {
     if edit.is_empty() {
         return Err(Error::InvalidArgument(
