@@ -61,7 +61,14 @@ fn drain(t: &mut Transport) {
 
 fn receive_path(c: &mut Criterion) {
     // Real Opus packets, as a speaker would send them.
-    let mut speaker = AudioSender::new(0x1234_5678, OPUS_PAYLOAD_TYPE, &EncoderConfig::default(), 1, 0).unwrap();
+    let mut speaker = AudioSender::new(
+        0x1234_5678,
+        OPUS_PAYLOAD_TYPE,
+        &EncoderConfig::default(),
+        1,
+        0,
+    )
+    .unwrap();
     let pcm: Vec<Vec<i16>> = (0..50).map(speechlike).collect();
     let mut rtp = Vec::new();
     for f in &pcm {
@@ -132,7 +139,8 @@ fn send_path(c: &mut Criterion) {
     for profile in PROFILES {
         let (sim, mut p) = connected(profile);
         drain(&mut p.client);
-        let mut sender = AudioSender::new(7, OPUS_PAYLOAD_TYPE, &EncoderConfig::default(), 1, 0).unwrap();
+        let mut sender =
+            AudioSender::new(7, OPUS_PAYLOAD_TYPE, &EncoderConfig::default(), 1, 0).unwrap();
         let mut i = 0usize;
         c.bench_function(&format!("send_path_per_frame/{profile}"), |b| {
             b.iter(|| {

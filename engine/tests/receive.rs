@@ -41,7 +41,14 @@ fn network(packets: &[Bytes], frame_ms: f64, net: &Net, rng: &mut Rng) -> Vec<(f
 
 /// Encodes `pcm` (interleaved) in 20 ms frames with the real sender; returns the RTP packets.
 fn send(pcm: &[i16], config: &EncoderConfig) -> Vec<Bytes> {
-    let mut sender = AudioSender::new(0x1234_5678, OPUS_PAYLOAD_TYPE, config, 65000, u32::MAX - 48_000).unwrap();
+    let mut sender = AudioSender::new(
+        0x1234_5678,
+        OPUS_PAYLOAD_TYPE,
+        config,
+        65000,
+        u32::MAX - 48_000,
+    )
+    .unwrap();
     let ids = ExtensionIds::default();
     let mut out = vec![];
     for frame in pcm.chunks_exact(config.channels.frame_len()) {

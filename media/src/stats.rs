@@ -119,11 +119,9 @@ impl SsrcStats {
         self.expected_prior = expected;
         self.received_prior = self.packets;
         let lost_interval = expected_interval.saturating_sub(received_interval);
-        let fraction_lost = if expected_interval == 0 {
-            0
-        } else {
-            ((lost_interval << 8) / expected_interval).min(255) as u8
-        };
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(expected_interval)
+            .map_or(0, |f| f.min(255) as u8);
         let (last_sr, delay) = match self.last_sr {
             // Units of 1/65536 s; saturates rather than wraps for a report absurdly old.
             Some((lsr, at)) => {

@@ -246,7 +246,10 @@ mod tests {
             (a.sequence, a.timestamp, a.marker, a.ssrc),
             (65534, u32::MAX - 959, true, 7)
         );
-        assert_eq!(a.payload_type, 109, "the answer's payload type, not a fixed one");
+        assert_eq!(
+            a.payload_type, 109,
+            "the answer's payload type, not a fixed one"
+        );
         assert_eq!(a.audio_level, Some(lvl));
         let b = p.packet(b"b", 960, lvl);
         assert_eq!((b.sequence, b.timestamp, b.marker), (65535, 0, false));
