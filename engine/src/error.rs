@@ -129,7 +129,9 @@ pub enum Error {
     },
 
     /// The thread that writes a call's recordings could not be started.
-    #[error("cannot start the recording writer thread: {0}; the system is out of threads or memory")]
+    #[error(
+        "cannot start the recording writer thread: {0}; the system is out of threads or memory"
+    )]
     RecorderStart(#[source] io::Error),
 
     /// The application does not take received frames fast enough.

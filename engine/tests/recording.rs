@@ -128,7 +128,10 @@ fn a_disk_slower_than_real_time_drops_blocks_and_says_so_but_never_blocks() {
                 capacity,
             }) => {
                 behind += 1;
-                assert_eq!((path.as_path(), dropped, capacity), (fifo.as_path(), behind, 100));
+                assert_eq!(
+                    (path.as_path(), dropped, capacity),
+                    (fifo.as_path(), behind, 100)
+                );
             }
             Err(e) => panic!("{e:?}"),
         }

@@ -7,7 +7,9 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::writer::{Closing, FileHandle, FileStatus, RecordingWriter, FINISH_WAIT, WAV_DATA_LIMIT};
+use super::writer::{
+    Closing, FileHandle, FileStatus, RecordingWriter, FINISH_WAIT, WAV_DATA_LIMIT,
+};
 use crate::audio::{Channels, Mixer};
 use crate::error::{Error, Result};
 
@@ -148,11 +150,7 @@ impl FileSink {
             .writer
             .send_close(self.id, Some(reply))
             .then_some(answer);
-        Closing::new(
-            std::mem::take(&mut self.path),
-            self.status.clone(),
-            answer,
-        )
+        Closing::new(std::mem::take(&mut self.path), self.status.clone(), answer)
     }
 
     /// Finalizes the file (for WAV, the sizes in the header) on the writer thread and waits

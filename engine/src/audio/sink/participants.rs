@@ -340,7 +340,8 @@ mod tests {
         };
         assert!(matches!(err, Error::CreateSink { .. }), "{err:?}");
         assert!(
-            err.to_string().contains("/nonexistent/groupcall/dir/ssrc3.raw"),
+            err.to_string()
+                .contains("/nonexistent/groupcall/dir/ssrc3.raw"),
             "{err}"
         );
         // Reported once; later frames are refused too, and closing does not repeat it.

@@ -160,7 +160,8 @@ impl RecordingWriter {
         let path = path.as_ref().to_path_buf();
         let (reply, answer) = sync_channel(1);
         let handle = self.send_create(&path, format, channels, Some(reply))?;
-        let sink = super::FileSink::from_parts(self.clone(), handle, path.clone(), format, channels);
+        let sink =
+            super::FileSink::from_parts(self.clone(), handle, path.clone(), format, channels);
         match answer.recv_timeout(CREATE_WAIT) {
             Ok(Ok(())) => Ok(sink),
             Ok(Err(e)) => Err(e),
@@ -239,13 +240,10 @@ impl RecordingWriter {
 
     /// Sends a block after [`RecordingWriter::reserve`] said yes.
     pub(crate) fn send_block(&self, id: u64, block: Vec<i16>, path: &Path) -> Result<()> {
-        self.shared
-            .tx
-            .send(Msg::Write { id, block })
-            .map_err(|_| {
-                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-                gone(path)
-            })
+        self.shared.tx.send(Msg::Write { id, block }).map_err(|_| {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            gone(path)
+        })
     }
 
     /// Closes a file; with `reply`, the result of finalizing it comes back there.

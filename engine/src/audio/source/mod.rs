@@ -149,7 +149,9 @@ impl Pipeline {
     pub(crate) fn pull(&mut self) -> Result<Next<'_>> {
         match self.advance()? {
             Step::Ready => Ok(Next::Frame(match &mut self.kind {
-                PipeKind::Pcm { conformer, .. } => Frame::Pcm(conformer.frame().unwrap_or_default()),
+                PipeKind::Pcm { conformer, .. } => {
+                    Frame::Pcm(conformer.frame().unwrap_or_default())
+                }
                 PipeKind::Ogg(ogg) => ogg.current(),
             })),
             Step::Idle => Ok(Next::Idle),
@@ -277,7 +279,12 @@ impl Source {
 
     /// A source read on its own thread. Files are primed (their first second decoded before
     /// this returns); streams are not, since their writer may take any time to start.
-    fn ahead(name: String, pipeline: Pipeline, prime: bool, options: SourceOptions) -> Result<Self> {
+    fn ahead(
+        name: String,
+        pipeline: Pipeline,
+        prime: bool,
+        options: SourceOptions,
+    ) -> Result<Self> {
         let ahead = ReadAhead::spawn(&name, pipeline, prime)?;
         Ok(Self::new(name, Kind::Ahead(ahead), options))
     }
@@ -343,7 +350,13 @@ impl Source {
             return Err(Error::CannotLoop { input: name });
         }
         let reader = raw::RawReader::stream(name.clone(), reader, format.channels);
-        let pipeline = Pipeline::pcm(&name, Box::new(reader), format.rate, format.channels, options)?;
+        let pipeline = Pipeline::pcm(
+            &name,
+            Box::new(reader),
+            format.rate,
+            format.channels,
+            options,
+        )?;
         Self::ahead(name, pipeline, false, options)
     }
 
