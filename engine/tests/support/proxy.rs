@@ -34,6 +34,10 @@ pub struct Proxy {
     down: Arc<AtomicBool>,
     pub dropped: Arc<AtomicU64>,
     pub passed: Arc<AtomicU64>,
+    /// STUN datagrams passed towards the server (the client's checks and keepalives).
+    pub stun_to_server: Arc<AtomicU64>,
+    /// STUN datagrams passed towards the client (the server's answers).
+    pub stun_to_client: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -44,8 +48,11 @@ impl Proxy {
         let down = Arc::new(AtomicBool::new(false));
         let dropped = Arc::new(AtomicU64::new(0));
         let passed = Arc::new(AtomicU64::new(0));
+        let stun_to_server = Arc::new(AtomicU64::new(0));
+        let stun_to_client = Arc::new(AtomicU64::new(0));
         let rng = Arc::new(Mutex::new(Rng::new(seed)));
         let (d, dr, pa) = (down.clone(), dropped.clone(), passed.clone());
+        let (up, downstream) = (stun_to_server.clone(), stun_to_client.clone());
         tokio::spawn(async move {
             let mut backs: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
             let mut buf = vec![0u8; 2048];
@@ -61,16 +68,19 @@ impl Proxy {
                         backs.insert(client, b.clone());
                         let (front, b2) = (front.clone(), b.clone());
                         let (d, dr, pa, rng) = (d.clone(), dr.clone(), pa.clone(), rng.clone());
+                        let stun = downstream.clone();
                         tokio::spawn(async move {
                             let mut buf = vec![0u8; 2048];
                             while let Ok((n, _)) = b2.recv_from(&mut buf).await {
-                                relay(&front, client, &buf[..n], impairment, &d, &dr, &pa, &rng);
+                                let counts = (pa.as_ref(), stun.as_ref());
+                                relay(&front, client, &buf[..n], impairment, &d, &dr, counts, &rng);
                             }
                         });
                         b
                     }
                 };
-                relay(&back, server, &buf[..n], impairment, &d, &dr, &pa, &rng);
+                let counts = (pa.as_ref(), up.as_ref());
+                relay(&back, server, &buf[..n], impairment, &d, &dr, counts, &rng);
             }
         });
         Proxy {
@@ -78,6 +88,8 @@ impl Proxy {
             down,
             dropped,
             passed,
+            stun_to_server,
+            stun_to_client,
         }
     }
 
@@ -95,7 +107,7 @@ fn relay(
     imp: Impairment,
     down: &AtomicBool,
     dropped: &AtomicU64,
-    passed: &AtomicU64,
+    (passed, stun): (&AtomicU64, &AtomicU64),
     rng: &Mutex<Rng>,
 ) {
     let (lose, delay) = {
@@ -107,6 +119,10 @@ fn relay(
         return;
     }
     passed.fetch_add(1, Ordering::Relaxed);
+    // RFC 7983: a first byte of 0..=3 is STUN.
+    if data.first().is_some_and(|&b| b <= 3) {
+        stun.fetch_add(1, Ordering::Relaxed);
+    }
     let socket = socket.clone();
     let data = data.to_vec();
     tokio::spawn(async move {

@@ -154,7 +154,7 @@ impl FileSink {
     }
 
     /// Finalizes the file (for WAV, the sizes in the header) on the writer thread and waits
-    /// for it, at most [`FINISH_WAIT`]: at the end of a call, not in its packet loop. Returns
+    /// for it, at most 10 s: at the end of a call, not in its packet loop. Returns
     /// the first failure not reported by a write yet, or the failure to finalize.
     pub fn finish(self) -> Result<()> {
         self.close().wait(Instant::now() + FINISH_WAIT)
