@@ -76,6 +76,10 @@ pub(crate) async fn start(
     if let Some(dir) = &config.record_dir {
         sinks = sinks.with_files(dir.clone(), config.record_format);
     }
+    // One writer thread per call: the per-speaker files share the mix's.
+    if let Some(m) = &mix {
+        sinks = sinks.with_writer(m.writer());
+    }
     if let Some(app) = config.app_sink.take() {
         sinks = sinks.with_app(app);
     }
