@@ -1148,7 +1148,11 @@ mod tests {
             params: payload(3000, &[("SIM", &listed)]),
             ..req(10, 0)
         };
-        let p = calls.join(NOW, id, &r, connect_ok).unwrap().value.participant;
+        let p = calls
+            .join(NOW, id, &r, connect_ok)
+            .unwrap()
+            .value
+            .participant;
         assert_eq!(p.source, 3000);
     }
 

@@ -229,17 +229,13 @@ impl Forwarder {
         // the clear in SRTP and SRTCP headers; a packet too short to have one is left to the
         // transport, which drops it as malformed without making state.
         match class {
-            PacketClass::Rtp => {
-                if rtp_ssrc(data).is_some_and(|s| !sources.contains(&s)) {
-                    self.stats.rtp_foreign_ssrc += 1;
-                    return;
-                }
+            PacketClass::Rtp if rtp_ssrc(data).is_some_and(|s| !sources.contains(&s)) => {
+                self.stats.rtp_foreign_ssrc += 1;
+                return;
             }
-            PacketClass::Rtcp => {
-                if rtcp_sender_ssrc(data).is_some_and(|s| !sources.contains(&s)) {
-                    self.stats.rtcp_foreign_ssrc += 1;
-                    return;
-                }
+            PacketClass::Rtcp if rtcp_sender_ssrc(data).is_some_and(|s| !sources.contains(&s)) => {
+                self.stats.rtcp_foreign_ssrc += 1;
+                return;
             }
             _ => {}
         }

@@ -31,6 +31,9 @@ mod tests {
             v.extend_from_slice(&[0; 7]);
             assert!(v.capacity() <= 5000, "{}", v.capacity());
         }
-        assert!(reallocations < 12, "{reallocations} reallocations for 700 appends");
+        assert!(
+            reallocations < 12,
+            "{reallocations} reallocations for 700 appends"
+        );
     }
 }

@@ -148,8 +148,13 @@ fn roster(inner: &Inner) -> MutexGuard<'_, HashMap<u32, Participant>> {
 enum Line {
     Text(String),
     /// Over the bound: only its first bytes were kept, for the report.
-    TooLong { start: String, len: usize },
-    NotUtf8 { start: String },
+    TooLong {
+        start: String,
+        len: usize,
+    },
+    NotUtf8 {
+        start: String,
+    },
 }
 
 /// Reads lines of at most `max` bytes without ever holding more than that, whatever the input.
@@ -653,12 +658,17 @@ mod tests {
                 ..
             } = u
             {
-                versions.push((version, participants.iter().map(|p| p.source).collect::<Vec<_>>()));
+                versions.push((
+                    version,
+                    participants.iter().map(|p| p.source).collect::<Vec<_>>(),
+                ));
             }
         }
         assert_eq!(versions, [(42, vec![(-5i32) as u32]), (0, vec![])]);
         match next(&mut commands).await {
-            StdioCommand::Invalid { problem, .. } => assert!(problem.contains("version"), "{problem}"),
+            StdioCommand::Invalid { problem, .. } => {
+                assert!(problem.contains("version"), "{problem}")
+            }
             other => panic!("expected the bad version's report, got {other:?}"),
         }
         drop(input);

@@ -348,7 +348,10 @@ async fn oversized_events_are_skipped_and_counted_and_the_next_one_arrives() {
             head.extend_from_slice(&buf[..n]);
         }
         let head = String::from_utf8_lossy(&head).into_owned();
-        assert!(head.starts_with("GET /calls/7/updates HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.starts_with("GET /calls/7/updates HTTP/1.1\r\n"),
+            "{head}"
+        );
         sock.write_all(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
         )

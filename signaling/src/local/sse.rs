@@ -118,7 +118,8 @@ impl SseParser {
             match &mut self.data {
                 Some(d) if d.len() + 1 + value.len() > MAX_EVENT_DATA => self.poison(),
                 Some(d) => {
-                    let want = reserve_capped(d.len(), d.capacity(), 1 + value.len(), MAX_EVENT_DATA);
+                    let want =
+                        reserve_capped(d.len(), d.capacity(), 1 + value.len(), MAX_EVENT_DATA);
                     d.reserve_exact(want);
                     d.push('\n');
                     d.push_str(value);

@@ -190,10 +190,12 @@ impl StoredSession {
         if !file.dirty {
             return Ok(());
         }
-        self.shared.write(&mut file).map_err(|source| Error::SessionFile {
-            path: self.shared.path.clone().unwrap_or_default(),
-            source,
-        })
+        self.shared
+            .write(&mut file)
+            .map_err(|source| Error::SessionFile {
+                path: self.shared.path.clone().unwrap_or_default(),
+                source,
+            })
     }
 
     /// How many times the file was written.
@@ -920,7 +922,11 @@ mod tests {
         assert_eq!(pts_in_file(&path), 1);
         tokio::time::sleep(WRITE_INTERVAL + Duration::from_millis(10)).await;
         assert_eq!(s.writes(), 2);
-        assert_eq!(pts_in_file(&path), 1000, "the last state is what is written");
+        assert_eq!(
+            pts_in_file(&path),
+            1000,
+            "the last state is what is written"
+        );
         tokio::time::sleep(10 * WRITE_INTERVAL).await;
         assert_eq!(s.writes(), 2, "nothing changed, nothing written");
 
@@ -947,7 +953,10 @@ mod tests {
         new_key(&s, 4, 9).await;
         assert_eq!(s.writes(), 2, "a new key does not wait");
         let on_disk = StoredSession::open(&path).unwrap();
-        assert_eq!(on_disk.dc_option(4).unwrap().unwrap().auth_key, Some([9; 256]));
+        assert_eq!(
+            on_disk.dc_option(4).unwrap().unwrap().auth_key,
+            Some([9; 256])
+        );
         assert_eq!(pts_in_file(&path), 2, "and takes the pending changes along");
         drop(on_disk);
 
@@ -978,7 +987,11 @@ mod tests {
         s.set_update_state(primary(3)).await.unwrap();
         assert_eq!(pts_in_file(&path), 2);
         drop(s);
-        assert_eq!(pts_in_file(&path), 3, "dropping the store wrote the pending change");
+        assert_eq!(
+            pts_in_file(&path),
+            3,
+            "dropping the store wrote the pending change"
+        );
     }
 
     #[cfg(unix)]
@@ -1004,10 +1017,16 @@ mod tests {
         assert_eq!(s.dc_option(2).unwrap().unwrap().auth_key, Some([7; 256]));
 
         new_key(&s, 2, 8).await;
-        assert!(!tmp.exists(), "the stale temporary file was replaced and renamed");
+        assert!(
+            !tmp.exists(),
+            "the stale temporary file was replaced and renamed"
+        );
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let again = StoredSession::open(&path).unwrap();
-        assert_eq!(again.dc_option(2).unwrap().unwrap().auth_key, Some([8; 256]));
+        assert_eq!(
+            again.dc_option(2).unwrap().unwrap().auth_key,
+            Some([8; 256])
+        );
     }
 }
