@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 type BoxFuture<'a, T> = grammers_client::session::BoxFuture<'a, T>;
 
 /// At most one write of the session file per this interval, except for urgent changes.
-pub const WRITE_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A secret string (API hash, session string). Its `Debug` never shows the value, so configs
 /// that hold one can be logged.
@@ -182,8 +182,8 @@ impl StoredSession {
         self.shared.path.as_deref()
     }
 
-    /// Writes changes not yet in the file (the update state and peers of the last
-    /// [`WRITE_INTERVAL`]) now. Dropping the store does the same, logging a failure instead of
+    /// Writes changes not yet in the file (the update state and peers of the last second)
+    /// now. Dropping the store does the same, logging a failure instead of
     /// returning it.
     pub fn flush(&self) -> Result<()> {
         let mut file = self.shared.file_state();
