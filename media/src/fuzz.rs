@@ -86,25 +86,21 @@ pub fn rtp(data: &[u8]) {
     );
 }
 
-/// The RTCP compound parse the transport runs on every decrypted SRTCP packet. What it accepts
-/// and can marshal again must marshal to a fixed point: parse(marshal(x)) marshals to the same
-/// bytes.
+/// The RTCP compound parse the transport runs on every decrypted SRTCP packet. Every packet it
+/// hands out can be printed and asked for its SSRCs, and marshalling what it accepted does not
+/// panic. (No round trip is asserted: nothing here re-marshals a parsed packet, and rtc-rtcp
+/// writes some packets it parsed, e.g. a transport feedback of unknown format, as bytes it then
+/// refuses; that is rtc's to fix and harmless to this crate.)
 pub fn rtcp(data: &[u8]) {
-    let mut b = Bytes::copy_from_slice(data);
-    let Ok(pkts) = rtcp::packet::unmarshal(&mut b) else {
+    let Some(pkts) = crate::transport::parse_rtcp(Bytes::copy_from_slice(data)) else {
         return;
     };
     for p in &pkts {
         let _ = p.destination_ssrc();
         let _ = p.to_string();
+        let _ = format!("{p:?}");
     }
-    let Ok(once) = rtcp::packet::marshal(&pkts) else {
-        return;
-    };
-    let mut again = once.clone().freeze();
-    let back = rtcp::packet::unmarshal(&mut again).expect("marshalled RTCP parses");
-    let twice = rtcp::packet::marshal(&back).expect("re-parsed RTCP marshals");
-    assert_eq!(once, twice, "RTCP marshal is not a fixed point");
+    let _ = rtcp::packet::marshal(&pkts);
 }
 
 /// Fixed ICE credentials, so that checks captured by [`seeds`] pass the integrity check of the
@@ -439,14 +435,17 @@ pub fn answer(data: &[u8]) {
     let b = ServerAnswer::parse(&json).expect("a written answer parses");
     let mut want = a;
     if let ServerAnswer::Rtc(r) = &mut want {
-        r.transport.xmlns.get_or_insert_with(|| {
-            "urn:xmpp:jingle:transports:ice-udp:1".into()
-        });
+        r.transport
+            .xmlns
+            .get_or_insert_with(|| "urn:xmpp:jingle:transports:ice-udp:1".into());
         r.transport.rtcp_mux.get_or_insert(true);
         // The payload-type, header-extension and SSRC writers keep what the parser accepted;
         // an RTC answer also stays usable for a transport exactly when it was before.
     }
-    assert_eq!(b, want, "answer changed in a parse/write round trip: {json}");
+    assert_eq!(
+        b, want,
+        "answer changed in a parse/write round trip: {json}"
+    );
     if let ServerAnswer::Rtc(r) = &b {
         let _ = RemotePeer::from_answer(r);
         let _ = r.transport.setup();
@@ -461,7 +460,9 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         "rtcp" => rtcp_seeds(),
         "stun" => captured(|side, d| side == 1 && d.first().is_some_and(|b| *b < 4))
             .into_iter()
-            .chain(captured(|side, d| side == 0 && d.first().is_some_and(|b| *b < 4)))
+            .chain(captured(|side, d| {
+                side == 0 && d.first().is_some_and(|b| *b < 4)
+            }))
             .take(6)
             .collect(),
         "dtls" => dtls_seeds(),
@@ -542,7 +543,9 @@ fn rtcp_seeds() -> Vec<Vec<u8>> {
         vec![
             Box::new(SenderReport {
                 ssrc: 1,
-                ntp_time: crate::transport::ntp_time(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+                ntp_time: crate::transport::ntp_time(
+                    std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                ),
                 rtp_time: 48_000,
                 packet_count: 50,
                 octet_count: 4000,
@@ -627,7 +630,10 @@ fn capture_connection() -> Vec<(usize, Vec<u8>)> {
             }
         }
     }
-    assert!(ts.iter().all(Transport::is_connected), "capture pair did not connect");
+    assert!(
+        ts.iter().all(Transport::is_connected),
+        "capture pair did not connect"
+    );
     let mut rtp = OutgoingRtp::new(0x55, 1, 960, 111, b"opus");
     rtp.audio_level = Some(AudioLevel {
         level: 20,
@@ -655,7 +661,10 @@ fn dtls_seeds() -> Vec<Vec<u8>> {
     let log = capture_connection();
     let mut seeds: Vec<Vec<u8>> = log
         .iter()
-        .filter(|(_, d)| d.first().is_some_and(|b| (20..=63).contains(b) || *b >= 128))
+        .filter(|(_, d)| {
+            d.first()
+                .is_some_and(|b| (20..=63).contains(b) || *b >= 128)
+        })
         .take(12)
         .map(|(side, d)| join_datagrams(&[(*side as u8, d)]))
         .collect();
@@ -675,7 +684,11 @@ fn dtls_seeds() -> Vec<Vec<u8>> {
 fn answer_seeds() -> Vec<Vec<u8>> {
     let (_, server_id) = identities();
     let rtc = answer_json(&server_creds(), server_id, addr(SERVER_ADDR));
-    let v6 = answer_json(&server_creds(), server_id, "[2001:db8::1]:443".parse().expect("v6"));
+    let v6 = answer_json(
+        &server_creds(),
+        server_id,
+        "[2001:db8::1]:443".parse().expect("v6"),
+    );
     vec![
         rtc.into_bytes(),
         v6.into_bytes(),

@@ -569,13 +569,12 @@ impl Transport {
                 return;
             }
         };
-        let mut b = plain.freeze();
-        match rtcp::packet::unmarshal(&mut b) {
-            Ok(pkts) => {
+        match parse_rtcp(plain.freeze()) {
+            Some(pkts) => {
                 self.stats.accepted += 1;
                 self.events.push_back(Event::Rtcp(pkts));
             }
-            Err(_) => self.stats.malformed += 1,
+            None => self.stats.malformed += 1,
         }
     }
 
@@ -829,6 +828,22 @@ impl Transport {
             self.set_state(State::Closed);
         }
     }
+}
+
+/// Parses a decrypted RTCP compound packet as [`Event::Rtcp`] hands it out. `None` if it is
+/// malformed, or if it holds a packet that rtc-rtcp cannot even print: its REMB `Display`
+/// indexes past its unit table from 10^21 b/s up (found by the `rtcp` fuzz target), and an
+/// estimate anywhere near that is nonsense, so refusing it costs nothing while handing it out
+/// would let a peer crash whoever logs the event.
+pub(crate) fn parse_rtcp(mut plain: bytes::Bytes) -> Option<Vec<Box<dyn rtcp::packet::Packet>>> {
+    use rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+    let pkts = rtcp::packet::unmarshal(&mut plain).ok()?;
+    let printable = |p: &Box<dyn rtcp::packet::Packet>| {
+        p.as_any()
+            .downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+            .is_none_or(|r| r.bitrate.is_finite() && r.bitrate < 1e18)
+    };
+    pkts.iter().all(printable).then_some(pkts)
 }
 
 /// RTP clock rate by payload type, for jitter: Telegram's video types (100..=105) run at

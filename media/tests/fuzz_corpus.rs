@@ -80,8 +80,8 @@ fn seeds_pass_their_targets_and_each_target_calls_its_function() {
             fuzz::run(target, data);
         }
         let src = fuzz_dir().join("fuzz_targets").join(format!("{target}.rs"));
-        let text = std::fs::read_to_string(&src)
-            .unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+        let text =
+            std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
         assert!(
             text.contains(&format!("groupcall_media::fuzz::{target}(")),
             "{} does not call groupcall_media::fuzz::{target}",

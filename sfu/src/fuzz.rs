@@ -93,14 +93,18 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         return Vec::new();
     }
     let id = LocalIdentity::generate().expect("an identity");
-    [VideoPublish::None, VideoPublish::Camera, VideoPublish::Screen]
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            (
-                format!("seed-join_payload-{i}"),
-                JoinPayload::new(&id, v).to_json().into_bytes(),
-            )
-        })
-        .collect()
+    [
+        VideoPublish::None,
+        VideoPublish::Camera,
+        VideoPublish::Screen,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, v)| {
+        (
+            format!("seed-join_payload-{i}"),
+            JoinPayload::new(&id, v).to_json().into_bytes(),
+        )
+    })
+    .collect()
 }

@@ -88,7 +88,11 @@ fn stdio_seeds() -> Vec<Vec<u8>> {
     out
 }
 
-fn tl_participant(peer: tl::enums::Peer, source: i32, left: bool) -> tl::enums::GroupCallParticipant {
+fn tl_participant(
+    peer: tl::enums::Peer,
+    source: i32,
+    left: bool,
+) -> tl::enums::GroupCallParticipant {
     tl::types::GroupCallParticipant {
         muted: true,
         left,

@@ -215,7 +215,10 @@ pub(crate) fn fuzz_lines(data: &[u8]) {
         }
     }
     let r = roster(&inner);
-    assert!(r.values().all(|p| !p.left), "a participant that left is in the roster");
+    assert!(
+        r.values().all(|p| !p.left),
+        "a participant that left is in the roster"
+    );
 }
 
 fn handle_line(

@@ -70,8 +70,8 @@ fn seeds_pass_their_targets_and_each_target_calls_its_function() {
             fuzz::run(target, data);
         }
         let src = fuzz_dir().join("fuzz_targets").join(format!("{target}.rs"));
-        let text = std::fs::read_to_string(&src)
-            .unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+        let text =
+            std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
         assert!(
             text.contains(&format!("groupcall_signaling::fuzz::{target}(")),
             "{} does not call groupcall_signaling::fuzz::{target}",
@@ -100,7 +100,12 @@ fn write_seeds() {
 fn all_seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     let mut seeds = fuzz::seeds(target);
     if target == "sse_event" {
-        seeds.extend(sse_seeds().into_iter().enumerate().map(|(i, d)| (format!("seed-sse_event-{i}"), d)));
+        seeds.extend(
+            sse_seeds()
+                .into_iter()
+                .enumerate()
+                .map(|(i, d)| (format!("seed-sse_event-{i}"), d)),
+        );
     }
     seeds
 }
@@ -111,7 +116,15 @@ fn sse_seeds() -> Vec<Vec<u8>> {
     let payload = groupcall_media::JoinPayload::new(&id, groupcall_media::VideoPublish::Camera);
     let mut calls = Calls::new();
     let call = calls
-        .create(0, &CreateCall { peer: 1, title: Some("fuzz".into()), schedule_date: None, rtmp_stream: false })
+        .create(
+            0,
+            &CreateCall {
+                peer: 1,
+                title: Some("fuzz".into()),
+                schedule_date: None,
+                rtmp_stream: false,
+            },
+        )
         .unwrap();
     let answer = groupcall_media::ServerAnswer::parse(
         std::str::from_utf8(&groupcall_media::fuzz::seeds("answer")[0].1).unwrap(),
@@ -124,8 +137,14 @@ fn sse_seeds() -> Vec<Vec<u8>> {
         let mut p = payload.clone();
         p.ssrc = groupcall_media::payload::WireSsrc(ssrc);
         p.ssrc_groups.clear();
-        let req = JoinRequest { peer, params: p.to_json(), ..JoinRequest::default() };
-        let out = calls.join(1, call.id, &req, |_| Ok(answer.clone())).unwrap();
+        let req = JoinRequest {
+            peer,
+            params: p.to_json(),
+            ..JoinRequest::default()
+        };
+        let out = calls
+            .join(1, call.id, &req, |_| Ok(answer.clone()))
+            .unwrap();
         updates.extend(out.updates);
     }
     let out = calls.leave(call.id, 2, 0x8000_0001).unwrap();

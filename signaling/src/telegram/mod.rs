@@ -645,7 +645,11 @@ pub(crate) fn fuzz_updates(data: &[u8]) {
     };
     let once = updates.to_bytes();
     let again = tl::enums::Updates::from_bytes(&once).expect("serialised TL deserialises");
-    assert_eq!(again.to_bytes(), once, "TL serialisation is not a fixed point");
+    assert_eq!(
+        again.to_bytes(),
+        once,
+        "TL serialisation is not a fixed point"
+    );
     let unpacked = convert::unpack(updates);
     let _ = convert::access_hashes(&unpacked.users, &unpacked.chats);
     let reply = read_join_reply(&unpacked.updates, 1111);
@@ -657,7 +661,10 @@ pub(crate) fn fuzz_updates(data: &[u8]) {
     for u in &unpacked.updates {
         let converted = convert::update(u);
         match (u, &converted) {
-            (tl::enums::Update::GroupCallParticipants(p), Some(SignalingUpdate::Participants { participants, .. })) => {
+            (
+                tl::enums::Update::GroupCallParticipants(p),
+                Some(SignalingUpdate::Participants { participants, .. }),
+            ) => {
                 assert_eq!(p.participants.len(), participants.len());
             }
             (tl::enums::Update::GroupCallConnection(c), got) => {
