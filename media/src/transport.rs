@@ -838,12 +838,12 @@ impl Transport {
 pub(crate) fn parse_rtcp(mut plain: bytes::Bytes) -> Option<Vec<Box<dyn rtcp::packet::Packet>>> {
     use rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
     let pkts = rtcp::packet::unmarshal(&mut plain).ok()?;
-    let printable = |p: &Box<dyn rtcp::packet::Packet>| {
+    let printable = |p: &dyn rtcp::packet::Packet| {
         p.as_any()
             .downcast_ref::<ReceiverEstimatedMaximumBitrate>()
             .is_none_or(|r| r.bitrate.is_finite() && r.bitrate < 1e18)
     };
-    pkts.iter().all(printable).then_some(pkts)
+    pkts.iter().all(|p| printable(p.as_ref())).then_some(pkts)
 }
 
 /// RTP clock rate by payload type, for jitter: Telegram's video types (100..=105) run at

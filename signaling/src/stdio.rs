@@ -480,3 +480,23 @@ impl Signaling for StdioSignaling {
         Err(Error::Unsupported("ending calls over stdio signaling"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_line_of_invalid_utf8_is_reported_and_the_session_goes_on() {
+        let input: &[u8] = b"\xff\xfe{\"mute\":1}\r\n{\"mute\":true}\n";
+        let (_backend, mut commands) = StdioSignaling::new(input, tokio::io::sink());
+        match commands.recv().await {
+            Some(StdioCommand::Invalid { line, problem }) => {
+                assert!(line.contains('\u{fffd}'), "{line:?}");
+                assert!(problem.contains("not JSON"), "{problem}");
+            }
+            other => panic!("expected the bad line reported, got {other:?}"),
+        }
+        assert_eq!(commands.recv().await, Some(StdioCommand::Mute(true)));
+        assert_eq!(commands.recv().await, Some(StdioCommand::Leave));
+    }
+}
