@@ -628,9 +628,8 @@ impl Transport {
                 return;
             }
         };
-        let mut b = plain.freeze();
-        match rtcp::packet::unmarshal(&mut b) {
-            Ok(pkts) => {
+        match parse_rtcp(plain.freeze()) {
+            Some(pkts) => {
                 self.stats.accepted += 1;
                 for p in &pkts {
                     if let Some(sr) = p
@@ -644,7 +643,7 @@ impl Transport {
                 }
                 self.events.push_back(Event::Rtcp(pkts));
             }
-            Err(_) => self.stats.malformed += 1,
+            None => self.stats.malformed += 1,
         }
     }
 
@@ -1002,4 +1001,20 @@ impl Transport {
             self.set_state(State::Closed);
         }
     }
+}
+
+/// Parses a decrypted RTCP compound packet as [`Event::Rtcp`] hands it out. `None` if it is
+/// malformed, or if it holds a packet that rtc-rtcp cannot even print: its REMB `Display`
+/// indexes past its unit table from 10^21 b/s up (found by the `rtcp` fuzz target), and an
+/// estimate anywhere near that is nonsense, so refusing it costs nothing while handing it out
+/// would let a peer crash whoever logs the event.
+pub(crate) fn parse_rtcp(mut plain: bytes::Bytes) -> Option<Vec<Box<dyn rtcp::packet::Packet>>> {
+    use rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+    let pkts = rtcp::packet::unmarshal(&mut plain).ok()?;
+    let printable = |p: &dyn rtcp::packet::Packet| {
+        p.as_any()
+            .downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+            .is_none_or(|r| r.bitrate.is_finite() && r.bitrate < 1e18)
+    };
+    pkts.iter().all(|p| printable(p.as_ref())).then_some(pkts)
 }

@@ -775,4 +775,19 @@ mod tests {
         assert!(page.participants.iter().any(|p| p.source == 0));
         assert!(!page.participants.iter().any(|p| p.source == 1));
     }
+
+    #[tokio::test]
+    async fn a_line_of_invalid_utf8_is_reported_and_the_session_goes_on() {
+        let input: &[u8] = b"\xff\xfe{\"mute\":1}\r\n{\"mute\":true}\n";
+        let (_backend, mut commands) = StdioSignaling::new(input, tokio::io::sink());
+        match commands.recv().await {
+            Some(StdioCommand::Invalid { line, problem }) => {
+                assert!(line.contains('\u{fffd}'), "{line:?}");
+                assert!(problem.contains("UTF-8"), "{problem}");
+            }
+            other => panic!("expected the bad line reported, got {other:?}"),
+        }
+        assert_eq!(commands.recv().await, Some(StdioCommand::Mute(true)));
+        assert_eq!(commands.recv().await, Some(StdioCommand::Leave));
+    }
 }
