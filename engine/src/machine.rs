@@ -465,13 +465,18 @@ impl Machine {
                 participants,
             } if self.is_our_call(&call) => {
                 match self.version {
+                    // A source that does not number its updates (stdio without "version"):
+                    // applied as it comes, with no gap to detect.
+                    _ if version <= 0 => {}
                     // Older than what we have: a full fetch or a later update already said more.
                     Some(v) if version < v => return,
                     // Versions were skipped: updates were missed, and only a full fetch has them.
                     Some(v) if version > v.saturating_add(1) => self.refetch(),
                     _ => {}
                 }
-                self.version = Some(self.version.map_or(version, |v| v.max(version)));
+                if version > 0 {
+                    self.version = Some(self.version.map_or(version, |v| v.max(version)));
+                }
                 for p in participants {
                     self.apply(p);
                 }
@@ -528,7 +533,7 @@ impl Machine {
                     self.emit(CallEvent::ParticipantLeft(info(&p)));
                 }
             }
-            if let Some(v) = version {
+            if let Some(v) = version.filter(|&v| v > 0) {
                 self.version = Some(self.version.map_or(v, |old| old.max(v)));
             }
         }

@@ -452,6 +452,18 @@ fn a_gap_in_participant_versions_refetches_the_roster_once() {
 }
 
 #[test]
+fn unnumbered_updates_are_applied_without_version_tracking() {
+    let t0 = Instant::now();
+    let mut m = connected(t0); // at version 1
+    m.handle(t0, participants(0, vec![person(30, 3)]));
+    assert!(m.is_known(30), "version 0 means not numbered, not stale");
+    m.handle(t0, participants(0, vec![left(30, 3)]));
+    assert!(!m.is_known(30));
+    m.handle(t0, participants(2, vec![]));
+    assert_eq!(fetches(&drain(&mut m)), 0, "still in step at version 1");
+}
+
+#[test]
 fn roster_events_follow_joins_changes_and_leaves_and_skip_our_own_source() {
     let t0 = Instant::now();
     let mut m = connected(t0);

@@ -491,6 +491,8 @@ async fn read_events(
                         limit = sse::MAX_EVENT_DATA,
                         "skipped server-sent events larger than the limit; the participant list may be stale"
                     );
+                    // Subscribers refetch the call's state, as after any missed update.
+                    hub.publish(SignalingUpdate::Lagged { missed: dropped });
                 }
                 for data in events {
                     handle_event(&inner, &hub, call, &data);
