@@ -45,3 +45,44 @@ pub fn replay(target: &str, run: fn(&str, &[u8])) {
     }
     eprintln!("{target}: {} inputs replayed", files.len());
 }
+
+/// A crate's seed builder: named inputs for a target.
+pub type Seeds = fn(&str) -> Vec<(String, Vec<u8>)>;
+
+/// Every target's seeds pass through `run`, and each `fuzz_targets/<target>.rs` calls
+/// `<krate>::fuzz::<target>(`, so a target cannot quietly fuzz something else.
+pub fn check_seeds(
+    krate: &str,
+    targets: &[&str],
+    seeds: Seeds,
+    run: fn(&str, &[u8]),
+) {
+    for target in targets {
+        let seeds = seeds(target);
+        assert!(seeds.len() >= 2, "{target}: only {} seeds", seeds.len());
+        for (name, data) in &seeds {
+            eprintln!("seed {name}");
+            run(target, data);
+        }
+        let src = fuzz_dir().join("fuzz_targets").join(format!("{target}.rs"));
+        let text =
+            std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+        let call = format!("{krate}::fuzz::{target}(");
+        assert!(
+            text.contains(&call),
+            "{} does not call {call}",
+            src.display()
+        );
+    }
+}
+
+/// Writes every target's seeds into its corpus directory.
+pub fn write_seeds(targets: &[&str], seeds: Seeds) {
+    for target in targets {
+        let dir = fuzz_dir().join("corpus").join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, data) in seeds(target) {
+            std::fs::write(dir.join(name), data).unwrap();
+        }
+    }
+}

@@ -18,24 +18,7 @@ fn join_payload_corpus() {
 
 #[test]
 fn seeds_pass_their_targets_and_each_target_calls_its_function() {
-    for target in fuzz::TARGETS {
-        let seeds = fuzz::seeds(target);
-        assert!(seeds.len() >= 2, "{target}: only {} seeds", seeds.len());
-        for (name, data) in &seeds {
-            eprintln!("seed {name}");
-            fuzz::run(target, data);
-        }
-        let src = shared::fuzz_dir()
-            .join("fuzz_targets")
-            .join(format!("{target}.rs"));
-        let text =
-            std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
-        assert!(
-            text.contains(&format!("groupcall_sfu::fuzz::{target}(")),
-            "{} does not call groupcall_sfu::fuzz::{target}",
-            src.display()
-        );
-    }
+    shared::check_seeds("groupcall_sfu", fuzz::TARGETS, fuzz::seeds, fuzz::run);
 }
 
 /// Writes the seeds into the corpora: `cargo test -p groupcall-sfu --test fuzz_corpus --
@@ -43,11 +26,5 @@ fn seeds_pass_their_targets_and_each_target_calls_its_function() {
 #[test]
 #[ignore = "writes into fuzz/corpus"]
 fn write_seeds() {
-    for target in fuzz::TARGETS {
-        let dir = shared::fuzz_dir().join("corpus").join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, data) in fuzz::seeds(target) {
-            std::fs::write(dir.join(name), data).unwrap();
-        }
-    }
+    shared::write_seeds(fuzz::TARGETS, fuzz::seeds);
 }

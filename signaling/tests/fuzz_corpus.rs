@@ -28,24 +28,7 @@ fn tl_updates_corpus() {
 
 #[test]
 fn seeds_pass_their_targets_and_each_target_calls_its_function() {
-    for target in fuzz::TARGETS {
-        let seeds = all_seeds(target);
-        assert!(seeds.len() >= 2, "{target}: only {} seeds", seeds.len());
-        for (name, data) in &seeds {
-            eprintln!("seed {name}");
-            fuzz::run(target, data);
-        }
-        let src = shared::fuzz_dir()
-            .join("fuzz_targets")
-            .join(format!("{target}.rs"));
-        let text =
-            std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
-        assert!(
-            text.contains(&format!("groupcall_signaling::fuzz::{target}(")),
-            "{} does not call groupcall_signaling::fuzz::{target}",
-            src.display()
-        );
-    }
+    shared::check_seeds("groupcall_signaling", fuzz::TARGETS, all_seeds, fuzz::run);
 }
 
 /// Writes the seeds into the corpora: `cargo test -p groupcall-signaling --test fuzz_corpus --
@@ -53,13 +36,7 @@ fn seeds_pass_their_targets_and_each_target_calls_its_function() {
 #[test]
 #[ignore = "writes into fuzz/corpus"]
 fn write_seeds() {
-    for target in fuzz::TARGETS {
-        let dir = shared::fuzz_dir().join("corpus").join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, data) in all_seeds(target) {
-            std::fs::write(dir.join(name), data).unwrap();
-        }
-    }
+    shared::write_seeds(fuzz::TARGETS, all_seeds);
 }
 
 /// The crate's seeds, plus the SSE ones: event streams as the local server encodes them (its
