@@ -51,12 +51,7 @@ pub type Seeds = fn(&str) -> Vec<(String, Vec<u8>)>;
 
 /// Every target's seeds pass through `run`, and each `fuzz_targets/<target>.rs` calls
 /// `<krate>::fuzz::<target>(`, so a target cannot quietly fuzz something else.
-pub fn check_seeds(
-    krate: &str,
-    targets: &[&str],
-    seeds: Seeds,
-    run: fn(&str, &[u8]),
-) {
+pub fn check_seeds(krate: &str, targets: &[&str], seeds: Seeds, run: fn(&str, &[u8])) {
     for target in targets {
         let seeds = seeds(target);
         assert!(seeds.len() >= 2, "{target}: only {} seeds", seeds.len());

@@ -307,6 +307,8 @@ pub struct CallStats {
     pub speakers_expired: u64,
     /// Senders whose state (jitter buffer, decoder, file) is kept now.
     pub speakers_tracked: usize,
+    /// Packets of new senders refused because a call keeps at most 1,024 senders.
+    pub speakers_refused: u64,
     /// Roster entries not kept because the roster was at its bound.
     pub roster_overflow: u64,
     pub speakers: Vec<SpeakerStats>,

@@ -539,6 +539,7 @@ impl Driver {
             events_coalesced: self.events.coalesced(),
             speakers_expired: self.speakers_expired,
             speakers_tracked: self.receivers.len(),
+            speakers_refused: self.receivers.refused,
             roster_overflow: self.machine.roster_overflow(),
             ..CallStats::default()
         };

@@ -124,7 +124,7 @@ enum Phase {
     /// A transport exists and is connecting. `rejoin` is the attempt that made it, if any: it
     /// only counts as a successful rejoin once it connects.
     Connecting {
-        rejoin: Option<(u32, RejoinCause)>,
+        rejoin: Option<u32>,
     },
     Connected,
     Disconnected {
@@ -326,7 +326,7 @@ impl Machine {
         self.roster.get(&ssrc).map(|p| p.peer)
     }
 
-    /// Whether the roster says `ssrc`'s sender is in the call (or it is not known at all).
+    /// Whether the roster names `ssrc`'s sender.
     pub(crate) fn is_known(&self, ssrc: u32) -> bool {
         self.roster.contains_key(&ssrc)
     }
@@ -357,9 +357,7 @@ impl Machine {
         self.actions.push_back(Action::CloseConnection);
         // A connection that a rejoin made but that never connected continues that count.
         let attempt = match &self.phase {
-            Phase::Connecting {
-                rejoin: Some((n, _)),
-            } => n + 1,
+            Phase::Connecting { rejoin: Some(n) } => n + 1,
             _ => 1,
         };
         self.schedule_rejoin(now, attempt, cause, Duration::ZERO);
@@ -394,14 +392,13 @@ impl Machine {
     fn on_joined(&mut self, ssrc: u32, call: Option<CallId>) {
         let Phase::Rejoining {
             attempt,
-            cause,
             join_at: None,
-        } = &self.phase
+            ..
+        } = self.phase
         else {
             return;
         };
-        let rejoin = Some((*attempt, cause.clone()));
-        // Our old source is no longer ours: if the roster still lists it, it is stale.
+        let rejoin = Some(attempt);
         self.own_ssrc = ssrc;
         if call.is_some() {
             self.call_id = call;

@@ -530,7 +530,7 @@ fn an_ended_update_stream_is_resubscribed_with_backoff_and_the_roster_refetched(
 }
 
 #[test]
-fn an_unsolicited_connection_answer_rejoins_or_ends_when_it_is_a_broadcast() {
+fn an_unsolicited_broadcast_answer_ends_the_call() {
     let t0 = Instant::now();
     let mut m = connected(t0);
     m.handle(
