@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Receive quality under a bad downlink, groupcall against ntgcalls (libwebrtc/NetEq): starts
+# `groupcall serve` on free loopback ports and runs tests/interop/compare_receive.py against it
+# (a sender, an impairment relay on the downlink, our listener and an ntgcalls listener behind
+# it; tone and speech scores and latency, side by side).
+#
+# Usage: scripts/compare-receive.sh [--rows none,10,20,30,burst10] [--seeds 1,2,3]
+#          [--signal tone|speech|both] [--json FILE] [--check] [--no-relay] [--out DIR]
+#        scripts/compare-receive.sh --self-test       (the scoring alone; no server)
+#        scripts/compare-receive.sh --help            (the script's own help)
+# The last line is `compare: N rows, M checks failed`; with --check the exit status says whether
+# every check passed.
+#
+# Environment: GROUPCALL_BIN (the binary; default: build the release binary), INTEROP_PYTHON and
+# NTGCALLS_VERSION (as for tests/interop/run.sh), COMPARE_TIMEOUT (backstop for the whole run,
+# seconds, default 3600).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# A Python with ntgcalls and numpy, picked exactly as tests/interop/run.sh picks it (an explicit
+# INTEROP_PYTHON, else .venv-interop, else python3, else a new .venv-interop). run.sh is a script,
+# not a library, so its definitions are taken out of it and evaluated rather than copied here.
+eval "$(sed -n -e '/^VENV=/p' -e '/^NTGCALLS_VERSION=/p' -e '/^has_deps() /p' -e '/^as_root() /p' \
+  -e '/^make_venv() {$/,/^}$/p' -e '/^pick_python() {$/,/^}$/p' tests/interop/run.sh)"
+if ! declare -F pick_python >/dev/null || ! declare -F has_deps >/dev/null; then
+  echo "compare-receive: tests/interop/run.sh no longer defines pick_python/has_deps as expected" >&2
+  exit 1
+fi
+pick_python
+
+SCRIPT=tests/interop/compare_receive.py
+for a in "$@"; do
+  case "$a" in
+    --self-test|-h|--help) exec "$PY" "$SCRIPT" "$a" ;;
+  esac
+done
+
+if [ -n "${GROUPCALL_BIN:-}" ]; then
+  BIN=$GROUPCALL_BIN
+else
+  echo "compare-receive: building the release binary" >&2
+  cargo build --release -q -p groupcall-cli --bin groupcall
+  BIN=${CARGO_TARGET_DIR:-target}/release/groupcall
+fi
+[ -x "$BIN" ] || { echo "compare-receive: $BIN is not an executable" >&2; exit 1; }
+
+# shellcheck source=local-server.sh
+. scripts/local-server.sh
+LOG=$(mktemp -t groupcall-compare-receive-server.XXXXXX)
+cleanup() {
+  local rc=$?
+  stop_local_server
+  if [ "$rc" -ne 0 ] && [ -s "$LOG" ]; then
+    echo "---- groupcall serve log (last 20 lines) ----" >&2
+    tail -n 20 "$LOG" >&2
+  fi
+  rm -f "$LOG"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start_local_server "$BIN" "$PY" "$LOG"
+echo "compare-receive: groupcall serve on $CONTROL (media udp 127.0.0.1:$MEDIA_PORT), python $PY"
+# The script bounds each session itself; this is the backstop for a hung native library.
+timeout -k 5 "${COMPARE_TIMEOUT:-3600}" "$PY" "$SCRIPT" --control "$CONTROL" --media-port "$MEDIA_PORT" \
+  --bin "$BIN" "$@"
