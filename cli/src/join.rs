@@ -59,6 +59,15 @@ pub struct Args {
     /// No status line (events are still printed).
     #[arg(long)]
     pub quiet: bool,
+    /// Send media through this UDP relay instead of straight to the server (e.g. a
+    /// `groupcall impair` relay, to hear how the engine copes with a bad network).
+    #[arg(long, value_name = "ADDR")]
+    pub media_via: Option<std::net::SocketAddr>,
+    /// On leaving, write the wall-clock times that anchor the audio to this file as JSON lines:
+    /// `source_start` (the first frame sent) and `record_start` (sample 0 of --record), in
+    /// microseconds since the Unix epoch.
+    #[arg(long, value_name = "FILE")]
+    pub clock_log: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +143,7 @@ fn call_config(args: &Args, source: Option<Source>, channels: Channels) -> CallC
         },
         record_dir: args.record_dir.clone(),
         record_mix: args.record.clone(),
+        media_via: args.media_via,
         ..CallConfig::default()
     }
 }
@@ -196,6 +206,9 @@ pub async fn run(args: Args) -> Result<(), String> {
     eprintln!("joined {call_name} with SSRC {}", call.ssrc());
     let summary = drive(call, args.duration, leave_at_end, args.quiet).await?;
     report(&summary);
+    if let Some(path) = &args.clock_log {
+        write_clock_log(path, &summary)?;
+    }
     Ok(())
 }
 
@@ -239,6 +252,25 @@ pub async fn drive(
     call.leave()
         .await
         .map_err(|e| format!("leaving failed: {e}"))
+}
+
+/// The `--clock-log` file: one JSON line per anchor the call has.
+fn write_clock_log(path: &Path, summary: &CallSummary) -> Result<(), String> {
+    let micros = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros())
+    };
+    let mut text = String::new();
+    for (event, at) in [
+        ("source_start", summary.stats.source_started_at),
+        ("record_start", summary.stats.mix_started_at),
+    ] {
+        if let Some(at) = at {
+            text += &format!("{{\"event\":\"{event}\",\"unix_us\":{}}}\n", micros(at));
+        }
+    }
+    std::fs::write(path, text)
+        .map_err(|e| format!("cannot write the clock log {}: {e}", path.display()))
 }
 
 pub fn report(summary: &CallSummary) {

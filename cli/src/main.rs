@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod backend;
 mod callcmd;
 mod demo;
+mod impair;
 mod join;
 mod load;
 mod login;
@@ -46,6 +47,9 @@ enum Command {
     /// Soak test: thousands of join/play/switch/mute/leave cycles and forced rejoins, plus one
     /// long call, against a local server in this process; prints memory and open fds.
     Soak(soak::Args),
+    /// A loopback UDP relay that loses, delays, reorders and duplicates RTP, for testing a
+    /// receiver against a bad network.
+    Impair(impair::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
             Command::Call(cmd) => callcmd::run(cmd).await,
             Command::BenchLoad(args) => load::run(args).await,
             Command::Soak(args) => soak::run(args).await,
+            Command::Impair(args) => impair::run(args).await,
         }
     });
     // Do not wait for blocking reads still pending (standard input in stdio signaling would

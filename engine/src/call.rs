@@ -6,9 +6,10 @@
 //! panics, ends only itself: the application gets [`CallEvent::Ended`] and carries on.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use groupcall_media::TransportConfig;
 use groupcall_signaling::{CallRef, JoinOptions, ParticipantEdit, PeerId, Signaling};
@@ -50,6 +51,9 @@ pub struct CallConfig {
     /// decoder and statistics freed, its file closed) even if no roster update said it left:
     /// a missed update must not keep its state forever. It comes back if it speaks again.
     pub speaker_timeout: Duration,
+    /// Send media to this address instead of the server's candidates: a relay in between,
+    /// such as `groupcall impair` (the server then sees the relay's address).
+    pub media_via: Option<SocketAddr>,
 }
 
 impl Default for CallConfig {
@@ -69,6 +73,7 @@ impl Default for CallConfig {
             rejoin: RejoinPolicy::default(),
             event_capacity: DEFAULT_EVENT_CAPACITY,
             speaker_timeout: Duration::from_secs(60),
+            media_via: None,
         }
     }
 }
@@ -311,6 +316,11 @@ pub struct CallStats {
     pub speakers_refused: u64,
     /// Roster entries not kept because the roster was at its bound.
     pub roster_overflow: u64,
+    /// Wall-clock time the current source's first frame was sent.
+    pub source_started_at: Option<SystemTime>,
+    /// Wall-clock time of the mix recording's first sample; the file is continuous from there,
+    /// so sample `n` was played at this time plus `n / 48000` s.
+    pub mix_started_at: Option<SystemTime>,
     pub speakers: Vec<SpeakerStats>,
 }
 

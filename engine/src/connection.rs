@@ -89,6 +89,9 @@ pub(crate) fn connect(
         }
     };
     let mut remote = RemotePeer::from_answer(rtc)?;
+    if let Some(via) = config.media_via {
+        remote.candidates = vec![via];
+    }
     let mut last_err = None;
     let mut bound = None;
     for &candidate in &remote.candidates {

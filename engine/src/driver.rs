@@ -541,6 +541,8 @@ impl Driver {
             speakers_tracked: self.receivers.len(),
             speakers_refused: self.receivers.refused,
             roster_overflow: self.machine.roster_overflow(),
+            source_started_at: self.outgoing.started_at,
+            mix_started_at: self.receivers.mix_started_at,
             ..CallStats::default()
         };
         if let Some(c) = &self.connection {

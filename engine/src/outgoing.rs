@@ -2,7 +2,7 @@
 //! sender, with mute (pulled, not sent), pause (not pulled) and the source's end or failure
 //! reported once.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::audio::{Next, Source, FRAME_SAMPLES};
 use crate::call::CallEvent;
@@ -17,6 +17,9 @@ pub(crate) struct Outgoing {
     /// Samples (per channel, 48 kHz) the source may still send this tick; Opus packets from a
     /// file can be 10-120 ms, so pacing counts samples, not packets.
     pub budget: i64,
+    /// Wall-clock time the current source's first frame was sent: where its timeline starts,
+    /// for lining up with recordings elsewhere (mouth-to-ear measurements, transcripts).
+    pub started_at: Option<SystemTime>,
 }
 
 impl Outgoing {
@@ -26,12 +29,14 @@ impl Outgoing {
             muted,
             paused: false,
             budget: 0,
+            started_at: None,
         }
     }
 
     pub(crate) fn set_source(&mut self, source: Option<Source>) {
         self.source = source;
         self.budget = 0;
+        self.started_at = None;
     }
 
     /// One tick's worth of the source: pulled only while connected, so nothing is lost while
@@ -60,6 +65,7 @@ impl Outgoing {
                     }
                     match c.sender.send(frame) {
                         Ok(Some(rtp)) => {
+                            self.started_at.get_or_insert_with(SystemTime::now);
                             if let Err(e) = c.transport.send_rtp(now, &rtp) {
                                 tracing::debug!("RTP not sent: {e}");
                             }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use groupcall_media::{PayloadKind, RtpPacket};
 
@@ -61,6 +61,8 @@ pub(crate) struct Receivers {
     closed: Vec<(u32, PathBuf)>,
     /// Packets of new senders refused because [`MAX_SPEAKERS`] were kept.
     pub refused: u64,
+    /// Wall-clock time of the mix file's first sample (the file is continuous from there).
+    pub mix_started_at: Option<SystemTime>,
 }
 
 impl Receivers {
@@ -82,6 +84,7 @@ impl Receivers {
             sink_errors: 0,
             closed: Vec::new(),
             refused: 0,
+            mix_started_at: None,
         }
     }
 
@@ -162,6 +165,7 @@ impl Receivers {
             }
         }
         if let Some(mix) = self.mix.as_mut() {
+            self.mix_started_at.get_or_insert_with(SystemTime::now);
             if let Err(e) = mix.write_tick() {
                 self.sink_errors += 1;
                 if !self.mix_failed {

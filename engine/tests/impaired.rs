@@ -3,13 +3,12 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use groupcall_engine::media::{IceTimeouts, TransportConfig};
 use groupcall_engine::{CallConfig, CallEvent, ConnectionState, Engine, RejoinCause, RejoinPolicy};
 use support::e2e::*;
-use support::proxy::{Impairment, Proxy, ViaProxy};
+use support::proxy::{relay, Direction, ImpairConfig};
 use support::*;
 use tokio::time::timeout;
 
@@ -33,13 +32,15 @@ async fn with_10_percent_loss_and_40_ms_jitter_the_tone_has_no_gap_over_60_ms() 
     let s = Setup::start().await;
     let (server, call) = (&s.server, &s.call);
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(
+    let proxy = relay(
         server.media_addr(),
-        Impairment {
+        ImpairConfig {
             loss: 0.10,
             jitter: Duration::from_millis(40),
+            seed: 7,
+            direction: Direction::Up,
+            ..ImpairConfig::default()
         },
-        7,
     )
     .await;
     let rec = dir.path().join("rec");
@@ -55,14 +56,11 @@ async fn with_10_percent_loss_and_40_ms_jitter_the_tone_has_no_gap_over_60_ms() 
         .await
         .unwrap();
     connected(&mut b).await;
-    let via = Arc::new(ViaProxy {
-        inner: local(server, 1),
-        proxy: proxy.addr,
-    });
-    let mut a = Engine::new(via)
+    let mut a = Engine::new(local(server, 1))
         .join(
             call.clone(),
             CallConfig {
+                media_via: Some(proxy.local_addr()),
                 source: Some(tone_source(dir.path(), 600.0, 5, false)),
                 ..CallConfig::default()
             },
@@ -82,8 +80,14 @@ async fn with_10_percent_loss_and_40_ms_jitter_the_tone_has_no_gap_over_60_ms() 
         .expect("A recorded")
         .1;
     let (got, _) = read_wav(path);
-    let dropped = proxy.dropped.load(std::sync::atomic::Ordering::Relaxed);
-    let passed = proxy.passed.load(std::sync::atomic::Ordering::Relaxed);
+    let dropped = proxy
+        .stats()
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let passed = proxy
+        .stats()
+        .passed
+        .load(std::sync::atomic::Ordering::Relaxed);
     let gap = longest_gap_ms(&got, RATE, 0.01);
     println!(
         "proxy dropped {dropped} of {} datagrams; {:.2} s received; longest gap {gap} ms",
@@ -111,7 +115,7 @@ async fn when_the_media_goes_away_the_bot_rejoins_and_audio_resumes() {
     let s = Setup::start().await;
     let (server, call) = (&s.server, &s.call);
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(server.media_addr(), Impairment::default(), 1).await;
+    let proxy = relay(server.media_addr(), ImpairConfig::default()).await;
     let rec = dir.path().join("rec");
     std::fs::create_dir(&rec).unwrap();
     let mut b = Engine::new(local(server, 2))
@@ -125,14 +129,11 @@ async fn when_the_media_goes_away_the_bot_rejoins_and_audio_resumes() {
         .await
         .unwrap();
     connected(&mut b).await;
-    let via = Arc::new(ViaProxy {
-        inner: local(server, 1),
-        proxy: proxy.addr,
-    });
-    let mut a = Engine::new(via)
+    let mut a = Engine::new(local(server, 1))
         .join(
             call.clone(),
             CallConfig {
+                media_via: Some(proxy.local_addr()),
                 source: Some(tone_source(dir.path(), 700.0, 2, true)),
                 transport: quick_failure(1500),
                 rejoin: RejoinPolicy {
@@ -149,7 +150,7 @@ async fn when_the_media_goes_away_the_bot_rejoins_and_audio_resumes() {
     let first = a.ssrc();
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    proxy.set_down(true);
+    proxy.set_blackout(true);
     let reason = until(&mut a, 10, "A notices and rejoins", |e| match e {
         CallEvent::State(ConnectionState::Rejoining { cause, .. }) => Some(cause.clone()),
         _ => None,
@@ -157,7 +158,7 @@ async fn when_the_media_goes_away_the_bot_rejoins_and_audio_resumes() {
     .await;
     println!("rejoining because: {reason}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    proxy.set_down(false);
+    proxy.set_blackout(false);
     // Attempts made while the media was still away fail in turn; the last one connects.
     let mut second = None;
     timeout(Duration::from_secs(30), async {
@@ -255,21 +256,19 @@ async fn a_call_that_gives_up_ends_alone_and_the_other_calls_of_the_process_go_o
     let s = Setup::start().await;
     let (server, call) = (&s.server, &s.call);
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(server.media_addr(), Impairment::default(), 3).await;
+    let proxy = relay(server.media_addr(), ImpairConfig::default()).await;
     let mut listener = Engine::new(local(server, 2))
         .join(call.clone(), CallConfig::default())
         .await
         .unwrap();
     connected(&mut listener).await;
     // Two calls in this one process: one through the proxy that will die, one direct.
-    let doomed_engine = Engine::new(Arc::new(ViaProxy {
-        inner: local(server, 1),
-        proxy: proxy.addr,
-    }));
+    let doomed_engine = Engine::new(local(server, 1));
     let mut doomed = doomed_engine
         .join(
             call.clone(),
             CallConfig {
+                media_via: Some(proxy.local_addr()),
                 transport: quick_failure(1000),
                 rejoin: RejoinPolicy {
                     max_attempts: 1,
@@ -295,7 +294,7 @@ async fn a_call_that_gives_up_ends_alone_and_the_other_calls_of_the_process_go_o
     connected(&mut alive).await;
     let before = listener.stats().packets_received;
 
-    proxy.set_down(true);
+    proxy.set_blackout(true);
     let reason = until(&mut doomed, 15, "the doomed call ends", |e| match e {
         CallEvent::Ended { reason } => Some(reason.clone()),
         _ => None,

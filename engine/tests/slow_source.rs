@@ -23,7 +23,7 @@ use groupcall_engine::audio::{AppSink, Channels, FrameKind, Source, SourceOption
 use groupcall_engine::signaling::{CallRef, CreateCall};
 use groupcall_engine::{CallConfig, CallEvent, ConnectionState, Engine, Error};
 use support::e2e::*;
-use support::proxy::{Impairment, Proxy, ViaProxy};
+use support::proxy::{relay, ImpairConfig};
 use support::sine;
 
 const STALL: Duration = Duration::from_secs(3);
@@ -157,13 +157,15 @@ async fn a_stalled_source_delays_neither_another_calls_audio_nor_its_own_ice() {
             pipe.write_all(&after).unwrap();
         })
     };
-    let proxy = Proxy::start(s.server.media_addr(), Impairment::default(), 7).await;
-    let via = Arc::new(ViaProxy {
-        inner: s.signaling(10),
-        proxy: proxy.addr,
-    });
-    let mut a = Engine::new(via)
-        .join(s.call.clone(), playing(ffmpeg_source(&fifo, &bin)))
+    let proxy = relay(s.server.media_addr(), ImpairConfig::default()).await;
+    let mut a = Engine::new(s.signaling(10))
+        .join(
+            s.call.clone(),
+            CallConfig {
+                media_via: Some(proxy.local_addr()),
+                ..playing(ffmpeg_source(&fifo, &bin))
+            },
+        )
         .await
         .unwrap();
     connected(&mut a).await;
@@ -172,8 +174,8 @@ async fn a_stalled_source_delays_neither_another_calls_audio_nor_its_own_ice() {
     // Let A play the second that came before the stall, then hold the pipe for STALL.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let stun_before = (
-        proxy.stun_to_server.load(Ordering::Relaxed),
-        proxy.stun_to_client.load(Ordering::Relaxed),
+        proxy.stats().stun_up.load(Ordering::Relaxed),
+        proxy.stats().stun_down.load(Ordering::Relaxed),
     );
     let sent_before = a.stats().packets_sent;
     let stall_start = Instant::now();
@@ -183,8 +185,8 @@ async fn a_stalled_source_delays_neither_another_calls_audio_nor_its_own_ice() {
         .expect("the stall ends")
         .unwrap();
     let stun_during = (
-        proxy.stun_to_server.load(Ordering::Relaxed) - stun_before.0,
-        proxy.stun_to_client.load(Ordering::Relaxed) - stun_before.1,
+        proxy.stats().stun_up.load(Ordering::Relaxed) - stun_before.0,
+        proxy.stats().stun_down.load(Ordering::Relaxed) - stun_before.1,
     );
     let a_stats = a.stats();
     let a_connected = a_stats.connected;

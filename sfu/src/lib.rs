@@ -25,6 +25,7 @@ pub mod error;
 pub mod forwarder;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod impair;
 pub mod media;
 pub mod plane;
 pub mod server;
