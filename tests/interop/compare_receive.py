@@ -357,6 +357,8 @@ def score_tone(sent, recv, lag):
         "longest_bad_ms": longest_run(bad) * BLOCK * 1000 // FS,
         "blocks": count,
         "bad_blocks": int(sum(bad)),
+        # Where, in ms after the tone's first sample (to line up both engines' losses).
+        "bad_at_ms": [int(TONE_SKIP_S * 1000) + b * BLOCK * 1000 // FS for b, x in enumerate(bad) if x],
     }
 
 
@@ -735,7 +737,7 @@ class Proc:
                 break
             text = line.decode(errors="replace").rstrip("\n")
             self.lines.append(text)
-            self.log.write(text + "\n")
+            self.log.write(f"[{time.time():.3f}] {text}\n")  # wall time, to line up with the clock logs
             self.log.flush()
             self.changed.set()
 
@@ -759,24 +761,34 @@ class Proc:
                 pass
 
     async def stop(self, sig=signal.SIGINT, limit=STOP_LIMIT):
-        """sig, then SIGKILL after limit s; waits for the output to be read."""
+        """sig; sig again after limit/2 s (a signal can be missed: groupcall join's Ctrl+C
+        handler is re-armed on each turn of its event loop); SIGKILL after limit s. Waits for
+        the output to be read. Returns "exited", "signalled twice" or "killed"."""
+        how = "exited"
         if self.proc is None:
-            return
-        if self.proc.returncode is None:
+            return how
+        for attempt in range(2):
+            if self.proc.returncode is not None:
+                break
             try:
                 self.proc.send_signal(sig)
-                await asyncio.wait_for(self.proc.wait(), limit)
-            except (asyncio.TimeoutError, ProcessLookupError):
-                try:
-                    self.proc.kill()
-                except ProcessLookupError:
-                    pass
-                await self.proc.wait()
+                await asyncio.wait_for(self.proc.wait(), limit / 2)
+            except asyncio.TimeoutError:
+                how = "signalled twice" if attempt == 0 else "killed"
+            except ProcessLookupError:
+                break
+        if self.proc.returncode is None:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+            await self.proc.wait()
         try:
             await asyncio.wait_for(asyncio.gather(*self.readers), 2)
         except asyncio.TimeoutError:
             pass
         self.log.close()
+        return how
 
     def tail(self, n=8):
         return " | ".join(self.lines[-n:])
@@ -838,7 +850,13 @@ async def run_session(ctx, row, seed, kind, index):
     sent = ctx.signals[kind]
     clock = ctx.features["clock_log"]
     chat_id = NTG_CHAT_BASE - index
-    result = {"row": row["id"], "label": row["label"], "seed": seed, "signal": kind, "notes": []}
+    result = {"row": row["id"], "label": row["label"], "seed": seed, "signal": kind, "notes": [], "timing_s": {}}
+    t0 = time.monotonic()
+
+    def phase(name):
+        """Seconds since the session started, by phase (in the JSON; a slow session says where)."""
+        result["timing_s"][name] = round(time.monotonic() - t0, 2)
+
     procs = []
     call_id = None
     try:
@@ -853,10 +871,11 @@ async def run_session(ctx, row, seed, kind, index):
                                 *relay_args(row, seed)], os.path.join(work, "relay.log"))
             procs.append(rp)
             await rp.start()
-            m = await rp.wait_line(r"impair: listening on (\S+):(\d+)", RELAY_READY_LIMIT)
+            m = await rp.wait_line(r"impair: listening on ([0-9.]+):(\d+)", RELAY_READY_LIMIT)
             if not m:
                 raise RuntimeError(f"the relay did not say it was listening: {rp.tail()}")
             relay = (m.group(1), int(m.group(2)))
+            phase("relay_ready")
 
         # Listener 1: ours.
         ours_wav = os.path.join(work, "ours.wav")
@@ -875,6 +894,7 @@ async def run_session(ctx, row, seed, kind, index):
         ntg_ssrc, params = await asyncio.wait_for(ctx.ntg.join(ctx.api, call_id, chat_id, relay), CONNECT_LIMIT)
         with open(os.path.join(work, "ntgcalls-answer.json"), "w") as f:
             f.write(params + "\n")
+        phase("ntgcalls_joined")
 
         if not await ours.wait_line(r"call: connected", CONNECT_LIMIT):
             raise RuntimeError(f"ours did not connect within {CONNECT_LIMIT:.0f} s: {ours.tail()}")
@@ -884,6 +904,7 @@ async def run_session(ctx, row, seed, kind, index):
         if chat_id not in ctx.ntg.connected:
             raise RuntimeError(f"ntgcalls did not connect within {CONNECT_LIMIT:.0f} s: "
                                f"states {ctx.ntg.states.get(chat_id)}")
+        phase("listeners_connected")
 
         # The sender, straight to the server.
         sender_clock = os.path.join(work, "sender.jsonl")
@@ -896,26 +917,41 @@ async def run_session(ctx, row, seed, kind, index):
         await sender.start()
         m = await sender.wait_line(r"joined \S+ with SSRC (\d+)", CONNECT_LIMIT)
         sender_ssrc = int(m.group(1)) if m else None
+        phase("sender_started")
         if not await sender.wait_line(r"finished playing", PLAY_LIMIT):
             raise RuntimeError(f"the sender did not finish playing within {PLAY_LIMIT:.0f} s: {sender.tail()}")
+        phase("sender_finished")
         # Let the receivers' jitter buffers drain (the signal ends with 0.5 s of silence too).
         await asyncio.sleep(0.5 + 2 * row["jitter_ms"] / 1000)
     except Exception as e:
         result["error"] = f"{type(e).__name__}: {e}"
     finally:
-        # Listeners first (their records end here), then the sender, then the relay (it prints
-        # its stats on SIGTERM).
-        await ctx.ntg.stop(chat_id)
+        # Listeners first (their records end here), then the sender (it has left by itself at
+        # the end of its file, normally), then the relay (it prints its stats on SIGTERM). Ours
+        # before ntgcalls: ntgcalls leaving is an event for ours, and a SIGINT that lands while
+        # `groupcall join` handles an event can be missed.
         by_name = {p.name: p for p in procs}
         for name in ("ours", "sender"):
-            if name in by_name:
-                await by_name[name].stop(signal.SIGINT)
+            if name not in by_name:
+                continue
+            how = await by_name[name].stop(signal.SIGINT)
+            if how == "signalled twice":
+                result["notes"].append(f"{name} missed a SIGINT and left on the second one")
+            elif how == "killed":
+                result["notes"].append(f"{name} did not leave within {STOP_LIMIT:.0f} s of SIGINT and was "
+                                       "killed (its WAV header and clock log are then missing)")
+            if name == "ours":
+                await ctx.ntg.stop(chat_id)
+        if "ours" not in by_name:
+            await ctx.ntg.stop(chat_id)
         if "relay" in by_name:
             await by_name["relay"].stop(signal.SIGTERM)
             stats = [ln for ln in by_name["relay"].lines if not ln.startswith("impair: listening")]
             result["relay_stats"] = stats[-1] if stats else None
+        phase("stopped")
         if call_id is not None:
             await ctx.api.call("POST", f"/calls/{call_id}/discard", {"peer": PEER_CREATOR})
+        phase("discarded")
     if "error" in result:
         return result
 
@@ -939,6 +975,7 @@ async def run_session(ctx, row, seed, kind, index):
     except (OSError, ValueError) as e:
         s = {"error": f"ours' record: {e}"}
     result["ours"] = s
+    phase("ours_scored")
 
     # ntgcalls.
     rec, marks, info = ctx.ntg.record(chat_id, sender_ssrc)
@@ -952,6 +989,7 @@ async def run_session(ctx, row, seed, kind, index):
             s["latency_ms"] = None
             result["notes"].append("ntgcalls: no latency (no sender --clock-log source_start)")
     result["ntgcalls"] = s
+    phase("ntgcalls_scored")
     np.save(os.path.join(work, "ntgcalls.npy"), rec.astype(np.float32))
     return result
 
@@ -992,9 +1030,12 @@ def print_tables(results):
               if isinstance(r.get(e), dict) and "error" in r[e]]
     for r, e, msg in errors:
         print(f"{r['row']} seed {r['seed']} {r['signal']}: {e}: {msg}")
-    notes = sorted({n for r in results for n in r.get("notes", [])})
-    for n in notes:
-        print(f"note: {n}")
+    where = {}  # note -> the sessions it applies to
+    for r in results:
+        for n in r.get("notes", []):
+            where.setdefault(n, []).append(f"{r['row']}/seed {r['seed']}/{r['signal']}")
+    for n, sessions in where.items():
+        print(f"note: {n} ({', '.join(sessions)})")
 
 
 def run_checks(results):
@@ -1054,7 +1095,8 @@ async def main_async(args, rows, seeds, kinds, ctx):
                 print(f"compare:   {cell(kind, r.get('ours'))} (ours) | {cell(kind, r.get('ntgcalls'))} (ntgcalls)"
                       + (f" | error: {r['error']}" if "error" in r else "")
                       + (f" | relay: {r['relay_stats']}" if r.get("relay_stats") else "")
-                      + f" | {r['seconds']} s", flush=True)
+                      + f" | {r['seconds']} s"
+                      + (f" (slow: {r.get('timing_s')})" if r["seconds"] > 20 else ""), flush=True)
                 results.append(r)
     return results
 
