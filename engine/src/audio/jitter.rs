@@ -19,6 +19,7 @@ use bytes::Bytes;
 use groupcall_media::rtp::RtpPacket;
 
 use super::codec::{packet_samples, FrameDecoder};
+use super::expand::Expander;
 use super::level::frame_level;
 use super::{FRAME_SAMPLES, MAX_PACKET_SAMPLES, SAMPLE_RATE};
 
@@ -60,7 +61,7 @@ impl Default for JitterConfig {
             max_delay: Duration::from_millis(500),
             initial_delay: Duration::from_millis(40),
             capacity: 256,
-            concealment_limit: Duration::from_millis(100),
+            concealment_limit: Duration::from_millis(200),
         }
     }
 }
@@ -296,6 +297,8 @@ pub struct JitterBuffer<D> {
     pending_start: usize,
     pending_end: usize,
     pending_kind: FrameKind,
+    /// Conceals from what was played, and cross-fades real audio back in.
+    expander: Expander,
     out: Vec<i16>,
     stats: JitterStats,
 }
@@ -335,6 +338,10 @@ impl<D: FrameDecoder> JitterBuffer<D> {
             pending_start: 0,
             pending_end: 0,
             pending_kind: FrameKind::Silence,
+            expander: Expander::new(
+                channels,
+                samples_of(config.concealment_limit).max(0) as usize,
+            ),
             out: vec![0; FRAME_SAMPLES * channels],
             stats: JitterStats::default(),
         }
@@ -467,6 +474,7 @@ impl<D: FrameDecoder> JitterBuffer<D> {
         self.consecutive_rejected = 0;
         self.pending_start = 0;
         self.pending_end = 0;
+        self.expander.reset();
         self.seen = SeenWindow::default();
         self.seen.mark(seq);
     }
@@ -501,6 +509,7 @@ impl<D: FrameDecoder> JitterBuffer<D> {
                 let n = (need - filled).min(self.pending_end - self.pending_start);
                 self.out[filled..filled + n]
                     .copy_from_slice(&self.pending[self.pending_start..self.pending_start + n]);
+                self.expander.observe(&self.out[filled..filled + n]);
                 self.pending_start += n;
                 filled += n;
                 mix.add(self.pending_kind);
@@ -604,6 +613,8 @@ impl<D: FrameDecoder> JitterBuffer<D> {
         {
             Ok(n) if n > 0 => {
                 self.set_pending(skip, n.min(frames), FrameKind::Decoded);
+                self.expander
+                    .merge(&mut self.pending[self.pending_start..self.pending_end]);
                 self.since_audio = 0;
             }
             _ => {
@@ -627,6 +638,8 @@ impl<D: FrameDecoder> JitterBuffer<D> {
         {
             Ok(n) if n > 0 => {
                 self.set_pending(0, n.min(gap as usize), FrameKind::Recovered);
+                self.expander
+                    .merge(&mut self.pending[self.pending_start..self.pending_end]);
                 self.stats.recovered_samples += n as u64;
                 self.since_audio = 0;
             }
@@ -637,21 +650,17 @@ impl<D: FrameDecoder> JitterBuffer<D> {
         }
     }
 
-    /// Fills `pending` with `frames` of concealment, or of silence once concealment has run
-    /// past its limit (or when libopus cannot conceal that length).
+    /// Fills `pending` with `frames` of concealment ([`Expander`]: the last period played,
+    /// repeated and faded), or of silence once concealment has run past its limit.
     fn conceal(&mut self, frames: i64) {
         let frames = frames.clamp(1, MAX_PACKET_SAMPLES as i64) as usize;
         let len = frames * self.channels;
-        let plc = self.since_audio < self.concealment_limit && frames as i64 % OPUS_QUANTUM == 0;
         let mut kind = FrameKind::Silence;
-        if plc {
-            match self.decoder.conceal(&mut self.pending[..len]) {
-                Ok(_) => {
-                    kind = FrameKind::Concealed;
-                    self.stats.concealed_samples += frames as u64;
-                }
-                Err(_) => self.stats.decode_errors += 1,
-            }
+        if self.since_audio < self.concealment_limit
+            && self.expander.expand(&mut self.pending[..len])
+        {
+            kind = FrameKind::Concealed;
+            self.stats.concealed_samples += frames as u64;
         }
         if kind == FrameKind::Silence {
             self.pending[..len].fill(0);
@@ -714,7 +723,8 @@ mod tests {
     }
 
     /// Runs a 20 ms-pull receiver over `arrivals` (time since t0, seq, ts, payload); returns
-    /// each pull's (kind, first sample, last sample).
+    /// each pull's (kind, middle sample, last sample). The middle, not the first: audio that
+    /// follows concealment starts with a cross-fade from it.
     fn run(
         jb: &mut JitterBuffer<Fake>,
         mut arrivals: Vec<(Duration, u16, u32, Bytes)>,
@@ -731,7 +741,7 @@ mod tests {
             }
             let p = jb.pull(now);
             assert_eq!(p.pcm.len(), 960);
-            out.push((p.kind, p.pcm[0], p.pcm[959]));
+            out.push((p.kind, p.pcm[480], p.pcm[959]));
         }
         out
     }

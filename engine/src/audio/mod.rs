@@ -12,9 +12,11 @@
 //! ([`sink::RecordingWriter`]). The queues are lock-free on the task's side.
 
 pub mod codec;
+mod expand;
 pub mod jitter;
 pub mod level;
 pub mod mixer;
+mod pitch;
 pub mod resample;
 pub mod send;
 pub mod sink;

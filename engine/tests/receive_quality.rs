@@ -1,0 +1,212 @@
+//! The receive side against a bad network, on virtual time: a 1 kHz tone is encoded as the
+//! engine sends it (Opus 32 kbit/s, in-band FEC), each packet meets the fate the impairment
+//! relay would give it (`groupcall_sfu::impair`: loss random or in bursts, delay, reordering,
+//! duplicates), arrives at the jitter buffer at its virtual arrival time, and the buffer is
+//! pulled every 20 ms. Each 20 ms block of the output is scored like the comparison script
+//! does (`scripts/compare-receive.sh`): good when it is the tone at at least half its clean
+//! level. No sockets and no sleeping: ten seconds of audio take a fraction of a second, so
+//! every row runs with several seeds.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use groupcall_engine::audio::{
+    Channels, Decoder, Encoder, EncoderConfig, FrameKind, JitterBuffer, JitterConfig, JitterStats,
+    FRAME_SAMPLES, SAMPLE_RATE,
+};
+use groupcall_sfu::impair::{Fate, ImpairConfig, Impairer};
+
+const TONE_HZ: f64 = 1000.0;
+const AMPLITUDE: f64 = 16384.0; // -6 dBFS
+const SECONDS: usize = 10;
+const SSRC: u32 = 0x1234_5678;
+
+/// Fixed path delay under the random part (loopback plus the server).
+const BASE_DELAY: Duration = Duration::from_millis(2);
+
+struct Score {
+    good: f64,
+    longest_bad_ms: usize,
+    stats: JitterStats,
+    /// Median playout delay (arrival of the fastest packet to playout), ms.
+    delay_ms: f32,
+    /// Bad blocks by what the buffer said they were.
+    bad_kinds: Vec<(FrameKind, usize)>,
+}
+
+fn tone(frame: usize) -> Vec<i16> {
+    (0..FRAME_SAMPLES)
+        .map(|i| {
+            let t = (frame * FRAME_SAMPLES + i) as f64 / SAMPLE_RATE as f64;
+            (AMPLITUDE * (2.0 * std::f64::consts::PI * TONE_HZ * t).sin()) as i16
+        })
+        .collect()
+}
+
+/// Whether a 20 ms block is the tone: most of its power at 1 kHz, and at least half the clean
+/// level (RMS).
+fn good_block(block: &[i16]) -> bool {
+    let n = block.len() as f64;
+    let (mut re, mut im, mut power) = (0.0, 0.0, 0.0);
+    for (i, &s) in block.iter().enumerate() {
+        let s = f64::from(s);
+        let w = 2.0 * std::f64::consts::PI * TONE_HZ * i as f64 / SAMPLE_RATE as f64;
+        re += s * w.cos();
+        im += s * w.sin();
+        power += s * s;
+    }
+    let rms = (power / n).sqrt();
+    // Power of the 1 kHz component: |X|^2 * 2 / n^2 is the squared amplitude; half of that is
+    // its mean power.
+    let tone_power = 2.0 * (re * re + im * im) / (n * n);
+    let share = tone_power / (power / n).max(1e-9);
+    let clean_rms = AMPLITUDE / 2f64.sqrt();
+    share >= 0.5 && rms >= 0.5 * clean_rms
+}
+
+/// Plays `SECONDS` of the tone through `impair` into a jitter buffer and scores the output
+/// from 0.5 s after its first audible block for `SECONDS - 1` seconds.
+fn run(impair: ImpairConfig) -> Score {
+    let mut encoder = Encoder::new(&EncoderConfig::default()).unwrap();
+    let impairer = Impairer::new(impair);
+    let mut jitter = JitterBuffer::new(
+        JitterConfig::default(),
+        Decoder::new(Channels::Mono).unwrap(),
+    );
+    let t0 = Instant::now();
+    // (arrival, seq, ts, payload), sorted by arrival.
+    let mut arrivals: Vec<(Duration, u16, u32, Bytes)> = Vec::new();
+    let frames = SECONDS * 50;
+    for f in 0..frames {
+        let payload = Bytes::copy_from_slice(encoder.encode(&tone(f)).unwrap());
+        let seq = (f as u16).wrapping_add(40_000); // wraps during the run
+        let ts = (f as u32 * FRAME_SAMPLES as u32).wrapping_add(3_000_000_000);
+        let mut rtp = vec![0x80, 111];
+        rtp.extend_from_slice(&seq.to_be_bytes());
+        rtp.extend_from_slice(&ts.to_be_bytes());
+        rtp.extend_from_slice(&SSRC.to_be_bytes());
+        let sent = Duration::from_millis(20 * f as u64);
+        match impairer.judge(&rtp, true) {
+            Fate::Drop => {}
+            Fate::Pass => arrivals.push((sent + BASE_DELAY, seq, ts, payload)),
+            Fate::Delay { delay, copy } => {
+                arrivals.push((sent + BASE_DELAY + delay, seq, ts, payload.clone()));
+                if let Some(copy) = copy {
+                    arrivals.push((sent + BASE_DELAY + copy, seq, ts, payload));
+                }
+            }
+        }
+    }
+    arrivals.sort_by_key(|a| a.0);
+    let mut out: Vec<i16> = Vec::new();
+    let mut kinds = Vec::new();
+    let mut delays = Vec::new();
+    let mut next = 0;
+    // The receiver's 20 ms clock, out of phase with the sender's.
+    let phase = Duration::from_millis(7);
+    for tick in 0..(frames + 50) {
+        let now = phase + Duration::from_millis(20 * tick as u64);
+        while next < arrivals.len() && arrivals[next].0 <= now {
+            let (at, seq, ts, ref payload) = arrivals[next];
+            jitter.insert(t0 + at, seq, ts, payload.clone());
+            next += 1;
+        }
+        let pulled = jitter.pull(t0 + now);
+        kinds.push(pulled.kind);
+        out.extend_from_slice(pulled.pcm);
+        delays.push(jitter.stats().delay_ms);
+    }
+    let start = out
+        .chunks(FRAME_SAMPLES)
+        .position(|b| b.iter().any(|&s| s.unsigned_abs() > 1000))
+        .expect("the tone came out")
+        + 25;
+    let blocks: Vec<bool> = out
+        .chunks(FRAME_SAMPLES)
+        .skip(start)
+        .take((SECONDS - 1) * 50)
+        .map(good_block)
+        .collect();
+    let mut bad_kinds: Vec<(FrameKind, usize)> = Vec::new();
+    for (i, _) in blocks.iter().enumerate().filter(|(_, g)| !**g) {
+        let k = kinds[start + i];
+        if std::env::var("DIAG").is_ok() {
+            let b = &out[(start + i) * FRAME_SAMPLES..(start + i + 1) * FRAME_SAMPLES];
+            let rms = (b.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / 960.0).sqrt();
+            println!(
+                "  bad block {} {k:?} rms {:.2} of clean; prev kind {:?}",
+                start + i,
+                rms / (AMPLITUDE / 2f64.sqrt()),
+                kinds[start + i - 1]
+            );
+        }
+        match bad_kinds.iter_mut().find(|(kind, _)| *kind == k) {
+            Some((_, n)) => *n += 1,
+            None => bad_kinds.push((k, 1)),
+        }
+    }
+    let good = blocks.iter().filter(|&&g| g).count() as f64 / blocks.len() as f64;
+    let (mut longest, mut run) = (0, 0);
+    for &g in &blocks {
+        run = if g { 0 } else { run + 1 };
+        longest = longest.max(run);
+    }
+    delays.sort_by(f32::total_cmp);
+    Score {
+        good: good * 100.0,
+        longest_bad_ms: longest * 20,
+        stats: jitter.stats(),
+        delay_ms: delays[delays.len() / 2],
+        bad_kinds,
+    }
+}
+
+fn row(loss: f64, burst: f64, jitter_ms: u64, seed: u64) -> Score {
+    let s = run(ImpairConfig {
+        loss,
+        burst,
+        jitter: Duration::from_millis(jitter_ms),
+        seed,
+        ..ImpairConfig::default()
+    });
+    println!(
+        "loss {:>4.0} % burst {burst:>3} jitter {jitter_ms:>3} ms seed {seed}: good {:>6.2} %, longest bad {:>3} ms, delay {:>5.1} ms, bad {:?} | {:?}",
+        loss * 100.0,
+        s.good,
+        s.longest_bad_ms,
+        s.delay_ms,
+        s.bad_kinds,
+        s.stats
+    );
+    s
+}
+
+#[test]
+fn a_clean_path_plays_every_block_with_little_delay() {
+    let s = row(0.0, 1.0, 0, 1);
+    assert_eq!(s.good, 100.0);
+    assert!(s.delay_ms <= 45.0, "{} ms", s.delay_ms);
+}
+
+#[test]
+fn ten_percent_loss_and_40_ms_jitter() {
+    for seed in 1..=5 {
+        let s = row(0.10, 1.0, 40, seed);
+        assert!(s.good >= 99.5, "seed {seed}: {} %", s.good);
+        assert!(
+            s.longest_bad_ms <= 20,
+            "seed {seed}: {} ms",
+            s.longest_bad_ms
+        );
+    }
+}
+
+#[test]
+fn heavier_rows_for_the_record() {
+    for (loss, burst, jitter) in [(0.2, 1.0, 80), (0.3, 1.0, 120), (0.1, 3.0, 40)] {
+        for seed in 1..=3 {
+            let s = row(loss, burst, jitter, seed);
+            assert!(s.good > 80.0);
+        }
+    }
+}
