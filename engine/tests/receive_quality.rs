@@ -130,16 +130,6 @@ fn run(impair: ImpairConfig) -> Score {
     let mut bad_kinds: Vec<(FrameKind, usize)> = Vec::new();
     for (i, _) in blocks.iter().enumerate().filter(|(_, g)| !**g) {
         let k = kinds[start + i];
-        if std::env::var("DIAG").is_ok() {
-            let b = &out[(start + i) * FRAME_SAMPLES..(start + i + 1) * FRAME_SAMPLES];
-            let rms = (b.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / 960.0).sqrt();
-            println!(
-                "  bad block {} {k:?} rms {:.2} of clean; prev kind {:?}",
-                start + i,
-                rms / (AMPLITUDE / 2f64.sqrt()),
-                kinds[start + i - 1]
-            );
-        }
         match bad_kinds.iter_mut().find(|(kind, _)| *kind == k) {
             Some((_, n)) => *n += 1,
             None => bad_kinds.push((k, 1)),
