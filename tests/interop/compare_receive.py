@@ -559,8 +559,8 @@ def self_test():
     # ntgcalls' record assembly and its wall-clock map.
     frames = [(100.000 + 0.010 * i + rng.uniform(-0.002, 0.002), np.full(480, 0.1)) for i in range(50)]
     frames += [(100.800 + 0.010 * i, np.full(480, 0.2)) for i in range(50)]  # 300 ms pause first
-    rec, marks = assemble_frames(frames)
-    check(abs(len(rec) - int(1.3 * FS)) <= 480, f"ntgcalls record: a 300 ms pause becomes silence ({len(rec) / FS:.3f} s)")
+    rec, marks, inserted = assemble_frames(frames)
+    check(abs(len(rec) - int(1.3 * FS)) <= 480 and 290 <= inserted <= 310, f"ntgcalls record: a 300 ms pause becomes silence ({len(rec) / FS:.3f} s)")
     t = wall_of_sample(marks, int(1.0 * FS) + 100)
     check(abs(t - (101.000 + 100 / FS)) < 0.003, f"ntgcalls record: sample -> wall time ({t - 100:.4f} s after 100)")
     print(f"self-test: {failed} failed", flush=True)
@@ -573,23 +573,25 @@ def self_test():
 
 def assemble_frames(frames):
     """(wall time of the on_frames callback, float samples) in arrival order -> one continuous
-    record and its marks [(index of the frame's first sample, callback wall time)]. Frames are
+    record, its marks [(index of the frame's first sample, callback wall time)] and the
+    silence inserted for pauses (ms). Frames are
     concatenated; when the callbacks pause for longer than NTG_GAP_S beyond the audio already
     delivered, the pause becomes silence (ntgcalls delivers frames only while it plays out a
     stream, one 10 ms frame per callback, about every 10 ms)."""
     parts, marks = [], []
-    n = 0
+    n = inserted = 0
     expected = None  # wall time at which the next frame is due
     for t, x in frames:
         if expected is not None and t - expected > NTG_GAP_S:
             gap = int(round((t - expected) * FS / 480)) * 480
             parts.append(np.zeros(gap))
             n += gap
+            inserted += gap
         marks.append((n, t))
         parts.append(x)
         n += len(x)
         expected = t + len(x) / FS if expected is None else max(expected + len(x) / FS, t + len(x) / FS - 0.05)
-    return (np.concatenate(parts) if parts else np.zeros(0)), marks
+    return (np.concatenate(parts) if parts else np.zeros(0)), marks, inserted * 1000 // FS
 
 
 def wall_of_sample(marks, index):
@@ -660,8 +662,8 @@ class NtgListener:
         frames = [(t, np.frombuffer(d[: len(d) // 2 * 2], dtype="<i2").astype(np.float64) / 32768.0)
                   for t, s, d in got if ssrc is None or s == ssrc]
         sizes = sorted({len(x) for _, x in frames})
-        rec, marks = assemble_frames(frames)
-        return rec, marks, {"frames": len(frames), "frame_samples": sizes,
+        rec, marks, inserted_ms = assemble_frames(frames)
+        return rec, marks, {"frames": len(frames), "frame_samples": sizes, "pauses_filled_ms": inserted_ms,
                             "other_ssrcs": sorted({s for _, s, _ in got if ssrc is not None and s != ssrc})}
 
     async def stop(self, chat_id):
