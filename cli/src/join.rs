@@ -38,6 +38,10 @@ pub struct Args {
     /// Record each participant to their own WAV file in this directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub record_dir: Option<PathBuf>,
+    /// Leave silences longer than this many seconds out of the --record-dir files (by default
+    /// each file keeps the call's timeline and lines up with the mix).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub trim_silence: Option<f64>,
     /// Join muted (nothing is sent until unmuted). Without --play this is the default.
     #[arg(long)]
     pub muted: bool,
@@ -143,6 +147,7 @@ fn call_config(args: &Args, source: Option<Source>, channels: Channels) -> CallC
         },
         record_dir: args.record_dir.clone(),
         record_mix: args.record.clone(),
+        record_trim_silence: args.trim_silence.map(Duration::from_secs_f64),
         media_via: args.media_via,
         ..CallConfig::default()
     }

@@ -36,6 +36,11 @@ pub struct CallConfig {
     /// The mix of every speaker in one file.
     pub record_mix: Option<PathBuf>,
     pub record_format: FileFormat,
+    /// Per-speaker files keep the call's timeline by default: a speaker's silences (and
+    /// concealed losses) are in their file, so it lines up with the mix and the other files.
+    /// With `Some(keep)`, silences longer than `keep` are left out instead (smaller files for
+    /// transcription, say, at the price of the timeline).
+    pub record_trim_silence: Option<Duration>,
     /// Received frames handed to the application, per speaker.
     pub app_sink: Option<AppSink>,
     pub jitter: JitterConfig,
@@ -66,6 +71,7 @@ impl Default for CallConfig {
             record_dir: None,
             record_mix: None,
             record_format: FileFormat::Wav,
+            record_trim_silence: None,
             app_sink: None,
             jitter: JitterConfig::default(),
             hold_unknown: Duration::from_secs(2),

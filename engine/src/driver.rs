@@ -76,6 +76,9 @@ pub(crate) async fn start(
     if let Some(dir) = &config.record_dir {
         sinks = sinks.with_files(dir.clone(), config.record_format);
     }
+    if let Some(keep) = config.record_trim_silence {
+        sinks = sinks.trim_silence(keep);
+    }
     // One writer thread per call: the per-speaker files share the mix's.
     if let Some(m) = &mix {
         sinks = sinks.with_writer(m.writer());

@@ -17,10 +17,6 @@ use crate::audio::{
 };
 use crate::error::{Error, Result};
 
-/// A speaker that sent nothing for this long stops being pulled (its file pauses) until it
-/// speaks again; the roster removes it for good when it leaves.
-const IDLE_AFTER: Duration = Duration::from_secs(1);
-
 /// Senders decoded at once. A voice chat has a handful of speakers at a time and the server
 /// forwards only declared sources; this bounds what a broken or hostile server can make us
 /// keep (each sender holds a decoder and a jitter buffer).
@@ -142,14 +138,10 @@ impl Receivers {
             let Some(jitter) = speaker.jitter.as_mut() else {
                 continue;
             };
-            if now.saturating_duration_since(speaker.last_packet) > IDLE_AFTER && jitter.is_empty()
-            {
-                continue;
-            }
+            // Pulled every tick, silent or not: the buffer's clock keeps running through the
+            // speaker's pauses (so speech after one plays on time, none of it skipped), and
+            // their file keeps the call's timeline.
             let pulled = jitter.pull(now);
-            if pulled.kind == FrameKind::Silence {
-                continue;
-            }
             let (kind, pcm) = (pulled.kind, pulled.pcm);
             if let Err(e) = self.sinks.write(ssrc, kind, pcm) {
                 self.sink_errors += 1;
@@ -158,7 +150,7 @@ impl Receivers {
                     report.errors.push(e);
                 }
             }
-            if let Some(mix) = self.mix.as_mut() {
+            if let Some(mix) = self.mix.as_mut().filter(|_| kind != FrameKind::Silence) {
                 // Adding can only fail on a frame of the wrong size, which the jitter buffer
                 // never produces.
                 let _ = mix.add(pcm, gain);
@@ -299,6 +291,87 @@ mod tests {
         assert_eq!(r.len(), 0, "all state freed");
         assert_eq!(r.recordings().len(), 200, "their files are still listed");
         r.finish().unwrap();
+    }
+
+    /// A speaker talks for 1 s, pauses 2 s (nothing sent, as with DTX), talks for 1 s more.
+    /// Returns the per-speaker file and the mix, as samples, with `trim` applied to the file.
+    fn talk_pause_talk(trim: Option<Duration>) -> (Vec<i16>, Vec<i16>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sinks = ParticipantSinks::new(Channels::Mono, Duration::from_millis(0))
+            .with_files(dir.path(), crate::audio::FileFormat::Wav);
+        if let Some(keep) = trim {
+            sinks = sinks.trim_silence(keep);
+        }
+        let mix_path = dir.path().join("mix.wav");
+        let mix =
+            MixRecorder::create(&mix_path, crate::audio::FileFormat::Wav, Channels::Mono).unwrap();
+        let mut r = Receivers::new(Channels::Mono, JitterConfig::default(), sinks, Some(mix));
+        let mut encoder = Encoder::new(&EncoderConfig::default()).unwrap();
+        let t0 = Instant::now();
+        let mut seq = 0u16;
+        for tick in 0..250u32 {
+            let now = t0 + Duration::from_millis(20 * u64::from(tick));
+            if tick < 50 || (150..200).contains(&tick) {
+                let mut p = opus_packet(&mut encoder, 7, seq);
+                p.timestamp = tick * 960; // the RTP clock runs through the pause
+                seq += 1;
+                r.insert(now, &p).unwrap();
+            }
+            r.tick(now, 1.0);
+        }
+        let file = r.recordings()[0].1.clone();
+        r.finish().unwrap();
+        let read = |p: &Path| -> Vec<i16> {
+            hound::WavReader::open(p)
+                .unwrap()
+                .into_samples::<i16>()
+                .map(|s| s.unwrap())
+                .collect()
+        };
+        (read(&file), read(&mix_path))
+    }
+
+    /// Index of the first 20 ms block at or after `from` that holds sound.
+    fn onset(pcm: &[i16], from: usize) -> usize {
+        pcm.chunks(960)
+            .enumerate()
+            .skip(from)
+            .find(|(_, b)| b.iter().any(|&s| s.unsigned_abs() > 500))
+            .map(|(i, _)| i)
+            .expect("sound")
+    }
+
+    fn sounding(pcm: &[i16]) -> usize {
+        pcm.chunks(960)
+            .filter(|b| b.iter().any(|&s| s.unsigned_abs() > 500))
+            .count()
+    }
+
+    /// The speaker's file keeps the pause, so the second sentence starts at the same place as
+    /// in the mix (3 s after the first); and none of the second sentence is skipped.
+    #[test]
+    fn a_speakers_file_keeps_the_timeline_of_the_mix() {
+        let (file, mix) = talk_pause_talk(None);
+        let (first_file, first_mix) = (onset(&file, 0), onset(&mix, 0));
+        let second_file = onset(&file, first_file + 70);
+        let second_mix = onset(&mix, first_mix + 70);
+        assert_eq!(second_file - first_file, 150, "pause kept in the file");
+        assert_eq!(second_mix - first_mix, 150, "pause kept in the mix");
+        assert_eq!(file.len() / 960 - first_file, mix.len() / 960 - first_mix);
+        // Both sentences whole, each followed by up to 200 ms of concealment (the tone stops
+        // dead, with no silence before it, so the buffer first takes it for a loss).
+        let heard = sounding(&file);
+        assert!((100..=122).contains(&heard), "{heard} blocks of sound");
+    }
+
+    #[test]
+    fn trimmed_files_leave_long_silences_out() {
+        let (file, _) = talk_pause_talk(Some(Duration::from_millis(500)));
+        let first = onset(&file, 0);
+        let second = onset(&file, first + 70);
+        // 50 blocks of speech, 10 of concealment, then 25 silent blocks kept of the pause.
+        assert!((83..=87).contains(&(second - first)), "{}", second - first);
+        assert!((100..=122).contains(&sounding(&file)));
     }
 
     #[test]

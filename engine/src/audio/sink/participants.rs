@@ -23,6 +23,8 @@ struct Stream {
     anonymous: bool,
     held: VecDeque<(FrameKind, Vec<i16>)>,
     file: Option<FileSink>,
+    /// Silent frames in a row (for [`ParticipantSinks::trim_silence`]).
+    silent_run: usize,
 }
 
 /// Routes each speaker's frames to their own file and/or to the application.
@@ -36,6 +38,9 @@ pub struct ParticipantSinks {
     writer: Option<RecordingWriter>,
     /// Files of speakers who left, being finalized on the writer thread.
     closing: Vec<Closing>,
+    /// Silent frames in a row kept in a file before the rest of the run is left out; `None`
+    /// keeps every one, so the file keeps the call's timeline.
+    trim_silence: Option<usize>,
 }
 
 impl std::fmt::Debug for ParticipantSinks {
@@ -61,7 +66,16 @@ impl ParticipantSinks {
             streams: HashMap::new(),
             writer: None,
             closing: Vec::new(),
+            trim_silence: None,
         }
+    }
+
+    /// Leaves silences longer than `keep` out of the files (the timeline is then lost: a file
+    /// no longer lines up with the mix and the other speakers' files).
+    pub fn trim_silence(mut self, keep: Duration) -> Self {
+        let frame_ms = (FRAME_SAMPLES as u64 * 1000 / SAMPLE_RATE as u64).max(1);
+        self.trim_silence = Some((keep.as_millis() as u64 / frame_ms) as usize);
+        self
     }
 
     /// One file per SSRC in `dir`: `peer<PEER>_ssrc<SSRC>.<ext>`, or `ssrc<SSRC>.<ext>` when
@@ -115,6 +129,11 @@ impl ParticipantSinks {
             });
         }
         if self.files.is_none() && self.app.is_none() {
+            return Ok(());
+        }
+        // A speaker's recording starts with their first sound; from then on it has their
+        // silences too.
+        if kind == FrameKind::Silence && !self.streams.contains_key(&ssrc) {
             return Ok(());
         }
         let hold = self.hold_frames;
@@ -205,8 +224,14 @@ impl ParticipantSinks {
         let Some(stream) = self.streams.get_mut(&ssrc) else {
             return Ok(());
         };
+        let silent = kind == FrameKind::Silence;
+        stream.silent_run = if silent { stream.silent_run + 1 } else { 0 };
+        let trimmed = silent
+            && self
+                .trim_silence
+                .is_some_and(|keep| stream.silent_run > keep);
         let mut file_result = Ok(());
-        if let Some((dir, format)) = &self.files {
+        if let Some((dir, format)) = self.files.as_ref().filter(|_| !trimmed) {
             if stream.file.is_none() {
                 let name = match stream.peer {
                     Some(peer) => format!("peer{peer}_ssrc{ssrc}.{}", format.extension()),
@@ -224,7 +249,8 @@ impl ParticipantSinks {
                 file_result = file.write(&pcm);
             }
         }
-        let app_result = match self.app.as_mut() {
+        // The application gets sound only: it has the clock, and frames carry their kind.
+        let app_result = match self.app.as_mut().filter(|_| !silent) {
             Some(app) => app.deliver(ReceivedFrame {
                 ssrc,
                 peer: stream.peer,
@@ -244,6 +270,7 @@ fn new_stream() -> Stream {
         anonymous: false,
         held: VecDeque::new(),
         file: None,
+        silent_run: 0,
     }
 }
 
