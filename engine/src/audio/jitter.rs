@@ -20,7 +20,7 @@ use groupcall_media::rtp::RtpPacket;
 
 use super::codec::{packet_samples, FrameDecoder};
 use super::expand::Expander;
-use super::level::frame_level;
+use super::stretch::Stretcher;
 use super::{FRAME_SAMPLES, MAX_PACKET_SAMPLES, SAMPLE_RATE};
 
 /// Smallest unit libopus decodes or conceals (2.5 ms).
@@ -30,12 +30,13 @@ const RESYNC_JUMP: i64 = SAMPLE_RATE as i64;
 /// After this many packets in a row are refused as late or duplicate, the sender's numbering
 /// has moved away from ours (a restart): start over.
 const RESYNC_AFTER_REJECTED: u32 = 25;
-/// Drop a frame when the delay exceeds the target by this much (and the speaker is quiet)...
-const DROP_MARGIN: i64 = 3 * FRAME_SAMPLES as i64;
-/// ...or by this much whatever the speaker does.
+/// Time-stretch to bring the delay down when it is above the target by more than this...
+const ACCELERATE_MARGIN: i64 = FRAME_SAMPLES as i64;
+/// ...and to raise it when it is below by more than this: being under the target is what
+/// costs concealment when packets come late, being over only costs latency.
+const SLOW_DOWN_MARGIN: i64 = FRAME_SAMPLES as i64 / 4;
+/// ...and skip a whole packet when it is this far above.
 const FORCE_DROP_MARGIN: i64 = 10 * FRAME_SAMPLES as i64;
-/// Frames quieter than this (-dBov) may be dropped to shrink the delay.
-const QUIET_LEVEL: u8 = 50;
 
 /// Settings of a [`JitterBuffer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +53,10 @@ pub struct JitterConfig {
     pub capacity: usize,
     /// How long loss concealment may extrapolate before the output turns to silence.
     pub concealment_limit: Duration,
+    /// Change the delay by time-stretching (a pitch period out or in per packet). Off, the
+    /// delay only grows by waiting for late audio and shrinks by skipping whole packets when
+    /// far behind: every packet then plays at its own length (bit-exact pipelines, tests).
+    pub time_stretch: bool,
 }
 
 impl Default for JitterConfig {
@@ -62,6 +67,7 @@ impl Default for JitterConfig {
             initial_delay: Duration::from_millis(40),
             capacity: 256,
             concealment_limit: Duration::from_millis(200),
+            time_stretch: true,
         }
     }
 }
@@ -109,8 +115,12 @@ pub struct JitterStats {
     pub recovered_samples: u64,
     /// Samples (per channel) produced by loss concealment.
     pub concealed_samples: u64,
-    /// Samples (per channel) dropped to bring the delay down.
+    /// Samples (per channel) skipped to bring the delay down when far behind.
     pub dropped_samples: u64,
+    /// Samples (per channel) taken out by time-stretching to bring the delay down...
+    pub accelerated_samples: u64,
+    /// ...and put in to raise it.
+    pub slowed_samples: u64,
     /// RFC 3550 interarrival jitter.
     pub jitter_ms: f32,
     pub target_delay_ms: f32,
@@ -271,6 +281,7 @@ pub struct JitterBuffer<D> {
     max_delay: i64,
     capacity: usize,
     concealment_limit: i64,
+    time_stretch: bool,
 
     slots: VecDeque<Slot>,
     origin: Option<Instant>,
@@ -291,7 +302,6 @@ pub struct JitterBuffer<D> {
     last_played_seq: Option<i64>,
     /// Samples per channel since real audio was last decoded (for the concealment limit).
     since_audio: i64,
-    last_frame_quiet: bool,
 
     pending: Vec<i16>,
     pending_start: usize,
@@ -299,6 +309,7 @@ pub struct JitterBuffer<D> {
     pending_kind: FrameKind,
     /// Conceals from what was played, and cross-fades real audio back in.
     expander: Expander,
+    stretcher: Stretcher,
     out: Vec<i16>,
     stats: JitterStats,
 }
@@ -317,6 +328,7 @@ impl<D: FrameDecoder> JitterBuffer<D> {
             max_delay,
             capacity: config.capacity.max(1),
             concealment_limit: samples_of(config.concealment_limit),
+            time_stretch: config.time_stretch,
             slots: VecDeque::with_capacity(config.capacity.max(1)),
             origin: None,
             seq_unwrap: Unwrapper::default(),
@@ -333,8 +345,9 @@ impl<D: FrameDecoder> JitterBuffer<D> {
             cursor: 0,
             last_played_seq: None,
             since_audio: i64::MAX / 2,
-            last_frame_quiet: false,
-            pending: vec![0; MAX_PACKET_SAMPLES * channels],
+            stretcher: Stretcher::default(),
+            // Room for the longest packet slowed down by a period.
+            pending: vec![0; (MAX_PACKET_SAMPLES + FRAME_SAMPLES) * channels],
             pending_start: 0,
             pending_end: 0,
             pending_kind: FrameKind::Silence,
@@ -503,7 +516,7 @@ impl<D: FrameDecoder> JitterBuffer<D> {
         let target = self.target();
         let mut mix = KindMix::default();
         let mut filled = 0;
-        let mut dropped = false;
+        let mut stretched = false;
         while filled < need {
             if self.pending_start < self.pending_end {
                 let n = (need - filled).min(self.pending_end - self.pending_start);
@@ -530,17 +543,11 @@ impl<D: FrameDecoder> JitterBuffer<D> {
                     break;
                 };
                 let over = delay - target;
-                let may_drop = !dropped
-                    && over > DROP_MARGIN
-                    && slot.samples as i64 <= over
-                    && (self.last_frame_quiet || over > FORCE_DROP_MARGIN);
+                let samples = slot.samples as i64;
                 self.play_slot(slot);
-                if may_drop {
-                    // Decoded (to keep the decoder's state continuous) but not played.
-                    dropped = true;
-                    let n = (self.pending_end - self.pending_start) / self.channels;
-                    self.stats.dropped_samples += n as u64;
-                    self.pending_start = self.pending_end;
+                if !stretched {
+                    stretched = true;
+                    self.stretch(over, samples);
                 }
                 continue;
             }
@@ -579,11 +586,35 @@ impl<D: FrameDecoder> JitterBuffer<D> {
         }
         self.stats.delay_ms = ((t - base - self.cursor) as f64 / 48.0) as f32;
         self.bump *= 1.0 - 1.0 / 256.0;
-        let over = t - base - self.cursor - target;
-        self.last_frame_quiet = over > DROP_MARGIN && frame_level(&self.out) >= QUIET_LEVEL;
         Pulled {
             kind: mix.kind(),
             pcm: &self.out,
+        }
+    }
+
+    /// Moves the delay towards the target with the packet just decoded into `pending`: one
+    /// pitch period out when the delay is `over` the target by more than a frame, one in when
+    /// it is under by 5 ms and the next packet is here already (so slowing down is not
+    /// starving); far behind, the whole packet is skipped.
+    fn stretch(&mut self, over: i64, samples: i64) {
+        let (start, end, ch) = (self.pending_start, self.pending_end, self.channels);
+        if over > FORCE_DROP_MARGIN && samples <= over {
+            // Decoded (to keep the decoder's state continuous) but not played.
+            self.stats.dropped_samples += ((end - start) / ch) as u64;
+            self.pending_start = end;
+        } else if !self.time_stretch {
+        } else if over > ACCELERATE_MARGIN {
+            let n = self
+                .stretcher
+                .accelerate(&mut self.pending[start..], end - start, ch);
+            self.pending_end -= n * ch;
+            self.stats.accelerated_samples += n as u64;
+        } else if over < -SLOW_DOWN_MARGIN && !self.slots.is_empty() {
+            let n = self
+                .stretcher
+                .slow_down(&mut self.pending[start..], end - start, ch);
+            self.pending_end += n * ch;
+            self.stats.slowed_samples += n as u64;
         }
     }
 
@@ -718,6 +749,14 @@ mod tests {
         Bytes::copy_from_slice(&[toc, b[0], b[1]])
     }
 
+    /// Every packet at its own length: the tests below follow packet ids through the buffer.
+    fn exact() -> JitterConfig {
+        JitterConfig {
+            time_stretch: false,
+            ..JitterConfig::default()
+        }
+    }
+
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
@@ -765,7 +804,7 @@ mod tests {
 
     #[test]
     fn plays_in_order_across_wraparound_after_the_initial_delay() {
-        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let mut jb = JitterBuffer::new(exact(), Fake);
         let out = run(&mut jb, stream(50, |_| 10), 60);
         let first = out.iter().position(|o| o.0 != FrameKind::Silence).unwrap();
         // The first packet arrives at 30 ms; playout starts once it is about the initial 40 ms
@@ -785,7 +824,7 @@ mod tests {
 
     #[test]
     fn reorders_and_drops_duplicates() {
-        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let mut jb = JitterBuffer::new(exact(), Fake);
         let mut arr = stream(40, |id| if id % 2 == 0 { 30 } else { 0 });
         let dups: Vec<_> = arr
             .iter()
@@ -802,7 +841,7 @@ mod tests {
 
     #[test]
     fn rebuilds_a_lost_packet_from_the_next_ones_fec() {
-        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let mut jb = JitterBuffer::new(exact(), Fake);
         let arr: Vec<_> = stream(30, |_| 5)
             .into_iter()
             .filter(|a| id_of(&a.3) != 10)
@@ -817,7 +856,7 @@ mod tests {
 
     #[test]
     fn conceals_a_burst_then_recovers_its_last_packet() {
-        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let mut jb = JitterBuffer::new(exact(), Fake);
         let arr: Vec<_> = stream(30, |_| 5)
             .into_iter()
             .filter(|a| !(10..=12).contains(&id_of(&a.3)))
@@ -833,9 +872,9 @@ mod tests {
 
     #[test]
     fn a_late_packet_is_counted_and_raises_the_target() {
-        let mut calm = JitterBuffer::new(JitterConfig::default(), Fake);
+        let mut calm = JitterBuffer::new(exact(), Fake);
         run(&mut calm, stream(30, |_| 0), 40);
-        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let mut jb = JitterBuffer::new(exact(), Fake);
         let out = run(&mut jb, stream(30, |id| if id == 15 { 400 } else { 0 }), 40);
         let s = jb.stats();
         assert_eq!((s.late, s.lost), (1, 1));
@@ -854,7 +893,7 @@ mod tests {
         // Packet 10 comes 50 ms late while the delay is 80 ms: played, not lost.
         let config = JitterConfig {
             initial_delay: Duration::from_millis(80),
-            ..JitterConfig::default()
+            ..exact()
         };
         let mut jb = JitterBuffer::new(config, Fake);
         let out = run(&mut jb, stream(30, |id| if id == 10 { 50 } else { 0 }), 40);
@@ -905,7 +944,7 @@ mod tests {
                 pkt(TOC_20MS, id),
             ));
         }
-        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let mut jb = JitterBuffer::new(exact(), Fake);
         let out = run(&mut jb, arr, 160);
         assert_eq!(played_ids(&out), (1..=40).collect::<Vec<_>>());
         let s = jb.stats();
@@ -925,7 +964,7 @@ mod tests {
             let ts = 123_456u32.wrapping_add(960 * id as u32);
             arr.push((ms(20 * id as u64 + 5), id as u16 * 7, ts, pkt(TOC_20MS, id)));
         }
-        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let mut jb = JitterBuffer::new(exact(), Fake);
         let out = run(&mut jb, arr, 60);
         let ids = played_ids(&out);
         assert_eq!(jb.stats().resyncs, 1);
@@ -954,7 +993,7 @@ mod tests {
         let cfg = JitterConfig {
             min_delay: ms(150),
             initial_delay: ms(150),
-            ..Default::default()
+            ..exact()
         };
         let mut jb = JitterBuffer::new(cfg, Fake);
         let t0 = Instant::now();
@@ -984,7 +1023,7 @@ mod tests {
     fn garbage_and_floods_are_counted_not_fatal() {
         let cfg = JitterConfig {
             capacity: 8,
-            ..Default::default()
+            ..exact()
         };
         let mut jb = JitterBuffer::new(cfg, Fake);
         let t0 = Instant::now();
@@ -1006,18 +1045,36 @@ mod tests {
     }
 
     #[test]
-    fn drops_a_quiet_frame_when_far_behind() {
-        // A burst: 30 frames arrive at once after 600 ms, then real time. The delay is far above
-        // the target, and the fake's output (ids) reads as quiet, so frames are dropped.
+    fn skips_whole_packets_only_when_far_behind() {
+        // A burst: 30 frames arrive at once after 600 ms, then real time. Without stretching,
+        // whole packets are skipped until the delay is within the forced-skip margin.
         let mut arr = stream(30, |id| 600 - 20 * id as u64);
         arr.extend(stream(80, |_| 0).into_iter().skip(30));
-        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let mut jb = JitterBuffer::new(exact(), Fake);
         let out = run(&mut jb, arr, 120);
         let s = jb.stats();
         assert!(s.dropped_samples >= 960, "{s:?}");
-        assert!(s.delay_ms < 200.0, "{s:?}");
+        assert!(s.delay_ms < 250.0, "{s:?}");
         let ids = played_ids(&out);
         assert!(ids.windows(2).all(|w| w[1] > w[0]));
         assert_eq!(*ids.last().unwrap(), 80);
+    }
+
+    #[test]
+    fn a_burst_is_caught_up_by_time_stretching() {
+        // The same burst with stretching on: the fake's output (ids) reads as quiet, so a
+        // period comes out of every packet until the delay is back near the target, and no
+        // packet is skipped below the forced margin.
+        let mut arr = stream(8, |id| 160 - 20 * id as u64);
+        arr.extend(stream(200, |_| 0).into_iter().skip(8));
+        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let out = run(&mut jb, arr, 240);
+        let s = jb.stats();
+        assert_eq!(s.dropped_samples, 0, "{s:?}");
+        assert!(s.accelerated_samples >= 2880, "{s:?}");
+        assert!((s.delay_ms - s.target_delay_ms).abs() <= 25.0, "{s:?}");
+        let ids = played_ids(&out);
+        assert!(ids.windows(2).all(|w| w[1] >= w[0]), "{ids:?}");
+        assert!(*ids.last().unwrap() >= 199, "played to the end: {ids:?}");
     }
 }

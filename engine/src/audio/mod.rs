@@ -21,6 +21,7 @@ pub mod resample;
 pub mod send;
 pub mod sink;
 pub mod source;
+mod stretch;
 
 pub use codec::{Application, Decoder, Encoder, EncoderConfig, FrameDecoder};
 pub use jitter::{FrameKind, JitterBuffer, JitterConfig, JitterStats, Pulled};
