@@ -195,6 +195,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     if args.signaling == Some(SignalingMode::Stdio) {
         return crate::stdio::run(args.duration, leave_at_end, config).await;
     }
+    let mut clock = ClockLog::new(args.clock_log.clone())?;
     let call_name = args.call.clone().unwrap_or_default();
     let backend = args.backend.connect().await?;
     let target = backend.resolve(&call_name).await?;
@@ -209,12 +210,9 @@ pub async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot join {call_name}: {e}"))?;
     eprintln!("joined {call_name} with SSRC {}", call.ssrc());
-    let summary = drive(call, args.duration, leave_at_end, args.quiet).await?;
+    let summary = drive(call, args.duration, leave_at_end, args.quiet, &mut clock).await?;
     report(&summary);
-    if let Some(path) = &args.clock_log {
-        write_clock_log(path, &summary)?;
-    }
-    Ok(())
+    clock.update(&summary.stats)
 }
 
 /// Prints events and a status line until the call ends, `duration` passes, the source ends
@@ -224,10 +222,14 @@ pub async fn drive(
     duration: Option<f64>,
     leave_at_end: bool,
     quiet: bool,
+    clock: &mut ClockLog,
 ) -> Result<CallSummary, String> {
     let deadline =
         duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+    // Made once: a Ctrl+C that lands while an event is handled is not lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
             e = call.next_event() => match e {
@@ -245,9 +247,15 @@ pub async fn drive(
                 }
                 None => return Err("the call ended".into()),
             },
-            _ = status_tick.tick(), if !quiet => eprintln!("{}", status::line("status", &call.stats())),
+            _ = status_tick.tick() => {
+                let stats = call.stats();
+                clock.update(&stats)?;
+                if !quiet {
+                    eprintln!("{}", status::line("status", &stats));
+                }
+            }
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
-            r = tokio::signal::ctrl_c() => {
+            r = &mut ctrl_c => {
                 r.map_err(|e| format!("cannot wait for Ctrl+C: {e}"))?;
                 eprintln!("leaving (Ctrl+C)");
                 break;
@@ -259,23 +267,60 @@ pub async fn drive(
         .map_err(|e| format!("leaving failed: {e}"))
 }
 
-/// The `--clock-log` file: one JSON line per anchor the call has.
-fn write_clock_log(path: &Path, summary: &CallSummary) -> Result<(), String> {
-    let micros = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros())
-    };
-    let mut text = String::new();
-    for (event, at) in [
-        ("source_start", summary.stats.source_started_at),
-        ("record_start", summary.stats.mix_started_at),
-    ] {
-        if let Some(at) = at {
-            text += &format!("{{\"event\":\"{event}\",\"unix_us\":{}}}\n", micros(at));
+/// The `--clock-log` file: one JSON line per anchor, written as soon as the call has it (so
+/// a process that is killed still leaves what it had).
+pub struct ClockLog {
+    path: Option<PathBuf>,
+    source_start: bool,
+    record_start: bool,
+}
+
+impl ClockLog {
+    /// Creates (truncates) the file now, so a path that cannot be written is refused at once.
+    pub fn new(path: Option<PathBuf>) -> Result<Self, String> {
+        if let Some(p) = &path {
+            std::fs::write(p, "")
+                .map_err(|e| format!("cannot write the clock log {}: {e}", p.display()))?;
         }
+        Ok(ClockLog {
+            path,
+            source_start: false,
+            record_start: false,
+        })
     }
-    std::fs::write(path, text)
-        .map_err(|e| format!("cannot write the clock log {}: {e}", path.display()))
+
+    pub fn update(&mut self, stats: &groupcall_engine::CallStats) -> Result<(), String> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let micros = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros())
+        };
+        let mut text = String::new();
+        for (event, at, done) in [
+            (
+                "source_start",
+                stats.source_started_at,
+                &mut self.source_start,
+            ),
+            ("record_start", stats.mix_started_at, &mut self.record_start),
+        ] {
+            if let (Some(at), false) = (at, *done) {
+                *done = true;
+                text += &format!("{{\"event\":\"{event}\",\"unix_us\":{}}}\n", micros(at));
+            }
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("cannot write the clock log {}: {e}", path.display()))
+    }
 }
 
 pub fn report(summary: &CallSummary) {

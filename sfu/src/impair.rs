@@ -4,17 +4,20 @@
 //! `scripts/compare-receive.sh` use it to put receivers behind the same bad path.
 //!
 //! Only RTP is impaired (RFC 7983 and RFC 5761 tell it from STUN, DTLS and RTCP), so the
-//! connection itself comes up and the comparison is about audio. Every decision is a pure
-//! function of the seed, the packet's SSRC and its sequence number, never of arrival order or of
-//! which client it goes to: two listeners behind one relay lose exactly the same packets of a
-//! sender, with the same delays. That is what makes a side-by-side score fair.
+//! connection itself comes up and the comparison is about audio. Every decision is a function
+//! of the seed, of which sender the packet is from (numbered in the order senders first
+//! appear) and of its sequence number counted from the first packet seen of that sender; never
+//! of the order the rest arrive in, nor of which client it goes to. So two listeners behind one
+//! relay lose exactly the same packets of a sender, with the same delays, which is what makes
+//! a side-by-side score fair; and a run repeats with its seed, although senders pick random
+//! SSRCs and sequence numbers.
 //!
 //! [`Impairer`] is the decision (sans-IO, unit tested); [`Relay`] the tokio driver around it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -123,15 +126,20 @@ pub enum Fate {
     },
 }
 
+/// Senders numbered in order of appearance (a bound on the relay's memory).
+const MAX_SENDERS: usize = 1024;
+
 /// Steps of history the Gilbert–Elliott chain is run over for each packet. Driven by the same
 /// draws, chains from any start state meet after a step or two (see [`Impairer::bad`]), so 64
 /// steps make the state a function of the sequence number alone.
 const CHAIN_HISTORY: u16 = 64;
 
 /// The decisions of [`ImpairConfig`], per packet. Holds no state: see the module documentation.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Impairer {
     config: ImpairConfig,
+    /// Per SSRC: its number in order of appearance and its first sequence number.
+    anchors: Mutex<HashMap<u32, (u32, u16)>>,
     /// Gilbert–Elliott transition probabilities: good→bad and bad→good.
     to_bad: f64,
     to_good: f64,
@@ -179,6 +187,7 @@ impl Impairer {
         let to_bad = loss * to_good / (1.0 - loss);
         Impairer {
             config,
+            anchors: Mutex::new(HashMap::new()),
             to_bad,
             to_good,
         }
@@ -188,16 +197,28 @@ impl Impairer {
         &self.config
     }
 
-    /// Whether packet `seq` of `ssrc` is lost.
-    pub fn lost(&self, ssrc: u32, seq: u16) -> bool {
+    /// The sender's number and the packet's sequence number counted from its first.
+    fn anchor(&self, ssrc: u32, seq: u16) -> (u32, u16) {
+        let mut anchors = self.anchors.lock().unwrap_or_else(|p| p.into_inner());
+        let next = anchors.len() as u32;
+        if anchors.len() >= MAX_SENDERS && !anchors.contains_key(&ssrc) {
+            // Past the bound, senders are told apart by SSRC alone.
+            return (ssrc, seq);
+        }
+        let (stream, first) = *anchors.entry(ssrc).or_insert((next, seq));
+        (stream, seq.wrapping_sub(first))
+    }
+
+    /// Whether packet `seq` (counted from the first) of sender number `stream` is lost.
+    pub fn lost(&self, sender: u32, seq: u16) -> bool {
         let c = &self.config;
         if c.loss <= 0.0 {
             return false;
         }
         if c.burst <= 1.0 {
-            return draw(c.seed, ssrc, seq, LOSS) < c.loss;
+            return draw(c.seed, sender, seq, LOSS) < c.loss;
         }
-        self.bad(ssrc, seq)
+        self.bad(sender, seq)
     }
 
     /// The Gilbert–Elliott state at `seq`, run from `CHAIN_HISTORY` packets earlier. Each step
@@ -205,12 +226,12 @@ impl Impairer {
     /// `u < 1 - to_good`. Since `to_bad < 1 - to_good` for any loss below 50 % per burst
     /// packet, a draw below `to_bad` puts both states in bad and one above `1 - to_good` puts
     /// both in good: chains started anywhere agree from then on.
-    fn bad(&self, ssrc: u32, seq: u16) -> bool {
+    fn bad(&self, sender: u32, seq: u16) -> bool {
         let c = &self.config;
         let mut bad = false;
         for back in (0..=CHAIN_HISTORY).rev() {
             let s = seq.wrapping_sub(back);
-            let u = draw(c.seed, ssrc, s, LOSS);
+            let u = draw(c.seed, sender, s, LOSS);
             bad = if bad {
                 u < 1.0 - self.to_good
             } else {
@@ -231,6 +252,7 @@ impl Impairer {
         let Some((ssrc, seq)) = rtp_key(datagram).filter(|_| impaired) else {
             return Fate::Pass;
         };
+        let (ssrc, seq) = self.anchor(ssrc, seq);
         if self.lost(ssrc, seq) {
             return Fate::Drop;
         }
@@ -512,13 +534,23 @@ mod tests {
         };
         let (a, b) = (Impairer::new(config), Impairer::new(config));
         let forward: Vec<Fate> = (0..2000u16).map(|s| a.judge(&rtp(1, s), true)).collect();
-        let backward: Vec<Fate> = (0..2000u16)
+        // The other sees the first packet first, then the rest backwards.
+        let first = b.judge(&rtp(1, 0), true);
+        let mut backward: Vec<Fate> = (1..2000u16)
             .rev()
             .map(|s| b.judge(&rtp(1, s), true))
             .collect();
+        backward.push(first);
         assert!(forward.iter().eq(backward.iter().rev()));
+        // Another sender gets another pattern; the same sender starting at another sequence
+        // number and SSRC (another run) gets the same.
         let other_ssrc: Vec<Fate> = (0..2000u16).map(|s| a.judge(&rtp(2, s), true)).collect();
         assert_ne!(forward, other_ssrc);
+        let rerun = Impairer::new(config);
+        let again: Vec<Fate> = (0..2000u16)
+            .map(|s| rerun.judge(&rtp(99, s.wrapping_add(60_000)), true))
+            .collect();
+        assert_eq!(forward, again);
         let reseeded = Impairer::new(ImpairConfig { seed: 12, ..config });
         let other_seed: Vec<Fate> = (0..2000u16)
             .map(|s| reseeded.judge(&rtp(1, s), true))
@@ -590,7 +622,7 @@ mod tests {
         .unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let imp = Impairer::new(config);
-        let expect: Vec<u16> = (0..200u16).filter(|&s| !imp.lost(7, s)).collect();
+        let expect: Vec<u16> = (0..200u16).filter(|&s| !imp.lost(0, s)).collect();
         for s in 0..200u16 {
             client
                 .send_to(&rtp(7, s), relay.local_addr())
