@@ -134,10 +134,11 @@ fn a_tone_survives_loss_jitter_reordering_and_duplicates() {
             stats.target_delay_ms >= 60.0,
             "{what}: the target ignores the jitter"
         );
-        let decoded = kinds.iter().filter(|&&k| k == FrameKind::Decoded).count();
+        // Most of what played is real audio: concealment filled under a tenth of it (a pull
+        // that mixes sources reports the least trustworthy, so count samples, not pulls).
         assert!(
-            decoded as u64 >= sent * 8 / 10,
-            "{what}: only {decoded} decoded frames"
+            stats.concealed_samples <= sent * 960 / 10,
+            "{what}: too much concealment"
         );
     }
 }

@@ -2,13 +2,17 @@
 //! long), exactly 20 ms of decoded PCM out per pull.
 //!
 //! The buffer keeps a playout cursor in RTP time and a "delay": how far the cursor runs behind
-//! the sender's clock as estimated from the fastest recent packet. Each pull plays whatever
+//! the sender's clock as estimated from the fastest recent packet. The target delay is the
+//! 95th percentile of how late the last 200 packets came relative to that fastest one, plus a
+//! bump for every packet that came too late anyway (it decays). Each pull plays whatever
 //! covers the cursor. When that audio is missing, the delay decides: below the target the
 //! buffer waits (conceals without moving the cursor, which adds delay exactly when packets
 //! come late); at or above it, the audio is lost and is rebuilt from the next packet's in-band
-//! FEC when that packet is here, or concealed. When the delay is well above the target, one
-//! frame is dropped, preferably while the speaker is quiet. The target follows the RFC 3550
-//! interarrival jitter, plus a bump for every late packet.
+//! FEC when that packet is here, or concealed ([`super::expand`]: the last pitch period
+//! repeated, then faded, and cross-faded into the audio that follows). The delay moves
+//! towards the target by time-stretching ([`super::stretch`]): a pitch period out of a packet
+//! when a frame above it, one in when below it, so neither a frame is dropped nor a gap
+//! inserted; only far behind (200 ms) are whole packets skipped.
 //!
 //! Time comes only from the `now` arguments, so the buffer runs on virtual time in tests.
 
@@ -238,6 +242,54 @@ impl MinWindow {
     }
 }
 
+/// How late packets come relative to the fastest one (in samples), over the last
+/// `DELAY_HISTORY` packets: the target delay is a high quantile of it, the way NetEq's delay
+/// manager sets its target from a histogram of relative delays. A quantile follows the actual
+/// spread of arrivals (a few late packets move it only a little, a calm network brings it down
+/// within seconds), where a multiple of the RFC 3550 mean would over-provision bursty paths.
+struct DelayHistory {
+    ring: Box<[i64; DELAY_HISTORY]>,
+    len: usize,
+    next: usize,
+    scratch: Box<[i64; DELAY_HISTORY]>,
+    /// The quantile as of the last push.
+    quantile: Option<i64>,
+}
+
+/// Packets remembered (4 s of 20 ms packets).
+const DELAY_HISTORY: usize = 200;
+/// Share of recent packets the target delay covers. The rest are late: concealed or rebuilt
+/// from the next packet's FEC, and each one raises the target a little (the bump).
+const DELAY_QUANTILE: f64 = 0.95;
+
+impl DelayHistory {
+    fn new() -> Self {
+        DelayHistory {
+            ring: Box::new([0; DELAY_HISTORY]),
+            len: 0,
+            next: 0,
+            scratch: Box::new([0; DELAY_HISTORY]),
+            quantile: None,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.next = 0;
+        self.quantile = None;
+    }
+
+    fn push(&mut self, delay: i64) {
+        self.ring[self.next] = delay.max(0);
+        self.next = (self.next + 1) % DELAY_HISTORY;
+        self.len = (self.len + 1).min(DELAY_HISTORY);
+        let s = &mut self.scratch[..self.len];
+        s.copy_from_slice(&self.ring[..self.len]);
+        let k = ((self.len as f64 * DELAY_QUANTILE).ceil() as usize).clamp(1, self.len) - 1;
+        self.quantile = Some(*s.select_nth_unstable(k).1);
+    }
+}
+
 /// Collects which kinds of audio went into one pulled frame.
 #[derive(Clone, Copy, Default)]
 struct KindMix {
@@ -294,7 +346,9 @@ pub struct JitterBuffer<D> {
     jitter: f64,
     /// Extra target after late packets, in samples; decays.
     bump: f64,
-    last_packet_samples: i64,
+    delays: DelayHistory,
+    /// The target before any delay was measured.
+    initial: i64,
     consecutive_rejected: u32,
 
     playing: bool,
@@ -339,7 +393,8 @@ impl<D: FrameDecoder> JitterBuffer<D> {
             // Start from a jitter that yields the initial target; measurements take over.
             jitter: ((initial - frame).max(0) as f64) / 3.0,
             bump: 0.0,
-            last_packet_samples: frame,
+            delays: DelayHistory::new(),
+            initial,
             consecutive_rejected: 0,
             playing: false,
             cursor: 0,
@@ -384,8 +439,12 @@ impl<D: FrameDecoder> JitterBuffer<D> {
     }
 
     fn target(&self) -> i64 {
-        let t = self.last_packet_samples as f64 + 3.0 * self.jitter + self.bump;
-        (t as i64).clamp(self.min_delay, self.max_delay)
+        let spread = match self.delays.quantile {
+            // A 2.5 ms margin: a packet exactly at the quantile is there when its pull comes.
+            Some(q) => (q + OPUS_QUANTUM) as f64,
+            None => self.initial as f64,
+        };
+        ((spread + self.bump) as i64).clamp(self.min_delay, self.max_delay)
     }
 
     /// A received RTP packet (payload type already checked by the caller).
@@ -428,6 +487,9 @@ impl<D: FrameDecoder> JitterBuffer<D> {
             self.jitter += (d - self.jitter) / 16.0;
         }
         self.last_transit = Some(transit);
+        if let Some(base) = self.base.min() {
+            self.delays.push(transit - base);
+        }
         if self.playing && ts + samples as i64 <= self.cursor {
             self.stats.late += 1;
             self.bump = (self.bump + samples as f64).min(self.max_delay as f64);
@@ -438,7 +500,6 @@ impl<D: FrameDecoder> JitterBuffer<D> {
         }
         self.consecutive_rejected = 0;
         self.base.observe(t, transit);
-        self.last_packet_samples = samples as i64;
 
         let pos = self
             .slots
@@ -482,6 +543,7 @@ impl<D: FrameDecoder> JitterBuffer<D> {
         self.slots.clear();
         self.playing = false;
         self.base = MinWindow::default();
+        self.delays.clear();
         self.last_transit = None;
         self.last_played_seq = None;
         self.consecutive_rejected = 0;
@@ -872,17 +934,25 @@ mod tests {
 
     #[test]
     fn a_late_packet_is_counted_and_raises_the_target() {
-        let mut calm = JitterBuffer::new(exact(), Fake);
+        // No floor under the target, so what the late packet does to it shows.
+        let config = JitterConfig {
+            min_delay: Duration::ZERO,
+            ..exact()
+        };
+        let mut calm = JitterBuffer::new(config, Fake);
         run(&mut calm, stream(30, |_| 0), 40);
-        let mut jb = JitterBuffer::new(exact(), Fake);
+        let mut jb = JitterBuffer::new(config, Fake);
         let out = run(&mut jb, stream(30, |id| if id == 15 { 400 } else { 0 }), 40);
         let s = jb.stats();
         assert_eq!((s.late, s.lost), (1, 1));
         assert!(out
             .iter()
             .any(|o| o.0 == FrameKind::Recovered && o.1 == -15));
+        // One late packet in thirty is past the 95th percentile: it raises the target by its
+        // own length (the bump), not by its 400 ms.
+        let raised = s.target_delay_ms - calm.stats().target_delay_ms;
         assert!(
-            s.target_delay_ms > calm.stats().target_delay_ms + 30.0,
+            (15.0..=25.0).contains(&raised),
             "{s:?} vs {:?}",
             calm.stats()
         );
@@ -892,7 +962,7 @@ mod tests {
     fn waits_for_a_packet_that_is_late_but_not_yet_due() {
         // Packet 10 comes 50 ms late while the delay is 80 ms: played, not lost.
         let config = JitterConfig {
-            initial_delay: Duration::from_millis(80),
+            min_delay: Duration::from_millis(80),
             ..exact()
         };
         let mut jb = JitterBuffer::new(config, Fake);
@@ -917,8 +987,10 @@ mod tests {
         );
         let s = jb.stats();
         assert!((55.0..=65.0).contains(&s.jitter_ms), "{s:?}");
+        // Half the packets are 60 ms behind the others: the target covers them, and little
+        // more (a late packet's bump at most).
         assert!(
-            s.target_delay_ms >= 180.0 && s.target_delay_ms <= 500.0,
+            s.target_delay_ms >= 60.0 && s.target_delay_ms <= 85.0,
             "{s:?}"
         );
         let mut jb = JitterBuffer::new(cfg, Fake);
