@@ -35,6 +35,19 @@ pub fn line(name: &str, s: &CallStats) -> String {
             sp.jitter_ms,
             bar(sp.level)
         ));
+        if let Some(r) = &sp.receive {
+            // What the receive side did about the network: its delay, and the audio it
+            // rebuilt (FEC), made up (concealment) or stretched.
+            out.push_str(&format!(
+                ", delay {:.0}/{:.0} ms, fec {} ms, concealed {} ms, stretched -{}/+{} ms",
+                r.delay_ms,
+                r.target_delay_ms,
+                r.recovered_samples / 48,
+                r.concealed_samples / 48,
+                r.accelerated_samples / 48,
+                r.slowed_samples / 48,
+            ));
+        }
     }
     out
 }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::events::{EventReceiver, DEFAULT_EVENT_CAPACITY};
 
-use crate::audio::{AppSink, EncoderConfig, FileFormat, JitterConfig, Source};
+use crate::audio::{AppSink, EncoderConfig, FileFormat, JitterConfig, JitterStats, Source};
 use crate::driver;
 use crate::error::{Error, Result, SharedError};
 
@@ -293,6 +293,10 @@ pub struct SpeakerStats {
     pub jitter_ms: f64,
     /// The latest speaking level (0.0..=1.0).
     pub level: f32,
+    /// What the receive side did with this speaker's audio: late and lost packets, FEC used,
+    /// concealment, time-stretching, its target and current delay. `None` when nothing
+    /// consumes decoded audio (no recording, mix or application sink), so nothing is decoded.
+    pub receive: Option<JitterStats>,
 }
 
 /// A snapshot of a call's figures, refreshed every 100 ms.

@@ -565,6 +565,7 @@ impl Driver {
                     lost: st.lost(),
                     jitter_ms: st.jitter_ms(),
                     level: self.levels.get(&ssrc).copied().unwrap_or(0.0),
+                    receive: self.receivers.jitter_stats(ssrc),
                 })
                 .collect();
             speakers.sort_by_key(|s| s.ssrc);

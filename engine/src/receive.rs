@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use groupcall_media::{PayloadKind, RtpPacket};
 
 use crate::audio::{
-    Channels, Decoder, FrameKind, JitterBuffer, JitterConfig, LevelMeter, MixRecorder,
+    Channels, Decoder, FrameKind, JitterBuffer, JitterConfig, JitterStats, LevelMeter, MixRecorder,
     ParticipantSinks, SpeakingLevel,
 };
 use crate::error::{Error, Result};
@@ -190,6 +190,11 @@ impl Receivers {
     /// The roster named the owner of `ssrc`.
     pub fn identify(&mut self, ssrc: u32, peer: i64) -> Result<()> {
         self.sinks.identify(ssrc, peer)
+    }
+
+    /// What `ssrc`'s jitter buffer did, when its audio is decoded.
+    pub fn jitter_stats(&self, ssrc: u32) -> Option<JitterStats> {
+        self.speakers.get(&ssrc)?.jitter.as_ref().map(|j| j.stats())
     }
 
     /// How many senders are kept now.

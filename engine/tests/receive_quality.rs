@@ -200,3 +200,56 @@ fn heavier_rows_for_the_record() {
         }
     }
 }
+
+/// DTX: a speaker talks 1 s, is silent 1 s, talks 1 s, with the encoder's discontinuous
+/// transmission on, so the silent second goes out as a few tiny packets (the sender skips the
+/// rest, as WebRTC does, keeping sequence numbers contiguous). The receiver takes the pause for
+/// what it is, not loss: nothing is counted lost, the pause keeps its length, and the second
+/// sentence plays whole and on time.
+#[test]
+fn dtx_pauses_are_not_loss_and_keep_their_length() {
+    let mut encoder = Encoder::new(&EncoderConfig {
+        dtx: true,
+        ..EncoderConfig::default()
+    })
+    .unwrap();
+    let mut jitter = JitterBuffer::new(
+        JitterConfig::default(),
+        Decoder::new(Channels::Mono).unwrap(),
+    );
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    let mut seq = 0u16;
+    let (mut sent, mut skipped) = (0, 0);
+    for f in 0..200usize {
+        let now = t0 + Duration::from_millis(20 * f as u64);
+        let pcm = if (50..100).contains(&f) || f >= 150 {
+            vec![0i16; FRAME_SAMPLES]
+        } else {
+            tone(f)
+        };
+        let packet = encoder.encode(&pcm).unwrap().to_vec();
+        if encoder.is_dtx_packet(&packet) {
+            skipped += 1;
+        } else {
+            let ts = (f * FRAME_SAMPLES) as u32;
+            jitter.insert(now + BASE_DELAY, seq, ts, Bytes::from(packet));
+            seq = seq.wrapping_add(1);
+            sent += 1;
+        }
+        out.extend_from_slice(jitter.pull(now + Duration::from_millis(7)).pcm);
+    }
+    let s = jitter.stats();
+    println!("DTX: sent {sent}, skipped {skipped}: {s:?}");
+    assert!(skipped > 60, "DTX skipped {skipped} frames");
+    assert_eq!(s.lost, 0, "{s:?}");
+    let loud: Vec<bool> = out
+        .chunks(FRAME_SAMPLES)
+        .map(|b| b.iter().any(|&x| x.unsigned_abs() > 4000))
+        .collect();
+    let first = loud.iter().position(|&l| l).unwrap();
+    let second = first + 60 + loud[first + 60..].iter().position(|&l| l).unwrap();
+    assert_eq!(second - first, 100, "the pause kept its length");
+    let good = out.chunks(FRAME_SAMPLES).skip(second + 2).take(45);
+    assert!(good.clone().all(good_block), "the second sentence plays whole");
+}
