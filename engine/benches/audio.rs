@@ -43,6 +43,9 @@ impl FrameDecoder for NullDecoder {
     fn conceal(&mut self, out: &mut [i16]) -> Result<usize> {
         Ok(out.len())
     }
+    fn has_fec(&self, _: &[u8]) -> bool {
+        true
+    }
 }
 
 fn speechlike(frame: usize) -> Vec<i16> {

@@ -27,40 +27,97 @@ fn quick_failure(failed_ms: u64) -> TransportConfig {
     }
 }
 
+/// Scores a record per 20 ms block as `scripts/compare-receive.sh` does: a block is good when
+/// most of its power is at `freq` and its RMS is at least half the clean tone's. Returns the
+/// share of good blocks (%) and the longest run of bad ones (ms), over `blocks` blocks starting
+/// half a second after the tone's onset.
+fn block_score(pcm: &[i16], freq: f64, amplitude: f64, blocks: usize) -> (f64, usize) {
+    let onset = pcm
+        .chunks(960)
+        .position(|b| {
+            b.iter()
+                .any(|&s| f64::from(s.unsigned_abs()) > amplitude / 4.0)
+        })
+        .expect("the tone is in the record");
+    let scored: Vec<bool> = pcm
+        .chunks_exact(960)
+        .skip(onset + 25)
+        .take(blocks)
+        .map(|b| {
+            let (mut re, mut im, mut power) = (0.0, 0.0, 0.0);
+            for (i, &x) in b.iter().enumerate() {
+                let x = f64::from(x);
+                let w = std::f64::consts::TAU * freq * i as f64 / RATE as f64;
+                re += x * w.cos();
+                im += x * w.sin();
+                power += x * x;
+            }
+            let n = b.len() as f64;
+            let tone_share = 2.0 * (re * re + im * im) / (n * n) / (power / n).max(1e-9);
+            tone_share >= 0.5 && (power / n).sqrt() >= 0.5 * amplitude / 2f64.sqrt()
+        })
+        .collect();
+    assert_eq!(scored.len(), blocks, "the record is long enough to score");
+    let bad: Vec<usize> = (0..blocks).filter(|&i| !scored[i]).collect();
+    println!(
+        "bad blocks after onset + 25: {bad:?} (record {} blocks, onset {onset})",
+        pcm.len() / 960
+    );
+    let good = scored.iter().filter(|&&g| g).count() as f64 * 100.0 / blocks as f64;
+    let (mut longest, mut run) = (0, 0);
+    for &g in &scored {
+        run = if g { 0 } else { run + 1 };
+        longest = longest.max(run);
+    }
+    (good, longest * 20)
+}
+
+/// Three listeners hear one speaker, each through its own relay that loses 10 % of the
+/// downlink RTP and delays each packet by 0..40 ms (another seed each, so another pattern).
+/// Each listener's file of the speaker is timeline-true (silences and concealment included),
+/// so a dropout would show as a bad block rather than be left out; each must have at least
+/// 99.5 % good blocks and no bad run over 20 ms (issue #18's target for this row).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_10_percent_loss_and_40_ms_jitter_the_tone_has_no_gap_over_60_ms() {
+async fn with_10_percent_downlink_loss_and_40_ms_jitter_every_listener_hears_the_tone_whole() {
     let s = Setup::start().await;
     let (server, call) = (&s.server, &s.call);
     let dir = tempfile::tempdir().unwrap();
-    let proxy = relay(
-        server.media_addr(),
-        ImpairConfig {
-            loss: 0.10,
-            jitter: Duration::from_millis(40),
-            seed: 7,
-            direction: Direction::Up,
-            ..ImpairConfig::default()
-        },
-    )
-    .await;
-    let rec = dir.path().join("rec");
-    std::fs::create_dir(&rec).unwrap();
-    let mut b = Engine::new(local(server, 2))
-        .join(
-            call.clone(),
-            CallConfig {
-                record_dir: Some(rec),
-                ..CallConfig::default()
+    let seeds = [7u64, 8, 9];
+    let mut relays = Vec::new();
+    let mut listeners = Vec::new();
+    for (i, &seed) in seeds.iter().enumerate() {
+        let relay = relay(
+            server.media_addr(),
+            ImpairConfig {
+                loss: 0.10,
+                jitter: Duration::from_millis(40),
+                seed,
+                direction: Direction::Down,
+                ..ImpairConfig::default()
             },
         )
-        .await
-        .unwrap();
-    connected(&mut b).await;
+        .await;
+        let rec = dir.path().join(format!("rec{seed}"));
+        std::fs::create_dir(&rec).unwrap();
+        let mut b = Engine::new(local(server, 2 + i as i64))
+            .join(
+                call.clone(),
+                CallConfig {
+                    record_dir: Some(rec),
+                    media_via: Some(relay.local_addr()),
+                    ..CallConfig::default()
+                },
+            )
+            .await
+            .unwrap();
+        connected(&mut b).await;
+        relays.push(relay);
+        listeners.push(b);
+    }
     let mut a = Engine::new(local(server, 1))
         .join(
             call.clone(),
             CallConfig {
-                media_via: Some(proxy.local_addr()),
                 source: Some(tone_source(dir.path(), 600.0, 5, false)),
                 ..CallConfig::default()
             },
@@ -71,43 +128,42 @@ async fn with_10_percent_loss_and_40_ms_jitter_the_tone_has_no_gap_over_60_ms() 
     let ssrc = a.ssrc();
     source_ended(&mut a).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let summary = b.leave().await.unwrap();
+    // Before the speaker leaves: then its state goes.
+    let all_stats: Vec<_> = listeners.iter().map(|b| b.stats()).collect();
     a.leave().await.unwrap();
-    let path = &summary
-        .recordings
-        .iter()
-        .find(|(s, _)| *s == ssrc)
-        .expect("A recorded")
-        .1;
-    let (got, _) = read_wav(path);
-    let dropped = proxy
-        .stats()
-        .dropped
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let passed = proxy
-        .stats()
-        .passed
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let gap = longest_gap_ms(&got, RATE, 0.01);
-    println!(
-        "proxy dropped {dropped} of {} datagrams; {:.2} s received; longest gap {gap} ms",
-        dropped + passed,
-        got.len() as f64 / RATE as f64
-    );
-    assert!(dropped > 10, "the proxy did drop packets: {dropped}");
-    assert!(
-        got.len() as f64 > 4.5 * RATE as f64,
-        "{} samples",
-        got.len()
-    );
-    assert!(gap <= 60.0, "longest gap {gap} ms");
-    let mid = got.len() / 2;
-    assert_frequency(
-        &got[mid - RATE as usize / 2..mid + RATE as usize / 2],
-        RATE,
-        600.0,
-        "through the lossy path",
-    );
+    for (((b, relay), seed), stats) in listeners.into_iter().zip(&relays).zip(seeds).zip(all_stats)
+    {
+        let summary = b.leave().await.unwrap();
+        let path = &summary
+            .recordings
+            .iter()
+            .find(|(s, _)| *s == ssrc)
+            .expect("the speaker recorded")
+            .1;
+        let (got, _) = read_wav(path);
+        let dropped = relay
+            .stats()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let (good, longest) = block_score(&got, 600.0, 10000.0, 200);
+        let receive = stats
+            .speakers
+            .iter()
+            .find(|sp| sp.ssrc == ssrc)
+            .and_then(|sp| sp.receive);
+        println!("seed {seed}: relay dropped {dropped}; {good:.1} % good blocks, longest bad run {longest} ms; {receive:?}");
+        assert!(
+            dropped > 10,
+            "seed {seed}: the relay did drop packets: {dropped}"
+        );
+        let receive = receive.expect("decoding statistics");
+        assert!(
+            receive.lost > 0,
+            "seed {seed}: the loss reached the jitter buffer"
+        );
+        assert!(good >= 99.5, "seed {seed}: {good:.1} % good blocks");
+        assert!(longest <= 20, "seed {seed}: a bad run of {longest} ms");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,6 +160,10 @@ pub trait FrameDecoder {
     /// Rebuilds the frame that preceded `next` from `next`'s in-band FEC (or conceals it when
     /// `next` carries none).
     fn decode_fec(&mut self, next: &[u8], out: &mut [i16]) -> Result<usize>;
+    /// Whether `next` carries in-band FEC to rebuild its predecessor with. Without it,
+    /// `decode_fec` would run libopus's own concealment, which fades a stationary signal and
+    /// makes SILK scale the frames after it down to match: the jitter buffer conceals instead.
+    fn has_fec(&self, next: &[u8]) -> bool;
     /// Packet loss concealment: plausible audio extrapolated from what was decoded last.
     fn conceal(&mut self, out: &mut [i16]) -> Result<usize>;
 }
@@ -209,6 +213,24 @@ impl FrameDecoder for Decoder {
             .decode(&[], out, false)
             .map_err(|e| Error::opus("loss concealment", e))
     }
+
+    fn has_fec(&self, next: &[u8]) -> bool {
+        packet_has_fec(next)
+    }
+}
+
+/// Whether an Opus packet carries LBRR (in-band FEC) data for the frame before it: SILK and
+/// hybrid packets only, read by libopus from the packet's first SILK header bits.
+pub fn packet_has_fec(packet: &[u8]) -> bool {
+    let Ok(len) = i32::try_from(packet.len()) else {
+        return false;
+    };
+    if len == 0 {
+        return false;
+    }
+    // SAFETY: libopus reads at most `len` bytes from `packet`, which is a live slice of that
+    // length for the whole call; it keeps no pointer and has no other side effect.
+    unsafe { opusic_sys::opus_packet_has_lbrr(packet.as_ptr(), len) == 1 }
 }
 
 /// Duration of an Opus packet in samples per channel at 48 kHz, read from its TOC byte

@@ -625,7 +625,11 @@ impl<D: FrameDecoder> JitterBuffer<D> {
                 Some((next_seq, next_ts, next_samples)) => {
                     let gap = next_ts - self.cursor;
                     let packets_missing = self.last_played_seq.is_none_or(|l| next_seq > l + 1);
-                    if packets_missing && gap <= next_samples && gap % OPUS_QUANTUM == 0 {
+                    let fec = self
+                        .slots
+                        .front()
+                        .is_some_and(|s| self.decoder.has_fec(&s.payload));
+                    if packets_missing && gap <= next_samples && gap % OPUS_QUANTUM == 0 && fec {
                         self.recover(gap);
                     } else {
                         // Conceal up to where the next packet's FEC can take over (or, in a
@@ -803,6 +807,9 @@ mod tests {
         fn conceal(&mut self, out: &mut [i16]) -> Result<usize> {
             out.fill(CONCEALED);
             Ok(out.len())
+        }
+        fn has_fec(&self, _: &[u8]) -> bool {
+            true
         }
     }
 
