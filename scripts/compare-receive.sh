@@ -17,15 +17,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# A Python with ntgcalls and numpy, picked exactly as tests/interop/run.sh picks it (an explicit
-# INTEROP_PYTHON, else .venv-interop, else python3, else a new .venv-interop). run.sh is a script,
-# not a library, so its definitions are taken out of it and evaluated rather than copied here.
-eval "$(sed -n -e '/^VENV=/p' -e '/^NTGCALLS_VERSION=/p' -e '/^has_deps() /p' -e '/^as_root() /p' \
-  -e '/^make_venv() {$/,/^}$/p' -e '/^pick_python() {$/,/^}$/p' tests/interop/run.sh)"
-if ! declare -F pick_python >/dev/null || ! declare -F has_deps >/dev/null; then
-  echo "compare-receive: tests/interop/run.sh no longer defines pick_python/has_deps as expected" >&2
-  exit 1
-fi
+# A Python with ntgcalls and numpy, picked as the interop test picks it.
+# shellcheck source=python-env.sh
+. scripts/python-env.sh
 pick_python
 
 SCRIPT=tests/interop/compare_receive.py

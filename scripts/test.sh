@@ -30,3 +30,12 @@ if [ -x tests/interop/run.sh ]; then
   echo "== interop with ntgcalls"
   tests/interop/run.sh
 fi
+
+# The receive side against ntgcalls (NetEq) behind the same lossy downlink (docs/receive.md §8):
+# the clean path and 10 % loss + 40 ms jitter, with the targets checked. The debug
+# binary the tests built is enough for three participants.
+echo "== receive quality against ntgcalls"
+scripts/compare-receive.sh --self-test
+cargo build -q -p groupcall-cli --bin groupcall
+GROUPCALL_BIN=$CARGO_TARGET_DIR/debug/groupcall scripts/compare-receive.sh \
+  --rows none,10 --seeds 1 --signal tone --check
