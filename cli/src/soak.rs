@@ -49,11 +49,21 @@ struct Counters {
 
 /// Resident memory of this process in KiB (Linux `/proc`), 0 where it cannot be read.
 fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// The anonymous part of the resident memory (heap, stacks): what the process allocated. The
+/// rest is mostly the binary's own pages, mapped in as code paths run for the first time.
+fn anon_kib() -> u64 {
+    status_kib("RssAnon:")
+}
+
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
@@ -254,8 +264,8 @@ async fn soak(args: &Args, dir: &Path) -> Result<(), String> {
         fds_before
     );
     println!(
-        "{:>9} {:>8} {:>9} {:>6} {:>7} {:>7} {:>8}",
-        "cycles", "secs", "rss_mib", "fds", "failed", "panics", "rejoins"
+        "{:>9} {:>8} {:>9} {:>9} {:>6} {:>7} {:>7} {:>8}",
+        "cycles", "secs", "rss_mib", "anon_mib", "fds", "failed", "panics", "rejoins"
     );
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
@@ -279,22 +289,23 @@ async fn soak(args: &Args, dir: &Path) -> Result<(), String> {
             errors
         }));
     }
-    let mut samples: Vec<(u64, u64)> = Vec::new();
+    let mut samples: Vec<(u64, u64, u64)> = Vec::new();
     let mut reported = 0;
     let report = |c: &Counters| {
         let done = c.done.load(Ordering::Relaxed);
-        let rss = rss_kib();
+        let (rss, anon) = (rss_kib(), anon_kib());
         println!(
-            "{:>9} {:>8.1} {:>9.1} {:>6} {:>7} {:>7} {:>8}",
+            "{:>9} {:>8.1} {:>9.1} {:>9.1} {:>6} {:>7} {:>7} {:>8}",
             done,
             started.elapsed().as_secs_f64(),
             rss as f64 / 1024.0,
+            anon as f64 / 1024.0,
             open_fds(),
             c.failed.load(Ordering::Relaxed),
             c.panics.load(Ordering::Relaxed),
             c.rejoins.load(Ordering::Relaxed)
         );
-        (done, rss)
+        (done, rss, anon)
     };
     while shared.counters.done.load(Ordering::Relaxed) < args.cycles {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -330,12 +341,14 @@ async fn soak(args: &Args, dir: &Path) -> Result<(), String> {
 
     let c = &shared.counters;
     let secs = started.elapsed().as_secs_f64();
-    let warm = samples
-        .get(samples.len() / 10)
-        .or(samples.first())
-        .map_or(0, |s| s.1);
+    let warm_sample = samples.get(samples.len() / 10).or(samples.first());
+    let warm = warm_sample.map_or(0, |s| s.1);
     let last = samples.last().map_or(0, |s| s.1);
     let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let (warm_anon, last_anon) = (
+        warm_sample.map_or(0, |s| s.2),
+        samples.last().map_or(0, |s| s.2),
+    );
     println!(
         "soak: {} cycles in {secs:.0} s ({:.1}/s): {} failed, {} panics, {} forced rejoins",
         c.done.load(Ordering::Relaxed),
@@ -350,6 +363,12 @@ async fn soak(args: &Args, dir: &Path) -> Result<(), String> {
         last as f64 / 1024.0,
         (last as f64 - warm as f64) / 1024.0,
         peak as f64 / 1024.0
+    );
+    println!(
+        "soak: of it anonymous (heap, stacks): after warm-up {:.1} MiB, at the end {:.1} MiB (change {:+.2} MiB)",
+        warm_anon as f64 / 1024.0,
+        last_anon as f64 / 1024.0,
+        (last_anon as f64 - warm_anon as f64) / 1024.0,
     );
     println!("soak: open fds before {fds_before}, after everything left {fds_after}");
     println!(

@@ -344,8 +344,8 @@ pub struct JitterBuffer<D> {
     last_transit: Option<i64>,
     /// RFC 3550 jitter, in samples.
     jitter: f64,
-    /// Extra target after late packets (a quarter packet each), in samples; decays with a
-    /// time constant of 128 ticks. Small, since the late packet is also in the percentile.
+    /// Extra target after late packets (half a packet each), in samples; decays with a time
+    /// constant of 128 ticks. Small, since the late packet is also in the percentile.
     bump: f64,
     delays: DelayHistory,
     /// The target before any delay was measured.
@@ -493,7 +493,7 @@ impl<D: FrameDecoder> JitterBuffer<D> {
         }
         if self.playing && ts + samples as i64 <= self.cursor {
             self.stats.late += 1;
-            self.bump = (self.bump + samples as f64 / 4.0).min(self.max_delay as f64);
+            self.bump = (self.bump + samples as f64 / 2.0).min(self.max_delay as f64);
             if !self.reject() {
                 return;
             }
