@@ -962,10 +962,14 @@ mod tests {
         assert!(out
             .iter()
             .any(|o| o.0 == FrameKind::Recovered && o.1 == -15));
-        // One late packet in thirty is past the 95th percentile: it raises the target by a
-        // quarter of its own length (the bump, decaying since), not by its 400 ms.
+        // One late packet in thirty is past the 95th percentile: it raises the target by half
+        // its own length (the bump, decaying since), not by its 400 ms.
         let raised = s.target_delay_ms - calm.stats().target_delay_ms;
-        assert!((3.0..=5.0).contains(&raised), "{s:?} vs {:?}", calm.stats());
+        assert!(
+            (6.0..=10.0).contains(&raised),
+            "{s:?} vs {:?}",
+            calm.stats()
+        );
     }
 
     #[test]
