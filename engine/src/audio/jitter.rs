@@ -1163,4 +1163,37 @@ mod tests {
         assert!(ids.windows(2).all(|w| w[1] >= w[0]), "{ids:?}");
         assert!(*ids.last().unwrap() >= 199, "played to the end: {ids:?}");
     }
+
+    #[test]
+    fn the_delay_comes_back_down_when_the_network_calms() {
+        // 6 s where every other packet is 100 ms late, then 12 s of a calm network: the target
+        // rises to cover the late ones, then falls back to the floor once they have left the
+        // 4 s window, and the delay follows it down by time-stretching, with nothing skipped.
+        let mut jb = JitterBuffer::new(JitterConfig::default(), Fake);
+        let arr = stream(900, |id| if id <= 300 && id % 2 == 0 { 100 } else { 0 });
+        let t0 = Instant::now();
+        let mut arr = arr.into_iter().peekable();
+        let (mut rough, mut calm) = (0.0f32, JitterStats::default());
+        for k in 0..910u64 {
+            let now = t0 + ms(20 * k + 5);
+            while let Some(a) = arr.next_if(|a| t0 + a.0 <= now) {
+                jb.insert(t0 + a.0, a.1, a.2, a.3);
+            }
+            jb.pull(now);
+            if k == 300 {
+                rough = jb.stats().target_delay_ms;
+            }
+            if k == 900 {
+                calm = jb.stats();
+            }
+        }
+        assert!(
+            rough >= 100.0,
+            "the target covered the late packets: {rough} ms"
+        );
+        assert!(calm.target_delay_ms <= 25.0, "{calm:?}");
+        assert!(calm.delay_ms <= calm.target_delay_ms + 25.0, "{calm:?}");
+        assert!(calm.accelerated_samples > 0, "{calm:?}");
+        assert_eq!(calm.dropped_samples, 0, "{calm:?}");
+    }
 }
