@@ -7,7 +7,7 @@
 //! released without a peer rather than lost, and later frames carry the peer once it comes.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,9 @@ pub struct ParticipantSinks {
     /// Silent frames in a row kept in a file before the rest of the run is left out; `None`
     /// keeps every one, so the file keeps the call's timeline.
     trim_silence: Option<usize>,
+    /// File names used in this call (bounded by the senders a call keeps over its life; a
+    /// name is a few dozen bytes).
+    names: HashSet<String>,
 }
 
 impl std::fmt::Debug for ParticipantSinks {
@@ -67,6 +70,7 @@ impl ParticipantSinks {
             writer: None,
             closing: Vec::new(),
             trim_silence: None,
+            names: HashSet::new(),
         }
     }
 
@@ -233,10 +237,18 @@ impl ParticipantSinks {
         let mut file_result = Ok(());
         if let Some((dir, format)) = self.files.as_ref().filter(|_| !trimmed) {
             if stream.file.is_none() {
-                let name = match stream.peer {
-                    Some(peer) => format!("peer{peer}_ssrc{ssrc}.{}", format.extension()),
-                    None => format!("ssrc{ssrc}.{}", format.extension()),
+                let base = match stream.peer {
+                    Some(peer) => format!("peer{peer}_ssrc{ssrc}"),
+                    None => format!("ssrc{ssrc}"),
                 };
+                // A speaker forgotten after a long silence who speaks again gets a file of
+                // their own rather than overwriting the one closed earlier in this call.
+                let mut name = format!("{base}.{}", format.extension());
+                let mut part = 1;
+                while !self.names.insert(name.clone()) {
+                    part += 1;
+                    name = format!("{base}_part{part}.{}", format.extension());
+                }
                 if self.writer.is_none() {
                     self.writer = Some(RecordingWriter::new()?);
                 }
@@ -396,5 +408,28 @@ mod tests {
             s.write(3, FrameKind::Decoded, &[0; 100]),
             Err(Error::FrameSize { .. })
         ));
+    }
+
+    /// A speaker whose file was closed (forgotten after a silence) and who comes back gets a
+    /// second file; the first keeps what it had.
+    #[test]
+    fn a_speaker_who_comes_back_does_not_overwrite_their_first_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ParticipantSinks::new(Channels::Mono, Duration::ZERO)
+            .with_files(dir.path(), FileFormat::Wav);
+        for _ in 0..5 {
+            s.write(9, FrameKind::Decoded, &frame(100)).unwrap();
+        }
+        let first = s.file_path(9).unwrap().to_path_buf();
+        s.remove(9).unwrap();
+        for _ in 0..3 {
+            s.write(9, FrameKind::Decoded, &frame(200)).unwrap();
+        }
+        let second = s.file_path(9).unwrap().to_path_buf();
+        s.finish().unwrap();
+        assert_ne!(first, second);
+        let len = |p: &Path| hound::WavReader::open(p).unwrap().len();
+        assert_eq!(len(&first), 5 * 960, "{}", first.display());
+        assert_eq!(len(&second), 3 * 960, "{}", second.display());
     }
 }
