@@ -31,7 +31,8 @@ pub struct CallConfig {
     /// What to play; `None` listens only. Replace it later with [`Call::set_source`].
     pub source: Option<Source>,
     pub encoder: EncoderConfig,
-    /// One file per speaker in this directory (`peer<PEER>_ssrc<SSRC>.wav`).
+    /// One file per speaker in this directory (`peer<PEER>_ssrc<SSRC>.wav`; `…_part2.wav` and on
+    /// for a speaker who comes back after being forgotten, see `speaker_timeout`).
     pub record_dir: Option<PathBuf>,
     /// The mix of every speaker in one file.
     pub record_mix: Option<PathBuf>,
