@@ -11,7 +11,7 @@
 //! FEC when that packet is here, or concealed ([`super::expand`]: the last pitch period
 //! repeated, then faded, and cross-faded into the audio that follows). The delay moves
 //! towards the target by time-stretching ([`super::stretch`]): a pitch period out of a packet
-//! when a frame above it, one in when below it, so neither a frame is dropped nor a gap
+//! when two frames above it, one in when below it, so neither a frame is dropped nor a gap
 //! inserted; only far behind (200 ms) are whole packets skipped.
 //!
 //! Time comes only from the `now` arguments, so the buffer runs on virtual time in tests.
@@ -34,8 +34,10 @@ const RESYNC_JUMP: i64 = SAMPLE_RATE as i64;
 /// After this many packets in a row are refused as late or duplicate, the sender's numbering
 /// has moved away from ours (a restart): start over.
 const RESYNC_AFTER_REJECTED: u32 = 25;
-/// Time-stretch to bring the delay down when it is above the target by more than this...
-const ACCELERATE_MARGIN: i64 = FRAME_SAMPLES as i64;
+/// Time-stretch to bring the delay down when it is above the target by more than this (two
+/// frames: with one, stretching under heavy jitter came and went inside speech, and speech at
+/// 30 % loss + 120 ms jitter scored 0.5 dB worse, docs/receive.md §5)...
+const ACCELERATE_MARGIN: i64 = 2 * FRAME_SAMPLES as i64;
 /// ...and to raise it when it is below by more than this: being under the target is what
 /// costs concealment when packets come late, being over only costs latency.
 const SLOW_DOWN_MARGIN: i64 = FRAME_SAMPLES as i64 / 4;
@@ -660,7 +662,7 @@ impl<D: FrameDecoder> JitterBuffer<D> {
     }
 
     /// Moves the delay towards the target with the packet just decoded into `pending`: one
-    /// pitch period out when the delay is `over` the target by more than a frame, one in when
+    /// pitch period out when the delay is `over` the target by more than two frames, one in when
     /// it is under by 5 ms and the next packet is here already (so slowing down is not
     /// starving); far behind, the whole packet is skipped.
     fn stretch(&mut self, over: i64, samples: i64) {
