@@ -267,3 +267,59 @@ fn dtx_pauses_are_not_loss_and_keep_their_length() {
         "the second sentence plays whole"
     );
 }
+
+/// Whatever the network does, the receive side neither panics nor stops giving 20 ms per pull:
+/// real Opus packets and random bytes, sequence numbers and timestamps that jump, repeat and
+/// wrap, arrivals in bursts and after long gaps, all at once on a seeded random walk.
+#[test]
+fn hostile_streams_never_break_the_buffer() {
+    let mut encoder = Encoder::new(&EncoderConfig::default()).unwrap();
+    let mut jitter = JitterBuffer::new(
+        JitterConfig::default(),
+        Decoder::new(Channels::Mono).unwrap(),
+    );
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let t0 = Instant::now();
+    let (mut now, mut seq, mut ts) = (Duration::ZERO, 0u16, 0u32);
+    for i in 0..20_000usize {
+        let r = rand();
+        now += Duration::from_micros(r % 30_000);
+        if r % 97 == 0 {
+            now += Duration::from_millis(r % 3000); // a long gap
+        }
+        seq = match r % 50 {
+            0 => (r >> 8) as u16,     // anywhere
+            1 => seq.wrapping_sub(5), // back
+            2 => seq,                 // again
+            _ => seq.wrapping_add(1 + (r % 3) as u16),
+        };
+        ts = match (r >> 16) % 60 {
+            0 => (r >> 20) as u32,
+            1 => ts.wrapping_sub(48_000),
+            _ => ts.wrapping_add(960 * (1 + (r >> 24) % 3) as u32),
+        };
+        let payload = if r % 7 == 0 {
+            let n = (r >> 32) as usize % 64;
+            Bytes::from((0..n).map(|_| rand() as u8).collect::<Vec<u8>>())
+        } else {
+            Bytes::copy_from_slice(encoder.encode(&tone(i, TONES[i % 2])).unwrap())
+        };
+        jitter.insert(t0 + now, seq, ts, payload);
+        if r % 3 != 0 {
+            assert_eq!(jitter.pull(t0 + now).pcm.len(), FRAME_SAMPLES);
+        }
+    }
+    let s = jitter.stats();
+    println!("{s:?}");
+    assert!(
+        s.received > 10_000 && s.malformed > 0 && s.resyncs > 0,
+        "{s:?}"
+    );
+    assert!(jitter.len() <= JitterConfig::default().capacity);
+}
