@@ -129,7 +129,7 @@ pub(crate) fn connect(
         target: first.to_string(),
         source: e,
     })?;
-    let transport = Transport::new(
+    let mut transport = Transport::new(
         config.transport.clone(),
         LocalEndpoint {
             addr: local_addr,
@@ -141,6 +141,8 @@ pub(crate) fn connect(
         now,
     )?;
     let ssrc = identity.audio_ssrc;
+    // Muted or listening only, reports still come from the SSRC the payload declared.
+    transport.set_report_ssrc(ssrc);
     let sender = AudioSender::new(
         ssrc,
         transport.audio_payload_type(),

@@ -529,3 +529,46 @@ async fn the_application_gets_each_speakers_frames_with_ssrc_and_peer() {
         "app frames",
     );
 }
+
+/// A listener that never sends RTP still reports reception from the audio SSRC its join
+/// payload declared, so the server takes its receiver reports instead of dropping them as
+/// coming from a source nobody declared (before: SSRC 1, libwebrtc's receive-only default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listeners_receiver_reports_come_from_its_declared_ssrc() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut listener = Engine::new(local(&s.server, 2))
+        .join(s.call.clone(), CallConfig::default())
+        .await
+        .unwrap();
+    connected(&mut listener).await;
+    let mut speaker = Engine::new(local(&s.server, 1))
+        .join(
+            s.call.clone(),
+            CallConfig {
+                source: Some(tone_source(dir.path(), 500.0, 3, false)),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    connected(&mut speaker).await;
+    source_ended(&mut speaker).await;
+    let totals = s
+        .server
+        .media_totals()
+        .await
+        .expect("the media plane answers");
+    let heard = s
+        .server
+        .participant_stats(s.call_id(), listener.ssrc())
+        .await
+        .expect("the listener is known");
+    speaker.leave().await.unwrap();
+    listener.leave().await.unwrap();
+    assert!(
+        heard.rtcp_received >= 2,
+        "the listener's receiver reports reached the server: {heard:?}"
+    );
+    assert_eq!(totals.rtcp_foreign_ssrc, 0, "{totals:?}");
+}

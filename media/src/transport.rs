@@ -389,6 +389,15 @@ impl Transport {
         &self.stats
     }
 
+    /// The SSRC this side's receiver reports come from, before it sends any RTP (after, it is
+    /// the first SSRC sent on). A Telegram client always declares an audio SSRC in its join
+    /// payload, muted or not, and a server may drop RTCP from any other (the local server does:
+    /// docs/protocol.md §5.3); without this, a listener reports from SSRC 1 as libwebrtc does
+    /// for a receive-only side.
+    pub fn set_report_ssrc(&mut self, ssrc: u32) {
+        self.report_ssrc = Some(ssrc);
+    }
+
     /// Forgets `ssrc`'s reception statistics: a sender gone for good (it left, or was silent
     /// past the engine's timeout) must not keep its entry forever. It starts afresh if it
     /// sends again.
