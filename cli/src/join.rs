@@ -6,7 +6,7 @@ use std::time::Duration;
 use groupcall_engine::audio::source::RawFormat;
 use groupcall_engine::audio::{Channels, EncoderConfig, Source, SourceOptions};
 use groupcall_engine::signaling::JoinOptions;
-use groupcall_engine::{Call, CallConfig, CallEvent, CallSummary, Engine};
+use groupcall_engine::{Call, CallConfig, CallEvent, CallSummary, Engine, Error};
 
 use crate::backend::{parse_peer, BackendArgs};
 use crate::status;
@@ -125,10 +125,19 @@ pub fn open_source(spec: &str, raw: RawArgs, options: SourceOptions) -> Result<S
             .map(|e| e.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
         match ext.as_str() {
+            _ if spec.contains("://") => Source::ffmpeg(spec, None, options),
             "wav" | "wave" => Source::wav(path, options),
-            "ogg" | "opus" | "oga" => Source::ogg_opus(path, options),
+            // Ogg/Opus is sent without re-encoding; other Ogg (Vorbis) is decoded.
+            "ogg" | "opus" | "oga" => match Source::ogg_opus(path, options) {
+                Err(e @ Error::BadOggOpus { .. }) => Source::decoded(path, options).map_err(|_| e),
+                other => other,
+            },
             "raw" | "pcm" | "s16" | "s16le" => Source::raw_file(path, format, options),
-            _ => Source::ffmpeg(spec, None, options),
+            // MP3, AAC, FLAC, Vorbis, ALAC... in-process; ffmpeg for what symphonia cannot read.
+            _ => match Source::decoded(path, options) {
+                Err(Error::UnsupportedFormat { .. }) => Source::ffmpeg(spec, None, options),
+                other => other,
+            },
         }
     };
     result.map_err(|e| e.to_string())
@@ -341,7 +350,28 @@ pub fn report(summary: &CallSummary) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_seconds;
+    use super::{open_source, parse_seconds, RawArgs};
+    use groupcall_engine::audio::{Channels, SourceOptions};
+
+    /// MP3, FLAC and Ogg Vorbis open in-process (never through ffmpeg, whose sources are named
+    /// `ffmpeg: …`); text with an audio extension falls through to ffmpeg as a last resort.
+    #[test]
+    fn compressed_files_play_without_ffmpeg() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../engine/tests/fixtures");
+        let options = SourceOptions {
+            channels: Channels::Mono,
+            looping: false,
+        };
+        let raw = RawArgs {
+            raw_rate: 48_000,
+            raw_channels: 1,
+        };
+        for f in ["tone440.mp3", "tone550.flac", "tone660.ogg"] {
+            let path = format!("{dir}/{f}");
+            let source = open_source(&path, raw, options).unwrap();
+            assert_eq!(source.name(), path, "{f} decoded in-process");
+        }
+    }
 
     #[test]
     fn durations_a_timer_cannot_hold_are_refused() {

@@ -572,3 +572,62 @@ async fn a_listeners_receiver_reports_come_from_its_declared_ssrc() {
     );
     assert_eq!(totals.rtcp_foreign_ssrc, 0, "{totals:?}");
 }
+
+/// An MP3 (44.1 kHz stereo, decoded in-process, no ffmpeg) played into the call is heard by a
+/// listener at its pitch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mp3_plays_through_the_call_without_ffmpeg() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mix = dir.path().join("mix.wav");
+    let mut listener = Engine::new(local(&s.server, 2))
+        .join(
+            s.call.clone(),
+            CallConfig {
+                record_mix: Some(mix.clone()),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    connected(&mut listener).await;
+    let mp3 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tone440.mp3");
+    let source = Source::decoded(
+        &mp3,
+        SourceOptions {
+            channels: Channels::Mono,
+            looping: false,
+        },
+    )
+    .unwrap();
+    let mut player = Engine::new(local(&s.server, 1))
+        .join(
+            s.call.clone(),
+            CallConfig {
+                source: Some(source),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    connected(&mut player).await;
+    source_ended(&mut player).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    player.leave().await.unwrap();
+    listener.leave().await.unwrap();
+    let (got, _) = read_wav(&mix);
+    let loud: Vec<usize> = got
+        .chunks(960)
+        .enumerate()
+        .filter(|(_, b)| b.iter().any(|&x| x.unsigned_abs() > 2000))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(loud.len() >= 65, "about 1.5 s heard: {} blocks", loud.len());
+    let mid = loud[loud.len() / 2] * 960;
+    assert_frequency(
+        &got[mid - 9600..mid + 9600],
+        48000,
+        440.0,
+        "the MP3 through the call",
+    );
+}

@@ -850,3 +850,81 @@ exec sleep 60
         );
     }
 }
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// MP3 (44.1 kHz stereo), FLAC (48 kHz mono) and Ogg Vorbis (22.05 kHz mono), made with sox
+/// and committed (`tests/fixtures`), decode in-process (no ffmpeg anywhere on this path) to
+/// 48 kHz at their tone's frequency, for their whole length, in mono and in stereo.
+#[test]
+fn mp3_flac_and_vorbis_decode_in_process_at_the_right_pitch_and_length() {
+    for (file, hz, seconds) in [
+        ("tone440.mp3", 440.0, 1.5),
+        ("tone550.flac", 550.0, 1.0),
+        ("tone660.ogg", 660.0, 1.0),
+    ] {
+        for channels in [Channels::Mono, Channels::Stereo] {
+            let mut src = Source::decoded(fixture(file), opts(channels, false)).unwrap();
+            let (frames, ends) = drain(&mut src, 1000).unwrap();
+            assert!(ends >= 1, "{file}: the source ends");
+            let out = pcm_of(&frames);
+            let n = channels.count();
+            let secs = out.len() as f64 / n as f64 / 48000.0;
+            // MP3 adds an encoder delay and padding (a few ms); the last frame is padded.
+            assert!(
+                secs >= seconds - 0.03 && secs <= seconds + 0.08,
+                "{file}: {secs:.3} s decoded"
+            );
+            let mono = channel(&out, n, 0);
+            let mid = mono.len() / 2;
+            assert_frequency(&mono[mid - 12000..mid + 12000], 48000, hz, file);
+            if n == 2 {
+                assert_eq!(
+                    channel(&out, 2, 0),
+                    channel(&out, 2, 1),
+                    "{file}: both sides"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_decoded_file_loops_and_bad_input_is_refused_clearly() {
+    let mut src = Source::decoded(fixture("tone550.flac"), opts(Channels::Mono, true)).unwrap();
+    let mut out = vec![];
+    let mut idle = 0;
+    // Three times the file's length: it starts over instead of ending.
+    while out.len() < 3 * 48000 {
+        match src.next_frame().unwrap() {
+            Next::Frame(Frame::Pcm(p)) => out.extend_from_slice(p),
+            Next::Idle if idle < 2500 => {
+                idle += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            other => panic!("a looping source gave {other:?}"),
+        }
+    }
+    assert_frequency(
+        &out[48000 + 12000..48000 + 36000],
+        48000,
+        550.0,
+        "second round",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.mp3");
+    std::fs::write(&junk, b"this is not audio at all, just some text in a file").unwrap();
+    let err = Source::decoded(&junk, opts(Channels::Mono, false)).unwrap_err();
+    assert!(
+        matches!(err, Error::UnsupportedFormat { .. }) && err.to_string().contains("junk.mp3"),
+        "{err}"
+    );
+    let err =
+        Source::decoded(dir.path().join("missing.flac"), opts(Channels::Mono, false)).unwrap_err();
+    assert!(matches!(err, Error::OpenInput { .. }), "{err}");
+}

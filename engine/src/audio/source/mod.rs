@@ -7,6 +7,7 @@
 //! The end of a source is reported exactly once; a looping source starts over instead.
 
 mod ahead;
+mod decoded;
 mod ffmpeg;
 mod ogg_opus;
 mod pushed;
@@ -383,6 +384,23 @@ impl Source {
             source,
         })?;
         Self::reader(name, file, format, options)
+    }
+
+    /// A compressed audio file decoded in-process (symphonia): MP3, AAC in MP4/M4A or ADTS,
+    /// FLAC, Ogg Vorbis, ALAC, WAV; any rate and channel count, resampled to 48 kHz. No ffmpeg
+    /// process is started. Read on a thread like [`Source::wav`]. A format symphonia cannot
+    /// read is [`Error::UnsupportedFormat`] (then [`Source::ffmpeg`] may).
+    pub fn decoded(path: impl AsRef<Path>, options: SourceOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let reader = decoded::DecodedFile::open(path)?;
+        let (rate, channels) = (reader.rate(), reader.channels());
+        Self::pcm_file(
+            path.display().to_string(),
+            Box::new(reader),
+            rate,
+            channels,
+            options,
+        )
     }
 
     /// An Ogg/Opus file. Its packets are sent as they are when they fit (10..120 ms, at most

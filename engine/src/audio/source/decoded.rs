@@ -1,0 +1,217 @@
+//! Compressed audio files decoded in-process with symphonia: MP3, AAC (MP4/M4A and ADTS), FLAC,
+//! Ogg Vorbis, ALAC (MP4) and WAV. A music bot then needs no ffmpeg process per call; ffmpeg
+//! stays for what symphonia cannot read.
+//!
+//! The reader yields the file's own rate and channels; the source's conformer resamples to
+//! 48 kHz and maps channels, as for WAV. It runs on the source's read-ahead thread.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{Decoder, DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::errors::Error as DecodeError;
+use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo};
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+use super::{PcmReader, ReadOutcome};
+use crate::error::{Error, Result};
+
+/// Corrupt packets skipped in a row before the file counts as unreadable.
+const MAX_BAD_PACKETS: u32 = 50;
+
+pub(crate) struct DecodedFile {
+    path: PathBuf,
+    format: Box<dyn FormatReader>,
+    decoder: Box<dyn Decoder>,
+    track: u32,
+    rate: u32,
+    channels: usize,
+    /// Decoded samples not handed out yet, interleaved.
+    pending: Vec<i16>,
+    at: usize,
+    buffer: Option<SampleBuffer<i16>>,
+    /// Packets the decoder refused (corrupt frames are skipped, as players do).
+    pub(crate) skipped: u64,
+}
+
+impl DecodedFile {
+    /// Opens `path` and reads enough to know its rate and channels.
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|source| Error::OpenInput {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let input = path.display().to_string();
+        let stream = MediaSourceStream::new(Box::new(file), Default::default());
+        let mut hint = Hint::new();
+        if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+            hint.with_extension(ext);
+        }
+        let probed = symphonia::default::get_probe()
+            .format(
+                &hint,
+                stream,
+                &FormatOptions {
+                    enable_gapless: true,
+                    ..FormatOptions::default()
+                },
+                &MetadataOptions::default(),
+            )
+            .map_err(|e| unsupported(&input, "this container", e))?;
+        let format = probed.format;
+        let track = format
+            .tracks()
+            .iter()
+            .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+            .ok_or_else(|| Error::UnsupportedFormat {
+                input: input.clone(),
+                what: "a file with no audio track".into(),
+            })?;
+        let decoder = symphonia::default::get_codecs()
+            .make(&track.codec_params, &DecoderOptions::default())
+            .map_err(|e| unsupported(&input, "this codec", e))?;
+        let track_id = track.id;
+        let rate = track.codec_params.sample_rate.unwrap_or(0);
+        let channels = track.codec_params.channels.map_or(0, |c| c.count());
+        let mut file = DecodedFile {
+            path: path.to_path_buf(),
+            format,
+            decoder,
+            track: track_id,
+            rate,
+            channels,
+            pending: Vec::new(),
+            at: 0,
+            buffer: None,
+            skipped: 0,
+        };
+        // Some containers say their rate or channels only in the first frame.
+        if file.rate == 0 || file.channels == 0 {
+            file.decode_next()?;
+        }
+        if file.rate == 0 || file.channels == 0 {
+            return Err(Error::UnsupportedFormat {
+                input,
+                what: "a track with no sample rate or channel count".into(),
+            });
+        }
+        Ok(file)
+    }
+
+    pub(crate) fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    pub(crate) fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Decodes the next packet of the track into `pending`. Returns false at the end.
+    fn decode_next(&mut self) -> Result<bool> {
+        let mut bad = 0;
+        loop {
+            let packet = match self.format.next_packet() {
+                Ok(p) => p,
+                Err(DecodeError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Ok(false)
+                }
+                // A chained stream (a new Ogg logical stream) is the end of this file's audio.
+                Err(DecodeError::ResetRequired) => return Ok(false),
+                Err(DecodeError::IoError(source)) => {
+                    return Err(Error::ReadInput {
+                        input: self.path.display().to_string(),
+                        source,
+                    })
+                }
+                Err(e) => return Err(unsupported(&self.path.display().to_string(), "the file", e)),
+            };
+            if packet.track_id() != self.track {
+                continue;
+            }
+            let decoded = match self.decoder.decode(&packet) {
+                Ok(d) => d,
+                Err(DecodeError::DecodeError(_)) if bad < MAX_BAD_PACKETS => {
+                    bad += 1;
+                    self.skipped += 1;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(unsupported(
+                        &self.path.display().to_string(),
+                        "the audio",
+                        e,
+                    ))
+                }
+            };
+            let spec = *decoded.spec();
+            if self.rate == 0 {
+                self.rate = spec.rate;
+            }
+            if self.channels == 0 {
+                self.channels = spec.channels.count();
+            }
+            if spec.channels.count() != self.channels || spec.rate != self.rate {
+                return Err(Error::UnsupportedFormat {
+                    input: self.path.display().to_string(),
+                    what: format!(
+                        "a change of format mid-file ({} Hz x {} to {} Hz x {})",
+                        self.rate,
+                        self.channels,
+                        spec.rate,
+                        spec.channels.count()
+                    ),
+                });
+            }
+            let frames = decoded.capacity();
+            let buffer = match &mut self.buffer {
+                Some(b) if b.capacity() >= frames * self.channels => b,
+                slot => slot.insert(SampleBuffer::new(frames as u64, spec)),
+            };
+            buffer.copy_interleaved_ref(decoded);
+            self.pending.clear();
+            self.pending.extend_from_slice(buffer.samples());
+            self.at = 0;
+            if !self.pending.is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+fn unsupported(input: &str, what: &str, e: DecodeError) -> Error {
+    Error::UnsupportedFormat {
+        input: input.to_owned(),
+        what: format!("{what} ({e})"),
+    }
+}
+
+impl PcmReader for DecodedFile {
+    fn read(&mut self, out: &mut [i16]) -> Result<ReadOutcome> {
+        if self.at >= self.pending.len() && !self.decode_next()? {
+            return Ok(ReadOutcome::End);
+        }
+        let n = (out.len() / self.channels * self.channels).min(self.pending.len() - self.at);
+        out[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        Ok(ReadOutcome::Samples(n))
+    }
+
+    fn rewind(&mut self) -> Result<()> {
+        self.format
+            .seek(
+                SeekMode::Accurate,
+                SeekTo::TimeStamp {
+                    ts: 0,
+                    track_id: self.track,
+                },
+            )
+            .map_err(|e| unsupported(&self.path.display().to_string(), "seeking in the file", e))?;
+        self.decoder.reset();
+        self.pending.clear();
+        self.at = 0;
+        Ok(())
+    }
+}
