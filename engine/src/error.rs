@@ -48,7 +48,7 @@ pub enum Error {
     CannotLoop { input: String },
 
     /// The ffmpeg binary is not installed (or not at the configured path).
-    #[error("`{binary}` was not found: install ffmpeg (e.g. `apt-get install ffmpeg`) or give the path of the binary; WAV, raw PCM and Ogg/Opus inputs work without it")]
+    #[error("`{binary}` was not found: install ffmpeg (e.g. `apt-get install ffmpeg`) or give the path of the binary; WAV, raw PCM, Ogg/Opus, MP3, AAC, FLAC, Vorbis and ALAC files play without it")]
     FfmpegMissing { binary: PathBuf },
 
     /// ffmpeg exists but could not be started.
