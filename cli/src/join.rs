@@ -32,6 +32,9 @@ pub struct Args {
     /// Start the file over when it ends.
     #[arg(long = "loop")]
     pub looping: bool,
+    /// Start playing this many seconds into the file (WAV and in-process decoded files).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, requires = "play")]
+    pub start: Option<f64>,
     /// Record the mix of everyone to this WAV file.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -171,7 +174,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     if args.signaling == Some(SignalingMode::Stdio) && args.play.as_deref() == Some("-") {
         return Err("--play - reads audio from standard input, which --signaling stdio already uses for signaling; play a file or a named pipe instead".into());
     }
-    let source = match &args.play {
+    let mut source = match &args.play {
         Some(spec) => Some(open_source(
             spec,
             args.raw,
@@ -182,6 +185,11 @@ pub async fn run(args: Args) -> Result<(), String> {
         )?),
         None => None,
     };
+    if let (Some(source), Some(start)) = (source.as_mut(), args.start) {
+        source
+            .seek(Duration::from_secs_f64(start))
+            .map_err(|e| format!("--start: {e}"))?;
+    }
     if args.bitrate < 6 || args.bitrate > 510 {
         return Err(format!(
             "--bitrate {} is out of range: Opus takes 6 to 510 kbit/s",

@@ -23,6 +23,9 @@ pub fn line(name: &str, s: &CallStats) -> String {
         s.packets_sent,
         if s.muted { " (muted)" } else { "" }
     );
+    if let Some(p) = s.source_position {
+        out.push_str(&format!("  at {:.1} s", p.as_secs_f64()));
+    }
     for sp in &s.speakers {
         let who = sp.peer.map_or_else(
             || format!("ssrc {}", sp.ssrc),

@@ -329,6 +329,9 @@ pub struct CallStats {
     pub roster_overflow: u64,
     /// Wall-clock time the current source's first frame was sent.
     pub source_started_at: Option<SystemTime>,
+    /// Where in the playing source the call is (the next frame's time in it); `None` without
+    /// a source. Follows [`Call::seek`].
+    pub source_position: Option<Duration>,
     /// Wall-clock time of the mix recording's first sample; the file is continuous from there,
     /// so sample `n` was played at this time plus `n / 48000` s.
     pub mix_started_at: Option<SystemTime>,
@@ -356,6 +359,7 @@ pub(crate) enum Command {
     SetPaused(bool),
     SetSource(Option<Source>),
     SetGain(f32),
+    Seek(Duration, oneshot::Sender<Result<()>>),
     Leave(oneshot::Sender<CallSummary>),
     /// Makes the call's task panic: how tests prove that a panic ends only that call, and that
     /// its recordings are still finalized.
@@ -486,6 +490,16 @@ impl Call {
     /// Plays `source` from now on, without rejoining. The replaced source ends silently.
     pub fn set_source(&self, source: Option<Source>) -> Result<()> {
         self.send(Command::SetSource(source))
+    }
+
+    /// Goes to `to` in the playing source (see [`Source::seek`]). Answers once the call's
+    /// task has asked the source: an error says why it cannot (a stream, no source, ended).
+    /// [`CallStats::source_position`] then counts from `to`.
+    pub async fn seek(&self, to: Duration) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Seek(to, tx))?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::CallEnded("its task has stopped".into())))
     }
 
     /// Makes the call's task panic (test builds with the `fault-injection` feature only).

@@ -469,6 +469,16 @@ impl Driver {
             Command::SetPaused(p) => self.outgoing.paused = p,
             Command::SetSource(s) => self.outgoing.set_source(s),
             Command::SetGain(g) => self.gain = g,
+            Command::Seek(to, reply) => {
+                let r = match self.outgoing.source.as_mut() {
+                    Some(s) => s.seek(to),
+                    None => Err(Error::CannotSeek {
+                        input: "the call".into(),
+                        reason: "nothing is playing".into(),
+                    }),
+                };
+                let _ = reply.send(r);
+            }
             #[cfg(any(test, feature = "fault-injection"))]
             Command::Panic => panic!("fault injected by a test"),
             // The loop handles leaving before it gets here.
@@ -545,6 +555,7 @@ impl Driver {
             speakers_refused: self.receivers.refused,
             roster_overflow: self.machine.roster_overflow(),
             source_started_at: self.outgoing.started_at,
+            source_position: self.outgoing.source.as_ref().map(|s| s.position()),
             mix_started_at: self.receivers.mix_started_at,
             ..CallStats::default()
         };

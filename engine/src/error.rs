@@ -43,6 +43,11 @@ pub enum Error {
     #[error("invalid audio setting: {0}")]
     InvalidConfig(String),
 
+    /// A seek the source cannot do: a stream, pushed frames, an Ogg/Opus passthrough, a
+    /// source that has ended, or a position the file does not have.
+    #[error("cannot seek in {input}: {reason}")]
+    CannotSeek { input: String, reason: String },
+
     /// Looping was asked for a stream that cannot be rewound.
     #[error("{input} cannot loop: it is a stream that cannot be rewound; loop a file instead, or loop in the producer")]
     CannotLoop { input: String },

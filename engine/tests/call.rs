@@ -631,3 +631,77 @@ async fn an_mp3_plays_through_the_call_without_ffmpeg() {
         "the MP3 through the call",
     );
 }
+
+/// The seek: a 60 s stepped sweep (second k at 300 + 10 k Hz) plays; after a second
+/// the application seeks to 30 s. The listener then hears the step that belongs at 30 s
+/// (600 Hz), and the position the call reports follows the wall clock from 30 s on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeking_to_30_s_plays_what_is_at_30_s_and_the_position_follows() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sweep: Vec<i16> = (0..60usize)
+        .flat_map(|k| sine(300.0 + 10.0 * k as f64, 12000.0, 48000, k * 48000, 48000))
+        .collect();
+    let wav = dir.path().join("sweep.wav");
+    write_wav(&wav, 48000, 1, &sweep);
+    let mix = dir.path().join("mix.wav");
+    let mut listener = Engine::new(local(&s.server, 2))
+        .join(
+            s.call.clone(),
+            CallConfig {
+                record_mix: Some(mix.clone()),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    connected(&mut listener).await;
+    let mut player = Engine::new(local(&s.server, 1))
+        .join(s.call.clone(), playing(wav_source(&wav)))
+        .await
+        .unwrap();
+    connected(&mut player).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    player
+        .seek(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let asked = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let position = player.stats().source_position.expect("a source plays");
+    let expected = std::time::Duration::from_secs(30) + asked.elapsed();
+    let off = position.as_secs_f64() - expected.as_secs_f64();
+    // Stats are refreshed every 100 ms.
+    assert!(
+        off.abs() <= 0.15,
+        "position {position:?}, expected {expected:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    player.leave().await.unwrap();
+    listener.leave().await.unwrap();
+    let (got, _) = read_wav(&mix);
+    // The last 600 ms heard: after the seek, within second 30 of the sweep.
+    let end = got
+        .chunks(960)
+        .rposition(|b| b.iter().any(|&x| x.unsigned_abs() > 2000))
+        .expect("sound")
+        * 960;
+    assert_frequency(
+        &got[end - 24_000..end - 4800],
+        48000,
+        600.0,
+        "after the seek",
+    );
+    // Before the seek: the sweep's first second (300 Hz).
+    let start = got
+        .chunks(960)
+        .position(|b| b.iter().any(|&x| x.unsigned_abs() > 2000))
+        .expect("sound")
+        * 960;
+    assert_frequency(
+        &got[start + 9600..start + 33_600],
+        48000,
+        300.0,
+        "before the seek",
+    );
+}

@@ -928,3 +928,60 @@ fn a_decoded_file_loops_and_bad_input_is_refused_clearly() {
         Source::decoded(dir.path().join("missing.flac"), opts(Channels::Mono, false)).unwrap_err();
     assert!(matches!(err, Error::OpenInput { .. }), "{err}");
 }
+
+/// A stepped sweep: second `k` of the file is a tone at 300 + 10 k Hz.
+fn sweep(seconds: usize) -> Vec<i16> {
+    (0..seconds)
+        .flat_map(|k| sine(300.0 + 10.0 * k as f64, 12000.0, 48000, k * 48000, 48000))
+        .collect()
+}
+
+/// WAV and decoded files go where a seek asks: the position says so at once, the frames
+/// that follow are the ones at that time (the step of the sweep that belongs there), and the
+/// rest of the file plays to its end. Sources that cannot seek say why.
+#[test]
+fn files_seek_to_the_asked_time_and_streams_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("sweep.wav");
+    write_wav(&wav, 48000, 1, &sweep(6));
+    let mut src = Source::wav(&wav, opts(Channels::Mono, false)).unwrap();
+    let (played, _) = drain(&mut src, 10).unwrap();
+    assert_eq!(played.len(), 10);
+    assert_eq!(src.position(), std::time::Duration::from_millis(200));
+    src.seek(std::time::Duration::from_millis(4200)).unwrap();
+    assert_eq!(src.position(), std::time::Duration::from_millis(4200));
+    let (rest, ends) = drain(&mut src, 1000).unwrap();
+    assert!(ends >= 1);
+    let out = pcm_of(&rest);
+    // 1.8 s were left after 4.2 s; the first 0.7 s of them is second 4 of the sweep.
+    assert!(
+        (out.len() as i64 - 86_400).abs() <= 960,
+        "{} samples",
+        out.len()
+    );
+    assert_frequency(&out[2400..31_200], 48000, 340.0, "second 4 after the seek");
+    assert_frequency(&out[43_200..], 48000, 350.0, "second 5");
+    assert_eq!(src.position(), std::time::Duration::from_millis(6000));
+
+    let mut flac = Source::decoded(fixture("tone550.flac"), opts(Channels::Mono, false)).unwrap();
+    flac.seek(std::time::Duration::from_millis(500)).unwrap();
+    let (rest, _) = drain(&mut flac, 1000).unwrap();
+    let left = pcm_of(&rest).len() as f64 / 48000.0;
+    assert!(
+        (0.47..=0.53).contains(&left),
+        "{left:.3} s left after seeking to 0.5 s of 1 s"
+    );
+
+    let mut mp3 = Source::decoded(fixture("tone440.mp3"), opts(Channels::Mono, false)).unwrap();
+    mp3.seek(std::time::Duration::from_millis(1000)).unwrap();
+    let (rest, _) = drain(&mut mp3, 1000).unwrap();
+    let left = pcm_of(&rest).len() as f64 / 48000.0;
+    assert!(
+        (0.45..=0.58).contains(&left),
+        "{left:.3} s left after seeking to 1 s of 1.5 s"
+    );
+
+    let (mut pushed, _pusher) = Source::pushed(4, opts(Channels::Mono, false)).unwrap();
+    let err = pushed.seek(std::time::Duration::from_secs(1)).unwrap_err();
+    assert!(matches!(err, Error::CannotSeek { .. }), "{err}");
+}

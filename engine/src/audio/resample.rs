@@ -33,6 +33,12 @@ pub(crate) struct Conformer {
 }
 
 impl Conformer {
+    /// Forgets everything buffered (the input jumped: a seek).
+    pub(crate) fn reset(&mut self) -> Result<()> {
+        *self = Conformer::new(&self.input, self.rate, self.in_channels, self.out)?;
+        Ok(())
+    }
+
     /// `input` names the source in errors.
     pub(crate) fn new(input: &str, rate: u32, in_channels: usize, out: Channels) -> Result<Self> {
         if rate == 0 || rate > 768_000 {

@@ -12,8 +12,10 @@
 //! so steady playback allocates nothing per frame.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::{
+    sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError,
+};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Frame, Next, Pipeline};
@@ -69,7 +71,12 @@ enum Msg {
     Frame(OwnedFrame),
     End,
     Failed(Error),
+    /// The thread went where seek request `n` asked (frames before this are from before).
+    Seeked(u64),
 }
+
+/// A seek asked of the thread: its number and where to.
+type SeekRequest = Arc<Mutex<Option<(u64, Duration)>>>;
 
 /// The call's side of a source read on a thread.
 pub(crate) struct ReadAhead {
@@ -79,6 +86,14 @@ pub(crate) struct ReadAhead {
     /// The frame handed out by the last pull; its buffer goes back to the thread on the next.
     current: Option<OwnedFrame>,
     skipped: Arc<AtomicU64>,
+    seekable: bool,
+    seek: SeekRequest,
+    /// The last seek asked, and whether its answer is still awaited (frames until then are
+    /// dropped: they were decoded before the jump).
+    seeks: u64,
+    awaiting: bool,
+    /// The thread said End or Failed and stopped.
+    finished: bool,
 }
 
 impl ReadAhead {
@@ -90,6 +105,9 @@ impl ReadAhead {
         let (primed_tx, primed_rx) = sync_channel::<()>(1);
         let skipped = Arc::new(AtomicU64::new(0));
         let skipped_thread = skipped.clone();
+        let seekable = pipeline.can_seek();
+        let seek: SeekRequest = Arc::default();
+        let seek_thread = seek.clone();
         std::thread::Builder::new()
             .name("groupcall-source".into())
             .spawn(move || {
@@ -100,6 +118,19 @@ impl ReadAhead {
                     }
                 };
                 loop {
+                    // A seek: decoding goes on from the new place, and the call's side learns
+                    // where the frames from there begin.
+                    let asked = seek_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some((n, to)) = asked {
+                        let msg = match pipeline.seek(to) {
+                            Ok(()) => Msg::Seeked(n),
+                            Err(e) => Msg::Failed(e),
+                        };
+                        let failed = matches!(msg, Msg::Failed(_));
+                        if tx.send(msg).is_err() || failed {
+                            return;
+                        }
+                    }
                     let msg = match pipeline.pull() {
                         Ok(Next::Frame(frame)) => {
                             let mut owned = recycled.try_recv().unwrap_or_default();
@@ -117,6 +148,7 @@ impl ReadAhead {
                     };
                     skipped_thread.store(pipeline.skipped(), Ordering::Relaxed);
                     let last = !matches!(msg, Msg::Frame(_));
+                    let ended = matches!(msg, Msg::End);
                     match tx.try_send(msg) {
                         Ok(()) => {}
                         Err(TrySendError::Full(msg)) => {
@@ -130,7 +162,25 @@ impl ReadAhead {
                     }
                     if last {
                         signal();
-                        return;
+                        if !(ended && seekable) {
+                            return;
+                        }
+                        // A file that played to its end may still be sought back into: wait
+                        // for a seek, or for the source to be dropped (its recycling channel
+                        // then disconnects).
+                        loop {
+                            match recycled.recv_timeout(Duration::from_millis(10)) {
+                                Err(RecvTimeoutError::Disconnected) => return,
+                                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                            }
+                            if seek_thread
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .is_some()
+                            {
+                                break;
+                            }
+                        }
                     }
                 }
             })
@@ -148,7 +198,34 @@ impl ReadAhead {
             recycle,
             current: None,
             skipped,
+            seekable,
+            seek,
+            seeks: 0,
+            awaiting: false,
+            finished: false,
         })
+    }
+
+    /// Asks the thread to go to `to`. Frames already decoded are dropped as they come; until
+    /// the thread answers, pulls are `Idle`.
+    pub(crate) fn seek(&mut self, to: Duration) -> Result<()> {
+        let reason = if !self.seekable {
+            "only WAV files and files decoded in-process can seek, not streams, ffmpeg or Ogg/Opus passthrough"
+        } else if self.finished {
+            "it has ended; play it again as a new source"
+        } else {
+            ""
+        };
+        if !reason.is_empty() {
+            return Err(Error::CannotSeek {
+                input: self.name.clone(),
+                reason: reason.into(),
+            });
+        }
+        self.seeks += 1;
+        self.awaiting = true;
+        *self.seek.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.seeks, to));
+        Ok(())
     }
 
     /// The next frame without waiting: `Idle` when the thread has none ready.
@@ -157,10 +234,36 @@ impl ReadAhead {
             // A full return queue only means the thread allocates one buffer more.
             let _ = self.recycle.try_send(done);
         }
+        while self.awaiting {
+            match self.rx.try_recv() {
+                // Decoded before the jump.
+                Ok(Msg::Frame(old)) => {
+                    let _ = self.recycle.try_send(old);
+                }
+                Ok(Msg::Seeked(n)) => self.awaiting = n != self.seeks,
+                // The input ended before the thread saw the request; it answers it next.
+                Ok(Msg::End) => {}
+                Ok(Msg::Failed(e)) => {
+                    self.finished = true;
+                    self.awaiting = false;
+                    return Err(e);
+                }
+                Err(TryRecvError::Empty) => return Ok(Next::Idle),
+                Err(TryRecvError::Disconnected) => break,
+            }
+        }
         match self.rx.try_recv() {
             Ok(Msg::Frame(frame)) => Ok(Next::Frame(self.current.insert(frame).view())),
-            Ok(Msg::End) => Ok(Next::End),
-            Ok(Msg::Failed(e)) => Err(e),
+            Ok(Msg::Seeked(_)) => Ok(Next::Idle),
+            // A file's thread stays, in case it is sought back into.
+            Ok(Msg::End) => {
+                self.finished = !self.seekable;
+                Ok(Next::End)
+            }
+            Ok(Msg::Failed(e)) => {
+                self.finished = true;
+                Err(e)
+            }
             Err(TryRecvError::Empty) => Ok(Next::Idle),
             // The thread always says End or Failed before it stops, unless it panicked.
             Err(TryRecvError::Disconnected) => Err(Error::ReadInput {

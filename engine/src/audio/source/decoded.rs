@@ -15,6 +15,7 @@ use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
+use symphonia::core::units::Time;
 
 use super::{PcmReader, ReadOutcome};
 use crate::error::{Error, Result};
@@ -33,6 +34,8 @@ pub(crate) struct DecodedFile {
     pending: Vec<i16>,
     at: usize,
     buffer: Option<SampleBuffer<i16>>,
+    /// Frames still to drop after a seek that landed before its target.
+    discard: u64,
     /// Packets the decoder refused (corrupt frames are skipped, as players do).
     pub(crate) skipped: u64,
 }
@@ -86,6 +89,7 @@ impl DecodedFile {
             pending: Vec::new(),
             at: 0,
             buffer: None,
+            discard: 0,
             skipped: 0,
         };
         // Some containers say their rate or channels only in the first frame.
@@ -190,8 +194,17 @@ fn unsupported(input: &str, what: &str, e: DecodeError) -> Error {
 
 impl PcmReader for DecodedFile {
     fn read(&mut self, out: &mut [i16]) -> Result<ReadOutcome> {
-        if self.at >= self.pending.len() && !self.decode_next()? {
-            return Ok(ReadOutcome::End);
+        loop {
+            if self.at >= self.pending.len() && !self.decode_next()? {
+                return Ok(ReadOutcome::End);
+            }
+            if self.discard == 0 {
+                break;
+            }
+            let available = ((self.pending.len() - self.at) / self.channels) as u64;
+            let drop = self.discard.min(available);
+            self.at += drop as usize * self.channels;
+            self.discard -= drop;
         }
         let n = (out.len() / self.channels * self.channels).min(self.pending.len() - self.at);
         out[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
@@ -212,6 +225,35 @@ impl PcmReader for DecodedFile {
         self.decoder.reset();
         self.pending.clear();
         self.at = 0;
+        self.discard = 0;
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, to: std::time::Duration) -> Result<()> {
+        let input = self.path.display().to_string();
+        let seeked = self
+            .format
+            .seek(
+                SeekMode::Accurate,
+                SeekTo::Time {
+                    time: Time::from(to.as_secs_f64()),
+                    track_id: Some(self.track),
+                },
+            )
+            .map_err(|e| Error::CannotSeek {
+                input,
+                reason: format!("to {:.3} s: {e}", to.as_secs_f64()),
+            })?;
+        self.decoder.reset();
+        self.pending.clear();
+        self.at = 0;
+        // The reader lands on a packet at or before the target; the rest is decoded and
+        // dropped (timestamps count frames at the track's rate for these formats).
+        self.discard = seeked.required_ts.saturating_sub(seeked.actual_ts);
         Ok(())
     }
 }

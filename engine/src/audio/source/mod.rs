@@ -98,6 +98,14 @@ pub(crate) trait PcmReader: Send {
     fn read(&mut self, out: &mut [i16]) -> Result<ReadOutcome>;
     /// Starts over from the beginning (only called when the source may loop).
     fn rewind(&mut self) -> Result<()>;
+    /// Whether [`PcmReader::seek`] works (files; not pipes or streams).
+    fn can_seek(&self) -> bool {
+        false
+    }
+    /// Goes to `to` from the start (the end, when past it).
+    fn seek(&mut self, _to: std::time::Duration) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Decoding from input to 20 ms frames: a PCM reader through the conformer (resampling and
@@ -158,6 +166,26 @@ impl Pipeline {
             Step::Idle => Ok(Next::Idle),
             Step::End => Ok(Next::End),
         }
+    }
+
+    pub(crate) fn can_seek(&self) -> bool {
+        matches!(&self.kind, PipeKind::Pcm { reader, .. } if reader.can_seek())
+    }
+
+    /// Goes to `to` in the input; what was decoded ahead of it is dropped.
+    pub(crate) fn seek(&mut self, to: std::time::Duration) -> Result<()> {
+        if let PipeKind::Pcm {
+            reader,
+            conformer,
+            input_done,
+            ..
+        } = &mut self.kind
+        {
+            reader.seek(to)?;
+            conformer.reset()?;
+            *input_done = false;
+        }
+        Ok(())
     }
 
     pub(crate) fn skipped(&self) -> u64 {
@@ -246,6 +274,8 @@ pub struct Source {
     looping: bool,
     ended: bool,
     underruns: u64,
+    /// Where in the input the next frame is: the last seek's target plus what was pulled.
+    position: std::time::Duration,
     /// The headers of an Ogg/Opus file, read when it was opened.
     ogg: Option<Box<(OpusHead, OpusTags)>>,
     /// Kills and reaps an ffmpeg child when the source goes, without waiting for it.
@@ -273,6 +303,7 @@ impl Source {
             looping: options.looping,
             ended: false,
             underruns: 0,
+            position: std::time::Duration::ZERO,
             ogg: None,
             _child: None,
         }
@@ -521,12 +552,43 @@ impl Source {
             Kind::Ahead(a) => a.pull(),
             Kind::Inline(p) => p.pull(),
         };
-        match next {
+        match &next {
             Ok(Next::Idle) => self.underruns += 1,
             Ok(Next::End) | Err(_) => self.ended = true,
-            Ok(Next::Frame(_)) => {}
+            Ok(Next::Frame(f)) => {
+                let samples = f.samples(self.channels);
+                self.position += std::time::Duration::from_micros(
+                    u64::from(samples) * 1_000_000 / u64::from(SAMPLE_RATE),
+                );
+            }
         }
         next
+    }
+
+    /// Where in the input the source is: the time of the next frame it will give (a looping
+    /// source counts on past the end). After [`Source::seek`], the target.
+    pub fn position(&self) -> std::time::Duration {
+        self.position
+    }
+
+    /// Goes to `to` from the start of the input: WAV files and files decoded in-process
+    /// ([`Source::decoded`]). The next frames come from there once the read-ahead thread has
+    /// jumped (pulls are `Idle` for that moment); past the end, the source ends. Streams,
+    /// pushed frames, ffmpeg and Ogg/Opus passthrough refuse with [`Error::CannotSeek`].
+    pub fn seek(&mut self, to: std::time::Duration) -> Result<()> {
+        match &mut self.kind {
+            Kind::Ahead(a) => a.seek(to)?,
+            Kind::Inline(_) => {
+                return Err(Error::CannotSeek {
+                    input: self.name.clone(),
+                    reason: "frames pushed by the application have no position to go to".into(),
+                })
+            }
+        }
+        // A file that had played to its end plays again from `to`.
+        self.ended = false;
+        self.position = to;
+        Ok(())
     }
 }
 

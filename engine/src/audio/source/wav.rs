@@ -124,4 +124,17 @@ impl PcmReader for WavFile {
             source,
         })
     }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, to: std::time::Duration) -> Result<()> {
+        let frame = (to.as_secs_f64() * f64::from(self.rate())) as u64;
+        let frame = frame.min(u64::from(self.reader.duration())) as u32;
+        self.reader.seek(frame).map_err(|source| Error::ReadInput {
+            input: self.path.display().to_string(),
+            source,
+        })
+    }
 }
