@@ -329,6 +329,8 @@ pub struct CallStats {
     pub roster_overflow: u64,
     /// Wall-clock time the current source's first frame was sent.
     pub source_started_at: Option<SystemTime>,
+    /// Sources waiting to play after the current one ([`Call::enqueue`]).
+    pub queued: usize,
     /// Where in the playing source the call is (the next frame's time in it); `None` without
     /// a source. Follows [`Call::seek`].
     pub source_position: Option<Duration>,
@@ -360,6 +362,8 @@ pub(crate) enum Command {
     SetSource(Option<Source>),
     SetGain(f32),
     Seek(Duration, oneshot::Sender<Result<()>>),
+    Enqueue(Box<Source>, oneshot::Sender<Result<()>>),
+    Skip,
     Leave(oneshot::Sender<CallSummary>),
     /// Makes the call's task panic: how tests prove that a panic ends only that call, and that
     /// its recordings are still finalized.
@@ -490,6 +494,24 @@ impl Call {
     /// Plays `source` from now on, without rejoining. The replaced source ends silently.
     pub fn set_source(&self, source: Option<Source>) -> Result<()> {
         self.send(Command::SetSource(source))
+    }
+
+    /// Plays `source` after the current one (and after those queued before it), with no gap:
+    /// it takes over within the tick the previous one ends, and each finished source still
+    /// gets its own [`CallEvent::SourceEnded`]. With nothing playing it starts at once. A queue
+    /// holds at most 64 sources (each is open from the moment it is made); past that this
+    /// returns [`Error::QueueFull`].
+    pub async fn enqueue(&self, source: Source) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Enqueue(Box::new(source), tx))?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::CallEnded("its task has stopped".into())))
+    }
+
+    /// Ends the playing source now (without a `SourceEnded`) and plays the next queued one,
+    /// or nothing.
+    pub fn skip(&self) -> Result<()> {
+        self.send(Command::Skip)
     }
 
     /// Goes to `to` in the playing source (see [`Source::seek`]). Answers once the call's

@@ -469,6 +469,22 @@ impl Driver {
             Command::SetPaused(p) => self.outgoing.paused = p,
             Command::SetSource(s) => self.outgoing.set_source(s),
             Command::SetGain(g) => self.gain = g,
+            Command::Enqueue(source, reply) => {
+                let o = &mut self.outgoing;
+                let r = if o.source.is_none() {
+                    o.set_source(Some(*source));
+                    Ok(())
+                } else if o.queue.len() >= crate::outgoing::MAX_QUEUE {
+                    Err(Error::QueueFull {
+                        capacity: crate::outgoing::MAX_QUEUE,
+                    })
+                } else {
+                    o.queue.push_back(*source);
+                    Ok(())
+                };
+                let _ = reply.send(r);
+            }
+            Command::Skip => self.outgoing.skip(),
             Command::Seek(to, reply) => {
                 let r = match self.outgoing.source.as_mut() {
                     Some(s) => s.seek(to),
@@ -556,6 +572,7 @@ impl Driver {
             roster_overflow: self.machine.roster_overflow(),
             source_started_at: self.outgoing.started_at,
             source_position: self.outgoing.source.as_ref().map(|s| s.position()),
+            queued: self.outgoing.queue.len(),
             mix_started_at: self.receivers.mix_started_at,
             ..CallStats::default()
         };

@@ -43,6 +43,10 @@ pub enum Error {
     #[error("invalid audio setting: {0}")]
     InvalidConfig(String),
 
+    /// [`crate::Call::enqueue`] on a full queue.
+    #[error("the play queue is full ({capacity} sources); enqueue more when some have played")]
+    QueueFull { capacity: usize },
+
     /// A seek the source cannot do: a stream, pushed frames, an Ogg/Opus passthrough, a
     /// source that has ended, or a position the file does not have.
     #[error("cannot seek in {input}: {reason}")]

@@ -1,7 +1,9 @@
 //! The sending side of a call: the source, paced in 20 ms ticks into the connection's Opus
 //! sender, with mute (pulled, not sent), pause (not pulled) and the source's end or failure
-//! reported once.
+//! reported once. Sources queued behind it follow within the same tick: no gap, no silence
+//! between tracks.
 
+use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
 
 use crate::audio::{Next, Source, FRAME_SAMPLES};
@@ -20,7 +22,13 @@ pub(crate) struct Outgoing {
     /// Wall-clock time the current source's first frame was sent: where its timeline starts,
     /// for lining up with recordings elsewhere (mouth-to-ear measurements, transcripts).
     pub started_at: Option<SystemTime>,
+    /// Sources to play after this one, in order ([`crate::Call::enqueue`]).
+    pub queue: VecDeque<Source>,
 }
+
+/// Sources a call queues at most. Each queued source has its input open and its read-ahead
+/// thread running from the moment it was made, so a queue holds the next tracks, not a library.
+pub(crate) const MAX_QUEUE: usize = 64;
 
 impl Outgoing {
     pub(crate) fn new(source: Option<Source>, muted: bool) -> Self {
@@ -30,6 +38,7 @@ impl Outgoing {
             paused: false,
             budget: 0,
             started_at: None,
+            queue: VecDeque::new(),
         }
     }
 
@@ -39,21 +48,37 @@ impl Outgoing {
         self.started_at = None;
     }
 
+    /// The next queued source replaces the current one now (which ends without an event).
+    pub(crate) fn skip(&mut self) {
+        let next = self.queue.pop_front();
+        self.set_source(next);
+    }
+
+    /// The current source finished: the next queued one takes over within this tick.
+    fn next_in_queue(&mut self) -> bool {
+        self.source = self.queue.pop_front();
+        self.started_at = None;
+        self.source.is_some()
+    }
+
     /// One tick's worth of the source: pulled only while connected, so nothing is lost while
     /// (re)connecting; pulled but not sent while muted; not pulled while paused.
     pub(crate) fn tick(&mut self, now: Instant, c: &mut Connection, events: &EventSender) {
         if !c.transport.is_connected() {
             return;
         }
-        let Some(source) = self.source.as_mut() else {
+        if self.source.is_none() {
             return;
-        };
+        }
         if self.paused {
             c.sender.skip(FRAME_SAMPLES as u32);
             return;
         }
         self.budget = (self.budget + FRAME_SAMPLES as i64).min(FRAME_SAMPLES as i64);
         while self.budget > 0 {
+            let Some(source) = self.source.as_mut() else {
+                return;
+            };
             let channels = source.channels();
             match source.next_frame() {
                 Ok(Next::Frame(frame)) => {
@@ -82,20 +107,26 @@ impl Outgoing {
                 }
                 Ok(Next::End) => {
                     let name = source.name().to_owned();
-                    self.source = None;
-                    self.budget = 0;
                     events.send(CallEvent::SourceEnded { source: name });
-                    return;
+                    if !self.next_in_queue() {
+                        self.budget = 0;
+                        return;
+                    }
+                    // The rest of this tick's budget comes from the next track: no gap.
+                    continue;
                 }
                 Err(e) => {
                     let name = source.name().to_owned();
-                    self.source = None;
-                    self.budget = 0;
                     events.send(CallEvent::SourceError {
                         source: name,
                         error: SharedError::from(e),
                     });
-                    return;
+                    // A broken track does not stop the queue.
+                    if !self.next_in_queue() {
+                        self.budget = 0;
+                        return;
+                    }
+                    continue;
                 }
             }
         }

@@ -705,3 +705,82 @@ async fn seeking_to_30_s_plays_what_is_at_30_s_and_the_position_follows() {
         "before the seek",
     );
 }
+
+/// Three tracks queued one after the other: each finishes with its own `SourceEnded`, in
+/// order, and the listener hears them back to back, with no silence between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_of_three_tracks_plays_gaplessly_with_one_end_each() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mix = dir.path().join("mix.wav");
+    let mut listener = Engine::new(local(&s.server, 2))
+        .join(
+            s.call.clone(),
+            CallConfig {
+                record_mix: Some(mix.clone()),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    connected(&mut listener).await;
+    let track = |hz: f64| {
+        let path = dir.path().join(format!("track{hz}.wav"));
+        // 0.6 s: a whole number of 20 ms frames, so no track ends on padding.
+        write_wav(&path, 48000, 1, &sine(hz, 12000.0, 48000, 0, 28_800));
+        (path.display().to_string(), wav_source(&path))
+    };
+    let (first, a) = track(400.0);
+    let (second, b) = track(600.0);
+    let (third, c) = track(800.0);
+    let mut player = Engine::new(local(&s.server, 1))
+        .join(s.call.clone(), playing(a))
+        .await
+        .unwrap();
+    player.enqueue(b).await.unwrap();
+    player.enqueue(c).await.unwrap();
+    // Statistics are refreshed every 100 ms; the first track lasts 600.
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    assert_eq!(player.stats().queued, 2);
+    let mut ended = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while ended.len() < 3 {
+            match player.next_event().await {
+                Some(CallEvent::SourceEnded { source }) => ended.push(source),
+                Some(CallEvent::SourceError { error, .. }) => panic!("{error}"),
+                Some(_) => {}
+                None => panic!("the call ended"),
+            }
+        }
+    })
+    .await
+    .expect("three tracks played");
+    assert_eq!(ended, vec![first, second, third]);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        player.stats().source_position.is_none(),
+        "nothing plays after the queue"
+    );
+    player.leave().await.unwrap();
+    listener.leave().await.unwrap();
+    let (got, _) = read_wav(&mix);
+    let blocks: Vec<bool> = got
+        .chunks(960)
+        .map(|b| b.iter().any(|&x| x.unsigned_abs() > 2000))
+        .collect();
+    let start = blocks.iter().position(|&l| l).unwrap();
+    let end = blocks.iter().rposition(|&l| l).unwrap();
+    // 1.8 s of tracks, then up to 200 ms of the receiver concealing the stream's abrupt end.
+    assert!(
+        (88..=101).contains(&(end + 1 - start)),
+        "1.8 s heard in one piece: {} blocks",
+        end + 1 - start
+    );
+    let heard = &got[start * 960..(start + 88) * 960];
+    let gap = longest_gap_ms(heard, 48000, 0.01);
+    assert!(gap < 20.0, "a {gap} ms gap between tracks");
+    for (i, hz) in [400.0, 600.0, 800.0].into_iter().enumerate() {
+        let mid = i * 28_800 + 14_400;
+        assert_frequency(&heard[mid - 9600..mid + 9600], 48000, hz, "track in order");
+    }
+}
