@@ -1,5 +1,6 @@
 //! `groupcall join`: join a call, play a source, record, until the end, a duration or Ctrl+C.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,10 +24,17 @@ pub struct Args {
     pub signaling: Option<SignalingMode>,
     #[command(flatten)]
     pub backend: BackendArgs,
-    /// Play this file (WAV, Ogg/Opus, raw .pcm/.raw s16le; anything else through ffmpeg), or
-    /// `-` for raw s16le on standard input.
+    /// Play this file (WAV, Ogg/Opus, MP3, AAC, FLAC, Vorbis, ALAC, raw .pcm/.raw s16le;
+    /// anything else through ffmpeg), or `-` for raw s16le on standard input. Repeat it to play
+    /// several files one after another, without gaps.
     #[arg(long, value_name = "FILE|-")]
-    pub play: Option<String>,
+    pub play: Vec<String>,
+    /// Also play the files listed in this file, one path per line (`#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub playlist: Option<PathBuf>,
+    /// Play the files in a random order.
+    #[arg(long)]
+    pub shuffle: bool,
     #[command(flatten)]
     pub raw: RawArgs,
     /// Start the file over when it ends.
@@ -171,18 +179,22 @@ pub async fn run(args: Args) -> Result<(), String> {
     } else {
         Channels::Mono
     };
-    if args.signaling == Some(SignalingMode::Stdio) && args.play.as_deref() == Some("-") {
+    let mut tracks = playlist(&args)?;
+    if args.signaling == Some(SignalingMode::Stdio) && tracks.contains(&"-".to_string()) {
         return Err("--play - reads audio from standard input, which --signaling stdio already uses for signaling; play a file or a named pipe instead".into());
     }
-    let mut source = match &args.play {
-        Some(spec) => Some(open_source(
-            spec,
-            args.raw,
-            SourceOptions {
-                channels,
-                looping: args.looping,
-            },
-        )?),
+    if tracks.len() > 1 && (args.looping || args.signaling.is_some()) {
+        return Err(format!(
+            "{} files to play: --loop and --signaling stdio play one; give one --play",
+            tracks.len()
+        ));
+    }
+    let options = SourceOptions {
+        channels,
+        looping: args.looping,
+    };
+    let mut source = match tracks.pop_front() {
+        Some(spec) => Some(open_source(&spec, args.raw, options)?),
         None => None,
     };
     if let (Some(source), Some(start)) = (source.as_mut(), args.start) {
@@ -227,9 +239,103 @@ pub async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot join {call_name}: {e}"))?;
     eprintln!("joined {call_name} with SSRC {}", call.ssrc());
-    let summary = drive(call, args.duration, leave_at_end, args.quiet, &mut clock).await?;
+    let mut queue = Queue {
+        tracks,
+        raw: args.raw,
+        options,
+        playing: usize::from(has_source),
+    };
+    queue.refill(&call).await;
+    let summary = drive(
+        call,
+        args.duration,
+        leave_at_end,
+        args.quiet,
+        &mut clock,
+        &mut queue,
+    )
+    .await?;
     report(&summary);
     clock.update(&summary.stats)
+}
+
+/// The files `--play` (repeated) and `--playlist` name, shuffled with `--shuffle`.
+fn playlist(args: &Args) -> Result<VecDeque<String>, String> {
+    let mut tracks: Vec<String> = args.play.clone();
+    if let Some(list) = &args.playlist {
+        let text = std::fs::read_to_string(list)
+            .map_err(|e| format!("cannot read the playlist {}: {e}", list.display()))?;
+        tracks.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+        if tracks.is_empty() {
+            return Err(format!("the playlist {} names no file", list.display()));
+        }
+    }
+    if tracks.len() > 1 && tracks.iter().any(|t| t == "-") {
+        return Err("--play - (standard input) cannot be part of a list of files".into());
+    }
+    if args.shuffle {
+        // Fisher-Yates, on a xorshift seeded from the clock: a play order needs no more.
+        let mut x = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+            | 1;
+        for i in (1..tracks.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            tracks.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+    }
+    Ok(tracks.into())
+}
+
+/// The files still to play. One is kept queued in the call behind the playing one, so the
+/// next starts without a gap while at most two are open at a time.
+pub struct Queue {
+    tracks: VecDeque<String>,
+    raw: RawArgs,
+    options: SourceOptions,
+    /// Sources handed to the call that have not finished.
+    playing: usize,
+}
+
+impl Queue {
+    /// Opens the next file (off the async runtime: opening reads and primes it) and queues
+    /// it in the call, unless one is queued already. A file that cannot be opened is reported
+    /// and skipped.
+    async fn refill(&mut self, call: &Call) {
+        while self.playing < 2 {
+            let Some(spec) = self.tracks.pop_front() else {
+                return;
+            };
+            let (raw, options) = (self.raw, self.options);
+            let opened = tokio::task::spawn_blocking({
+                let spec = spec.clone();
+                move || open_source(&spec, raw, options)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("cannot open {spec}: {e}")));
+            match opened {
+                Ok(source) => match call.enqueue(source).await {
+                    Ok(()) => self.playing += 1,
+                    Err(e) => eprintln!("cannot queue {spec}: {e}"),
+                },
+                Err(e) => eprintln!("skipping {spec}: {e}"),
+            }
+        }
+    }
+
+    /// A source finished; true when nothing is left to play.
+    async fn finished_one(&mut self, call: &Call) -> bool {
+        self.playing = self.playing.saturating_sub(1);
+        self.refill(call).await;
+        self.playing == 0
+    }
 }
 
 /// Prints events and a status line until the call ends, `duration` passes, the source ends
@@ -240,6 +346,7 @@ pub async fn drive(
     leave_at_end: bool,
     quiet: bool,
     clock: &mut ClockLog,
+    queue: &mut Queue,
 ) -> Result<CallSummary, String> {
     let deadline =
         duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
@@ -258,7 +365,13 @@ pub async fn drive(
                         CallEvent::Ended { reason } => {
                             return Err(format!("the call ended: {}", status::end_reason(&reason)));
                         }
-                        CallEvent::SourceEnded { .. } | CallEvent::SourceError { .. } if leave_at_end => break,
+                        CallEvent::SourceEnded { .. } | CallEvent::SourceError { .. } => {
+                            // The next file is queued here; the call leaves after the last.
+                            let nothing_left = queue.finished_one(&call).await;
+                            if nothing_left && leave_at_end {
+                                break;
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -388,5 +501,47 @@ mod tests {
         for bad in ["inf", "NaN", "-1", "1e12", "soon"] {
             assert!(parse_seconds(bad).is_err(), "{bad}");
         }
+    }
+
+    fn args(extra: &[&str]) -> super::Args {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: super::Args,
+        }
+        let mut argv = vec!["join", "1"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().args
+    }
+
+    /// `--play` repeated and `--playlist` (comments and blank lines skipped) make one list, in
+    /// order; `--shuffle` keeps the same files; standard input cannot be part of a list.
+    #[test]
+    fn play_lists_come_from_arguments_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        std::fs::write(&list, "# my list\nc.mp3\n\n  d.flac  \n").unwrap();
+        let l = list.to_str().unwrap();
+        let tracks = super::playlist(&args(&[
+            "--play",
+            "a.wav",
+            "--play",
+            "b.ogg",
+            "--playlist",
+            l,
+        ]))
+        .unwrap();
+        assert_eq!(tracks, ["a.wav", "b.ogg", "c.mp3", "d.flac"]);
+        let mut shuffled: Vec<String> =
+            super::playlist(&args(&["--play", "a.wav", "--playlist", l, "--shuffle"]))
+                .unwrap()
+                .into();
+        shuffled.sort();
+        assert_eq!(shuffled, ["a.wav", "c.mp3", "d.flac"]);
+        assert!(super::playlist(&args(&["--play", "-", "--play", "a.wav"])).is_err());
+        let missing = dir.path().join("none.txt");
+        let err = super::playlist(&args(&["--playlist", missing.to_str().unwrap()])).unwrap_err();
+        assert!(err.contains("none.txt"), "{err}");
     }
 }
