@@ -470,19 +470,7 @@ impl Driver {
             Command::SetSource(s) => self.outgoing.set_source(s),
             Command::SetGain(g) => self.gain = g,
             Command::Enqueue(source, reply) => {
-                let o = &mut self.outgoing;
-                let r = if o.source.is_none() {
-                    o.set_source(Some(*source));
-                    Ok(())
-                } else if o.queue.len() >= crate::outgoing::MAX_QUEUE {
-                    Err(Error::QueueFull {
-                        capacity: crate::outgoing::MAX_QUEUE,
-                    })
-                } else {
-                    o.queue.push_back(*source);
-                    Ok(())
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.outgoing.enqueue(*source));
             }
             Command::Skip => self.outgoing.skip(),
             Command::Seek(to, reply) => {

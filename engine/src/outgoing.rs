@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use crate::audio::{Next, Source, FRAME_SAMPLES};
 use crate::call::CallEvent;
 use crate::connection::Connection;
-use crate::error::SharedError;
+use crate::error::{Error, Result, SharedError};
 use crate::events::EventSender;
 
 pub(crate) struct Outgoing {
@@ -28,7 +28,7 @@ pub(crate) struct Outgoing {
 
 /// Sources a call queues at most. Each queued source has its input open and its read-ahead
 /// thread running from the moment it was made, so a queue holds the next tracks, not a library.
-pub(crate) const MAX_QUEUE: usize = 64;
+const MAX_QUEUE: usize = 64;
 
 impl Outgoing {
     pub(crate) fn new(source: Option<Source>, muted: bool) -> Self {
@@ -46,6 +46,20 @@ impl Outgoing {
         self.source = source;
         self.budget = 0;
         self.started_at = None;
+    }
+
+    /// Plays `source` after the queued ones, or at once when nothing plays.
+    pub(crate) fn enqueue(&mut self, source: Source) -> Result<()> {
+        if self.source.is_none() {
+            self.set_source(Some(source));
+        } else if self.queue.len() >= MAX_QUEUE {
+            return Err(Error::QueueFull {
+                capacity: MAX_QUEUE,
+            });
+        } else {
+            self.queue.push_back(source);
+        }
+        Ok(())
     }
 
     /// The next queued source replaces the current one now (which ends without an event).

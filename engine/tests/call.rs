@@ -537,21 +537,17 @@ async fn the_application_gets_each_speakers_frames_with_ssrc_and_peer() {
 async fn a_listeners_receiver_reports_come_from_its_declared_ssrc() {
     let s = Setup::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut listener = Engine::new(local(&s.server, 2))
-        .join(s.call.clone(), CallConfig::default())
-        .await
-        .unwrap();
+    let mut listener = s.join(2, CallConfig::default()).await;
     connected(&mut listener).await;
-    let mut speaker = Engine::new(local(&s.server, 1))
+    let mut speaker = s
         .join(
-            s.call.clone(),
+            1,
             CallConfig {
                 source: Some(tone_source(dir.path(), 500.0, 3, false)),
                 ..CallConfig::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
     connected(&mut speaker).await;
     source_ended(&mut speaker).await;
     let totals = s
@@ -580,16 +576,15 @@ async fn an_mp3_plays_through_the_call_without_ffmpeg() {
     let s = Setup::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mix = dir.path().join("mix.wav");
-    let mut listener = Engine::new(local(&s.server, 2))
+    let mut listener = s
         .join(
-            s.call.clone(),
+            2,
             CallConfig {
                 record_mix: Some(mix.clone()),
                 ..CallConfig::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
     connected(&mut listener).await;
     let mp3 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tone440.mp3");
     let source = Source::decoded(
@@ -600,16 +595,15 @@ async fn an_mp3_plays_through_the_call_without_ffmpeg() {
         },
     )
     .unwrap();
-    let mut player = Engine::new(local(&s.server, 1))
+    let mut player = s
         .join(
-            s.call.clone(),
+            1,
             CallConfig {
                 source: Some(source),
                 ..CallConfig::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
     connected(&mut player).await;
     source_ended(&mut player).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -645,21 +639,17 @@ async fn seeking_to_30_s_plays_what_is_at_30_s_and_the_position_follows() {
     let wav = dir.path().join("sweep.wav");
     write_wav(&wav, 48000, 1, &sweep);
     let mix = dir.path().join("mix.wav");
-    let mut listener = Engine::new(local(&s.server, 2))
+    let mut listener = s
         .join(
-            s.call.clone(),
+            2,
             CallConfig {
                 record_mix: Some(mix.clone()),
                 ..CallConfig::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
     connected(&mut listener).await;
-    let mut player = Engine::new(local(&s.server, 1))
-        .join(s.call.clone(), playing(wav_source(&wav)))
-        .await
-        .unwrap();
+    let mut player = s.join(1, playing(wav_source(&wav))).await;
     connected(&mut player).await;
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     player
@@ -713,16 +703,15 @@ async fn a_queue_of_three_tracks_plays_gaplessly_with_one_end_each() {
     let s = Setup::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mix = dir.path().join("mix.wav");
-    let mut listener = Engine::new(local(&s.server, 2))
+    let mut listener = s
         .join(
-            s.call.clone(),
+            2,
             CallConfig {
                 record_mix: Some(mix.clone()),
                 ..CallConfig::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
     connected(&mut listener).await;
     let track = |hz: f64| {
         let path = dir.path().join(format!("track{hz}.wav"));
@@ -733,10 +722,7 @@ async fn a_queue_of_three_tracks_plays_gaplessly_with_one_end_each() {
     let (first, a) = track(400.0);
     let (second, b) = track(600.0);
     let (third, c) = track(800.0);
-    let mut player = Engine::new(local(&s.server, 1))
-        .join(s.call.clone(), playing(a))
-        .await
-        .unwrap();
+    let mut player = s.join(1, playing(a)).await;
     player.enqueue(b).await.unwrap();
     player.enqueue(c).await.unwrap();
     // Statistics are refreshed every 100 ms; the first track lasts 600.

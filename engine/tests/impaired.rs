@@ -27,11 +27,9 @@ fn quick_failure(failed_ms: u64) -> TransportConfig {
     }
 }
 
-/// Scores a record per 20 ms block as `scripts/compare-receive.sh` does: a block is good when
-/// most of its power is at `freq` and its RMS is at least half the clean tone's. Returns the
-/// share of good blocks (%) and the longest run of bad ones (ms), over `blocks` blocks starting
-/// half a second after the tone's onset.
-fn block_score(pcm: &[i16], freq: f64, amplitude: f64, blocks: usize) -> (f64, usize) {
+/// Scores a record per 20 ms block ([`tone_block_is_good`]) over `blocks` blocks starting half
+/// a second after the tone's onset: the share of good blocks (%) and the longest bad run (ms).
+fn score_record(pcm: &[i16], freq: f64, amplitude: f64, blocks: usize) -> (f64, usize) {
     let onset = pcm
         .chunks(960)
         .position(|b| {
@@ -39,37 +37,14 @@ fn block_score(pcm: &[i16], freq: f64, amplitude: f64, blocks: usize) -> (f64, u
                 .any(|&s| f64::from(s.unsigned_abs()) > amplitude / 4.0)
         })
         .expect("the tone is in the record");
-    let scored: Vec<bool> = pcm
+    let good: Vec<bool> = pcm
         .chunks_exact(960)
         .skip(onset + 25)
         .take(blocks)
-        .map(|b| {
-            let (mut re, mut im, mut power) = (0.0, 0.0, 0.0);
-            for (i, &x) in b.iter().enumerate() {
-                let x = f64::from(x);
-                let w = std::f64::consts::TAU * freq * i as f64 / RATE as f64;
-                re += x * w.cos();
-                im += x * w.sin();
-                power += x * x;
-            }
-            let n = b.len() as f64;
-            let tone_share = 2.0 * (re * re + im * im) / (n * n) / (power / n).max(1e-9);
-            tone_share >= 0.5 && (power / n).sqrt() >= 0.5 * amplitude / 2f64.sqrt()
-        })
+        .map(|b| tone_block_is_good(b, RATE, freq, amplitude))
         .collect();
-    assert_eq!(scored.len(), blocks, "the record is long enough to score");
-    let bad: Vec<usize> = (0..blocks).filter(|&i| !scored[i]).collect();
-    println!(
-        "bad blocks after onset + 25: {bad:?} (record {} blocks, onset {onset})",
-        pcm.len() / 960
-    );
-    let good = scored.iter().filter(|&&g| g).count() as f64 * 100.0 / blocks as f64;
-    let (mut longest, mut run) = (0, 0);
-    for &g in &scored {
-        run = if g { 0 } else { run + 1 };
-        longest = longest.max(run);
-    }
-    (good, longest * 20)
+    assert_eq!(good.len(), blocks, "the record is long enough to score");
+    block_score(&good)
 }
 
 /// Three listeners hear one speaker, each through its own relay that loses 10 % of the
@@ -145,7 +120,7 @@ async fn with_10_percent_downlink_loss_and_40_ms_jitter_every_listener_hears_the
             .stats()
             .dropped
             .load(std::sync::atomic::Ordering::Relaxed);
-        let (good, longest) = block_score(&got, 600.0, 10000.0, 200);
+        let (good, longest) = score_record(&got, 600.0, 10000.0, 200);
         let receive = stats
             .speakers
             .iter()

@@ -7,6 +7,8 @@
 //! level. No sockets and no sleeping: ten seconds of audio take a fraction of a second, so
 //! every row runs with several seeds.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,6 +17,7 @@ use groupcall_engine::audio::{
     FRAME_SAMPLES, SAMPLE_RATE,
 };
 use groupcall_sfu::impair::{Fate, ImpairConfig, Impairer};
+use support::{block_score, tone_block_is_good};
 
 /// The tones: the comparison script's (1 kHz, -6 dBFS) and the end-to-end tests' (600 Hz).
 /// Both matter: libopus codes them differently (at 600 Hz it often leaves FEC out).
@@ -44,25 +47,8 @@ fn tone(frame: usize, (hz, amplitude): (f64, f64)) -> Vec<i16> {
         .collect()
 }
 
-/// Whether a 20 ms block is the tone: most of its power at 1 kHz, and at least half the clean
-/// level (RMS).
 fn good_block(block: &[i16], (hz, amplitude): (f64, f64)) -> bool {
-    let n = block.len() as f64;
-    let (mut re, mut im, mut power) = (0.0, 0.0, 0.0);
-    for (i, &s) in block.iter().enumerate() {
-        let s = f64::from(s);
-        let w = 2.0 * std::f64::consts::PI * hz * i as f64 / SAMPLE_RATE as f64;
-        re += s * w.cos();
-        im += s * w.sin();
-        power += s * s;
-    }
-    let rms = (power / n).sqrt();
-    // Power of the 1 kHz component: |X|^2 * 2 / n^2 is the squared amplitude; half of that is
-    // its mean power.
-    let tone_power = 2.0 * (re * re + im * im) / (n * n);
-    let share = tone_power / (power / n).max(1e-9);
-    let clean_rms = amplitude / 2f64.sqrt();
-    share >= 0.5 && rms >= 0.5 * clean_rms
+    tone_block_is_good(block, SAMPLE_RATE, hz, amplitude)
 }
 
 /// Plays `SECONDS` of the tone through `impair` into a jitter buffer and scores the output
@@ -136,16 +122,11 @@ fn run(impair: ImpairConfig, signal: (f64, f64)) -> Score {
             None => bad_kinds.push((k, 1)),
         }
     }
-    let good = blocks.iter().filter(|&&g| g).count() as f64 / blocks.len() as f64;
-    let (mut longest, mut run) = (0, 0);
-    for &g in &blocks {
-        run = if g { 0 } else { run + 1 };
-        longest = longest.max(run);
-    }
+    let (good, longest_bad_ms) = block_score(&blocks);
     delays.sort_by(f32::total_cmp);
     Score {
-        good: good * 100.0,
-        longest_bad_ms: longest * 20,
+        good,
+        longest_bad_ms,
         stats: jitter.stats(),
         delay_ms: delays[delays.len() / 2],
         bad_kinds,

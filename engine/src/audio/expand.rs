@@ -29,12 +29,12 @@ pub(crate) struct Expander {
     history: Vec<i16>,
     mono: Vec<f32>,
     active: Option<Expansion>,
+    /// One period (interleaved) of the expansion under way, repeated; reused across losses.
+    template: Vec<i16>,
     merge: Vec<i16>,
 }
 
 struct Expansion {
-    /// One period (interleaved), repeated.
-    template: Vec<i16>,
     period: usize,
     /// Position in the template of the next sample.
     pos: usize,
@@ -53,6 +53,7 @@ impl Expander {
             history: vec![0; HISTORY * channels],
             mono: Vec::with_capacity(HISTORY),
             active: None,
+            template: Vec::with_capacity(MAX_PERIOD * channels),
             merge: vec![0; MERGE * channels],
         }
     }
@@ -95,7 +96,7 @@ impl Expander {
             } else {
                 0.0
             };
-            let src = &e.template[e.pos * channels..(e.pos + 1) * channels];
+            let src = &self.template[e.pos * channels..(e.pos + 1) * channels];
             for (o, &s) in frame.iter_mut().zip(src) {
                 *o = (f32::from(s) * gain) as i16;
             }
@@ -126,7 +127,8 @@ impl Expander {
         mono(&self.history, self.channels, &mut self.mono);
         let (period, correlation) = find_period(&self.mono, MIN_PERIOD, MAX_PERIOD, WINDOW);
         let start = (HISTORY - period) * self.channels;
-        let template = self.history[start..].to_vec();
+        self.template.clear();
+        self.template.extend_from_slice(&self.history[start..]);
         // A clearly periodic signal is held for up to half the limit, then faded; anything
         // else fades over half the limit (repeating noise for long would buzz).
         let voiced = ((correlation - VOICED) / (1.0 - VOICED)).clamp(0.0, 1.0);
@@ -137,7 +139,6 @@ impl Expander {
             self.limit / 2
         };
         Expansion {
-            template,
             period,
             pos: 0,
             done: 0,

@@ -176,3 +176,33 @@ pub fn read_wav(path: &std::path::Path) -> (Vec<i16>, u16) {
     let channels = r.spec().channels;
     (r.samples::<i16>().map(|s| s.unwrap()).collect(), channels)
 }
+
+/// Whether a 20 ms block of a recorded tone is good, as `scripts/compare-receive.sh` scores
+/// it: most of its power at `hz`, and its RMS at least half that of the clean tone (peak
+/// `amplitude`).
+pub fn tone_block_is_good(block: &[i16], rate: u32, hz: f64, amplitude: f64) -> bool {
+    let n = block.len() as f64;
+    let (mut re, mut im, mut power) = (0.0, 0.0, 0.0);
+    for (i, &x) in block.iter().enumerate() {
+        let x = f64::from(x);
+        let w = std::f64::consts::TAU * hz * i as f64 / f64::from(rate);
+        re += x * w.cos();
+        im += x * w.sin();
+        power += x * x;
+    }
+    // |X|^2 * 2 / n^2 is the squared amplitude of the `hz` component; half of it its power.
+    let tone_power = 2.0 * (re * re + im * im) / (n * n);
+    let share = tone_power / (power / n).max(1e-9);
+    share >= 0.5 && (power / n).sqrt() >= 0.5 * amplitude / 2f64.sqrt()
+}
+
+/// The share of good blocks (%) and the longest run of bad ones (ms, 20 ms blocks).
+pub fn block_score(good: &[bool]) -> (f64, usize) {
+    let share = good.iter().filter(|&&g| g).count() as f64 * 100.0 / good.len().max(1) as f64;
+    let (mut longest, mut run) = (0, 0);
+    for &g in good {
+        run = if g { 0 } else { run + 1 };
+        longest = longest.max(run);
+    }
+    (share, longest * 20)
+}

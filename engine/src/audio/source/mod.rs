@@ -321,13 +321,14 @@ impl Source {
         Ok(Self::new(name, Kind::Ahead(ahead), options))
     }
 
+    /// A file read by `reader`, at `rate` with `in_channels`, on a thread of its own.
     fn pcm_file(
-        name: String,
+        path: &Path,
         reader: Box<dyn PcmReader>,
-        rate: u32,
-        in_channels: usize,
+        (rate, in_channels): (u32, usize),
         options: SourceOptions,
     ) -> Result<Self> {
+        let name = path.display().to_string();
         let pipeline = Pipeline::pcm(&name, reader, rate, in_channels, options)?;
         Self::ahead(name, pipeline, true, options)
     }
@@ -340,14 +341,8 @@ impl Source {
     pub fn wav(path: impl AsRef<Path>, options: SourceOptions) -> Result<Self> {
         let path = path.as_ref();
         let reader = wav::WavFile::open(path)?;
-        let (rate, channels) = (reader.rate(), reader.channels());
-        Self::pcm_file(
-            path.display().to_string(),
-            Box::new(reader),
-            rate,
-            channels,
-            options,
-        )
+        let format = (reader.rate(), reader.channels());
+        Self::pcm_file(path, Box::new(reader), format, options)
     }
 
     /// A file of raw signed 16-bit little-endian PCM, read on a thread like [`Source::wav`].
@@ -360,10 +355,9 @@ impl Source {
         check_raw(&path.display().to_string(), format)?;
         let reader = raw::RawReader::file(path, format.channels)?;
         Self::pcm_file(
-            path.display().to_string(),
+            path,
             Box::new(reader),
-            format.rate,
-            format.channels,
+            (format.rate, format.channels),
             options,
         )
     }
@@ -424,14 +418,8 @@ impl Source {
     pub fn decoded(path: impl AsRef<Path>, options: SourceOptions) -> Result<Self> {
         let path = path.as_ref();
         let reader = decoded::DecodedFile::open(path)?;
-        let (rate, channels) = (reader.rate(), reader.channels());
-        Self::pcm_file(
-            path.display().to_string(),
-            Box::new(reader),
-            rate,
-            channels,
-            options,
-        )
+        let format = (reader.rate(), reader.channels());
+        Self::pcm_file(path, Box::new(reader), format, options)
     }
 
     /// An Ogg/Opus file. Its packets are sent as they are when they fit (10..120 ms, at most
