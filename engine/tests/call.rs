@@ -697,9 +697,11 @@ async fn seeking_to_30_s_plays_what_is_at_30_s_and_the_position_follows() {
 }
 
 /// Three tracks queued one after the other: each finishes with its own `SourceEnded`, in
-/// order, and the listener hears them back to back, with no silence between them.
+/// order, and the listener hears them back to back, with no silent block between them. (A
+/// one-tick hole at the sender would be concealed by the listener, so this cannot prove the
+/// hand-over is gapless; `Outgoing::tick` pulls the next track within the same tick.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queue_of_three_tracks_plays_gaplessly_with_one_end_each() {
+async fn a_queue_of_three_tracks_plays_back_to_back_with_one_end_each() {
     let s = Setup::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mix = dir.path().join("mix.wav");
