@@ -40,9 +40,6 @@ impl FrameDecoder for NullDecoder {
     fn decode_fec(&mut self, _: &[u8], out: &mut [i16]) -> Result<usize> {
         Ok(out.len())
     }
-    fn conceal(&mut self, out: &mut [i16]) -> Result<usize> {
-        Ok(out.len())
-    }
     fn has_fec(&self, _: &[u8]) -> bool {
         true
     }

@@ -152,7 +152,8 @@ impl Encoder {
 /// benches plug in a no-op to measure the engine's own cost apart from libopus.
 ///
 /// All outputs are interleaved at 48 kHz; `out.len()` is the number of samples wanted (a
-/// multiple of 2.5 ms for `conceal` and `decode_fec`). Each returns samples per channel written.
+/// multiple of 2.5 ms for `decode_fec`). Each returns samples per channel written. Loss
+/// concealment is the jitter buffer's own (`expand.rs`), not the decoder's.
 pub trait FrameDecoder {
     fn channels(&self) -> Channels;
     /// Decodes a received packet.
@@ -164,8 +165,6 @@ pub trait FrameDecoder {
     /// `decode_fec` would run libopus's own concealment, which fades a stationary signal and
     /// makes SILK scale the frames after it down to match: the jitter buffer conceals instead.
     fn has_fec(&self, next: &[u8]) -> bool;
-    /// Packet loss concealment: plausible audio extrapolated from what was decoded last.
-    fn conceal(&mut self, out: &mut [i16]) -> Result<usize>;
 }
 
 /// A libopus decoder at 48 kHz.
@@ -206,12 +205,6 @@ impl FrameDecoder for Decoder {
         self.inner
             .decode(next, out, true)
             .map_err(|e| Error::opus("FEC decode", e))
-    }
-
-    fn conceal(&mut self, out: &mut [i16]) -> Result<usize> {
-        self.inner
-            .decode(&[], out, false)
-            .map_err(|e| Error::opus("loss concealment", e))
     }
 
     fn has_fec(&self, next: &[u8]) -> bool {

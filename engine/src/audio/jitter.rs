@@ -788,7 +788,6 @@ mod tests {
     const TOC_20MS: u8 = 0xF8; // CELT FB 20 ms, one frame
     const TOC_10MS: u8 = 0xF0; // CELT FB 10 ms
     const TOC_60MS: u8 = 0x18; // SILK NB 60 ms
-    const CONCEALED: i16 = i16::MIN;
 
     fn id_of(p: &[u8]) -> i16 {
         i16::from_be_bytes([p[1], p[2]])
@@ -805,10 +804,6 @@ mod tests {
         }
         fn decode_fec(&mut self, next: &[u8], out: &mut [i16]) -> Result<usize> {
             out.fill(-(id_of(next) - 1));
-            Ok(out.len())
-        }
-        fn conceal(&mut self, out: &mut [i16]) -> Result<usize> {
-            out.fill(CONCEALED);
             Ok(out.len())
         }
         fn has_fec(&self, _: &[u8]) -> bool {
