@@ -474,7 +474,7 @@ mod tests {
     use super::{open_source, parse_seconds, RawArgs};
     use groupcall_engine::audio::{Channels, SourceOptions};
 
-    /// MP3, FLAC and Ogg Vorbis open in-process (never through ffmpeg, whose sources are named
+    /// MP3, FLAC, Ogg Vorbis, AAC (MP4 and ADTS) and ALAC open in-process (never through ffmpeg, whose sources are named
     /// `ffmpeg: …`); text with an audio extension falls through to ffmpeg as a last resort.
     #[test]
     fn compressed_files_play_without_ffmpeg() {
@@ -487,7 +487,14 @@ mod tests {
             raw_rate: 48_000,
             raw_channels: 1,
         };
-        for f in ["tone440.mp3", "tone550.flac", "tone660.ogg"] {
+        for f in [
+            "tone440.mp3",
+            "tone550.flac",
+            "tone660.ogg",
+            "tone770.m4a",
+            "tone880.aac",
+            "tone330_alac.m4a",
+        ] {
             let path = format!("{dir}/{f}");
             let source = open_source(&path, raw, options).unwrap();
             assert_eq!(source.name(), path, "{f} decoded in-process");
