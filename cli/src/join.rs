@@ -25,8 +25,9 @@ pub struct Args {
     #[command(flatten)]
     pub backend: BackendArgs,
     /// Play this file (WAV, Ogg/Opus, MP3, AAC, FLAC, Vorbis, ALAC, raw .pcm/.raw s16le;
-    /// anything else through ffmpeg), or `-` for raw s16le on standard input. Repeat it to play
-    /// several files one after another, without gaps.
+    /// anything else through ffmpeg), an http(s) URL (streamed and decoded in-process; a web
+    /// page through yt-dlp, when installed), or `-` for raw s16le on standard input. Repeat it
+    /// to play several one after another, without gaps.
     #[arg(long, value_name = "FILE|-")]
     pub play: Vec<String>,
     /// Also play the files listed in this file, one path per line (`#` starts a comment).
@@ -117,7 +118,23 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 }
 
 /// Opens what `--play` names.
-pub fn open_source(spec: &str, raw: RawArgs, options: SourceOptions) -> Result<Source, String> {
+pub async fn open_source(
+    spec: &str,
+    raw: RawArgs,
+    options: SourceOptions,
+) -> Result<Source, String> {
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        return open_url(spec, options).await;
+    }
+    // Opening a file reads and primes it: off the runtime's workers.
+    let owned = spec.to_owned();
+    tokio::task::spawn_blocking(move || open_file(&owned, raw, options))
+        .await
+        .unwrap_or_else(|e| Err(format!("cannot open {spec}: {e}")))
+}
+
+/// A file, standard input, or a URL of another scheme (ffmpeg's).
+fn open_file(spec: &str, raw: RawArgs, options: SourceOptions) -> Result<Source, String> {
     let format = RawFormat {
         rate: raw.raw_rate,
         channels: raw.raw_channels,
@@ -128,7 +145,7 @@ pub fn open_source(spec: &str, raw: RawArgs, options: SourceOptions) -> Result<S
         let path = Path::new(spec);
         if !path.exists() && !spec.contains("://") {
             return Err(format!(
-                "cannot play {spec}: no such file; give a path to an audio file, or - for standard input"
+                "cannot play {spec}: no such file; give a path to an audio file, a URL, or - for standard input"
             ));
         }
         let ext = path
@@ -152,6 +169,51 @@ pub fn open_source(spec: &str, raw: RawArgs, options: SourceOptions) -> Result<S
         }
     };
     result.map_err(|e| e.to_string())
+}
+
+/// An HTTP(S) URL: audio streamed in-process; a web page (a video site's) through `yt-dlp`
+/// when it is on the PATH, which gives the page's audio URL.
+async fn open_url(url: &str, options: SourceOptions) -> Result<Source, String> {
+    match Source::http(url, options).await {
+        Err(e @ Error::HttpContentType { .. }) => {
+            let direct = yt_dlp(url, &e).await?;
+            eprintln!("{url}: playing the audio yt-dlp found for it");
+            Source::http(&direct, options)
+                .await
+                .map_err(|e| format!("{url} (through yt-dlp): {e}"))
+        }
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+/// Asks `yt-dlp` (if installed) for the direct URL of a page's best audio.
+async fn yt_dlp(url: &str, not_audio: &Error) -> Result<String, String> {
+    let run = tokio::process::Command::new("yt-dlp")
+        .args(["--no-playlist", "-f", "bestaudio/best", "-g", url])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(Duration::from_secs(60), run).await {
+        Err(_) => return Err(format!("{url}: yt-dlp did not answer within 60 s")),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Err(format!(
+            "{not_audio} (yt-dlp is not on the PATH; install it to play pages of sites it knows)"
+        )),
+        Ok(Err(e)) => return Err(format!("{url}: cannot run yt-dlp: {e}")),
+        Ok(Ok(out)) => out,
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("http"))
+    {
+        Some(direct) if out.status.success() => Ok(direct.to_owned()),
+        _ => Err(format!(
+            "{url}: yt-dlp found no audio ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
 }
 
 /// The engine settings the arguments ask for.
@@ -194,7 +256,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         looping: args.looping,
     };
     let mut source = match tracks.pop_front() {
-        Some(spec) => Some(open_source(&spec, args.raw, options)?),
+        Some(spec) => Some(open_source(&spec, args.raw, options).await?),
         None => None,
     };
     if let (Some(source), Some(start)) = (source.as_mut(), args.start) {
@@ -305,7 +367,7 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Opens the next file (off the async runtime: opening reads and primes it) and queues
+    /// Opens the next file or URL (files off the async runtime: opening reads and primes them) and queues
     /// it in the call, unless one is queued already. A file that cannot be opened is reported
     /// and skipped.
     async fn refill(&mut self, call: &Call) {
@@ -314,12 +376,7 @@ impl Queue {
                 return;
             };
             let (raw, options) = (self.raw, self.options);
-            let opened = tokio::task::spawn_blocking({
-                let spec = spec.clone();
-                move || open_source(&spec, raw, options)
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("cannot open {spec}: {e}")));
+            let opened = open_source(&spec, raw, options).await;
             match opened {
                 Ok(source) => match call.enqueue(source).await {
                     Ok(()) => self.playing += 1,
@@ -476,8 +533,8 @@ mod tests {
 
     /// MP3, FLAC, Ogg Vorbis, AAC (MP4 and ADTS) and ALAC open in-process (never through ffmpeg, whose sources are named
     /// `ffmpeg: …`); text with an audio extension falls through to ffmpeg as a last resort.
-    #[test]
-    fn compressed_files_play_without_ffmpeg() {
+    #[tokio::test]
+    async fn compressed_files_play_without_ffmpeg() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../engine/tests/fixtures");
         let options = SourceOptions {
             channels: Channels::Mono,
@@ -496,7 +553,7 @@ mod tests {
             "tone330_alac.m4a",
         ] {
             let path = format!("{dir}/{f}");
-            let source = open_source(&path, raw, options).unwrap();
+            let source = open_source(&path, raw, options).await.unwrap();
             assert_eq!(source.name(), path, "{f} decoded in-process");
         }
     }

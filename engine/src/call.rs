@@ -359,7 +359,7 @@ pub(crate) const COMMAND_CAPACITY: usize = 64;
 pub(crate) enum Command {
     SetMuted(bool),
     SetPaused(bool),
-    SetSource(Option<Source>),
+    SetSource(Option<Box<Source>>),
     SetGain(f32),
     Seek(Duration, oneshot::Sender<Result<()>>),
     Enqueue(Box<Source>, oneshot::Sender<Result<()>>),
@@ -493,7 +493,7 @@ impl Call {
 
     /// Plays `source` from now on, without rejoining. The replaced source ends silently.
     pub fn set_source(&self, source: Option<Source>) -> Result<()> {
-        self.send(Command::SetSource(source))
+        self.send(Command::SetSource(source.map(Box::new)))
     }
 
     /// Plays `source` after the current one (and after those queued before it), with no gap:

@@ -467,7 +467,7 @@ impl Driver {
         match c {
             Command::SetMuted(m) => self.outgoing.muted = m,
             Command::SetPaused(p) => self.outgoing.paused = p,
-            Command::SetSource(s) => self.outgoing.set_source(s),
+            Command::SetSource(s) => self.outgoing.set_source(s.map(|s| *s)),
             Command::SetGain(g) => self.gain = g,
             Command::Enqueue(source, reply) => {
                 let _ = reply.send(self.outgoing.enqueue(*source));

@@ -39,6 +39,23 @@ pub enum Error {
     #[error("{input}: {what} is not supported; play it through the ffmpeg source instead")]
     UnsupportedFormat { input: String, what: String },
 
+    /// An HTTP source could not be fetched: the connection was refused or timed out, or it
+    /// dropped and every reconnection failed.
+    #[error("cannot stream {url}: {reason}; check the URL and the network")]
+    Http { url: String, reason: String },
+
+    /// The HTTP server answered with an error status (404 Not Found, 403 Forbidden, ...).
+    #[error("{url}: the server answered {status} {reason}; check the URL (a link that expired, a page that needs a login)")]
+    HttpStatus {
+        url: String,
+        status: u16,
+        reason: String,
+    },
+
+    /// The HTTP server sent something other than audio (a web page, JSON).
+    #[error("{url} is not audio: the server sent {content_type}; give the URL of the audio file or stream itself (for a web page, yt-dlp -g gives it)")]
+    HttpContentType { url: String, content_type: String },
+
     /// An audio setting is out of range (a sample rate of 0, a bitrate of 1 Gbit/s, ...).
     #[error("invalid audio setting: {0}")]
     InvalidConfig(String),

@@ -6,13 +6,14 @@
 //! 48 kHz and maps channels, as for WAV. It runs on the source's read-ahead thread.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::Duration;
 
 use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{Decoder, DecoderOptions, CODEC_TYPE_NULL};
 use symphonia::core::errors::Error as DecodeError;
 use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo};
-use symphonia::core::io::MediaSourceStream;
+use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 use symphonia::core::units::Time;
@@ -24,7 +25,12 @@ use crate::error::{Error, Result};
 const MAX_BAD_PACKETS: u32 = 50;
 
 pub(crate) struct DecodedFile {
-    path: PathBuf,
+    /// The path or URL, for messages.
+    name: String,
+    /// The input can go back and forth (a file; an HTTP body whose server takes ranges).
+    seekable: bool,
+    /// How long the track is, when the container says.
+    duration: Option<Duration>,
     format: Box<dyn FormatReader>,
     decoder: Box<dyn Decoder>,
     track: u32,
@@ -47,12 +53,22 @@ impl DecodedFile {
             path: path.to_path_buf(),
             source,
         })?;
-        let input = path.display().to_string();
-        let stream = MediaSourceStream::new(Box::new(file), Default::default());
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
             hint.with_extension(ext);
         }
+        Self::from_media(path.display().to_string(), Box::new(file), hint)
+    }
+
+    /// Probes `media` (a file, an HTTP body) named `input`, with what its name or content
+    /// type says of its format in `hint`.
+    pub(crate) fn from_media(
+        input: String,
+        media: Box<dyn MediaSource>,
+        hint: Hint,
+    ) -> Result<Self> {
+        let seekable = media.is_seekable();
+        let stream = MediaSourceStream::new(media, Default::default());
         let probed = symphonia::default::get_probe()
             .format(
                 &hint,
@@ -79,8 +95,18 @@ impl DecodedFile {
         let track_id = track.id;
         let rate = track.codec_params.sample_rate.unwrap_or(0);
         let channels = track.codec_params.channels.map_or(0, |c| c.count());
+        let duration = match (track.codec_params.n_frames, track.codec_params.time_base) {
+            (Some(n), Some(tb)) => {
+                let t = tb.calc_time(n);
+                Some(Duration::from_secs(t.seconds) + Duration::from_secs_f64(t.frac))
+            }
+            (Some(n), None) if rate > 0 => Some(Duration::from_secs_f64(n as f64 / rate as f64)),
+            _ => None,
+        };
         let mut file = DecodedFile {
-            path: path.to_path_buf(),
+            name: input.clone(),
+            seekable,
+            duration,
             format,
             decoder,
             track: track_id,
@@ -126,11 +152,11 @@ impl DecodedFile {
                 Err(DecodeError::ResetRequired) => return Ok(false),
                 Err(DecodeError::IoError(source)) => {
                     return Err(Error::ReadInput {
-                        input: self.path.display().to_string(),
+                        input: self.name.clone(),
                         source,
                     })
                 }
-                Err(e) => return Err(unsupported(&self.path.display().to_string(), "the file", e)),
+                Err(e) => return Err(unsupported(&self.name, "the file", e)),
             };
             if packet.track_id() != self.track {
                 continue;
@@ -142,13 +168,7 @@ impl DecodedFile {
                     self.skipped += 1;
                     continue;
                 }
-                Err(e) => {
-                    return Err(unsupported(
-                        &self.path.display().to_string(),
-                        "the audio",
-                        e,
-                    ))
-                }
+                Err(e) => return Err(unsupported(&self.name, "the audio", e)),
             };
             let spec = *decoded.spec();
             if self.rate == 0 {
@@ -159,7 +179,7 @@ impl DecodedFile {
             }
             if spec.channels.count() != self.channels || spec.rate != self.rate {
                 return Err(Error::UnsupportedFormat {
-                    input: self.path.display().to_string(),
+                    input: self.name.clone(),
                     what: format!(
                         "a change of format mid-file ({} Hz x {} to {} Hz x {})",
                         self.rate,
@@ -221,7 +241,7 @@ impl PcmReader for DecodedFile {
                     track_id: self.track,
                 },
             )
-            .map_err(|e| unsupported(&self.path.display().to_string(), "seeking in the file", e))?;
+            .map_err(|e| unsupported(&self.name, "seeking in the file", e))?;
         self.decoder.reset();
         self.pending.clear();
         self.at = 0;
@@ -230,11 +250,15 @@ impl PcmReader for DecodedFile {
     }
 
     fn can_seek(&self) -> bool {
-        true
+        self.seekable
+    }
+
+    fn duration(&self) -> Option<Duration> {
+        self.duration
     }
 
     fn seek(&mut self, to: std::time::Duration) -> Result<()> {
-        let input = self.path.display().to_string();
+        let input = self.name.clone();
         let seeked = self
             .format
             .seek(

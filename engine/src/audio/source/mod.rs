@@ -9,6 +9,8 @@
 mod ahead;
 mod decoded;
 mod ffmpeg;
+#[cfg(feature = "http")]
+mod http;
 mod ogg_opus;
 mod pushed;
 mod raw;
@@ -18,6 +20,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use ffmpeg::DEFAULT_FFMPEG;
+#[cfg(feature = "http")]
+pub use http::HttpOptions;
 pub use ogg_opus::{OpusHead, OpusTags};
 pub use pushed::FramePusher;
 
@@ -106,6 +110,10 @@ pub(crate) trait PcmReader: Send {
     fn seek(&mut self, _to: std::time::Duration) -> Result<()> {
         Ok(())
     }
+    /// How long the input is, when it says (files; not streams).
+    fn duration(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Decoding from input to 20 ms frames: a PCM reader through the conformer (resampling and
@@ -170,6 +178,15 @@ impl Pipeline {
 
     pub(crate) fn can_seek(&self) -> bool {
         matches!(&self.kind, PipeKind::Pcm { reader, .. } if reader.can_seek())
+    }
+
+    fn duration(&self) -> Option<std::time::Duration> {
+        match &self.kind {
+            PipeKind::Pcm { reader, .. } => reader.duration(),
+            // Its length is in the last page's granule position, which would mean reading
+            // the file's end first: not worth it for a passthrough.
+            PipeKind::Ogg(_) => None,
+        }
     }
 
     /// Goes to `to` in the input; what was decoded ahead of it is dropped.
@@ -276,6 +293,7 @@ pub struct Source {
     underruns: u64,
     /// Where in the input the next frame is: the last seek's target plus what was pulled.
     position: std::time::Duration,
+    duration: Option<std::time::Duration>,
     /// The headers of an Ogg/Opus file, read when it was opened.
     ogg: Option<Box<(OpusHead, OpusTags)>>,
     /// Kills and reaps an ffmpeg child when the source goes, without waiting for it.
@@ -304,6 +322,7 @@ impl Source {
             ended: false,
             underruns: 0,
             position: std::time::Duration::ZERO,
+            duration: None,
             ogg: None,
             _child: None,
         }
@@ -317,8 +336,11 @@ impl Source {
         prime: bool,
         options: SourceOptions,
     ) -> Result<Self> {
+        let duration = pipeline.duration();
         let ahead = ReadAhead::spawn(&name, pipeline, prime)?;
-        Ok(Self::new(name, Kind::Ahead(ahead), options))
+        let mut source = Self::new(name, Kind::Ahead(ahead), options);
+        source.duration = duration;
+        Ok(source)
     }
 
     /// A file read by `reader`, at `rate` with `in_channels`, on a thread of its own.
@@ -420,6 +442,59 @@ impl Source {
         let reader = decoded::DecodedFile::open(path)?;
         let format = (reader.rate(), reader.channels());
         Self::pcm_file(path, Box::new(reader), format, options)
+    }
+
+    /// Audio streamed over HTTP(S) and decoded in-process, like [`Source::decoded`]: a file on
+    /// a web server (MP3, AAC, FLAC, Vorbis, ALAC, WAV) or a live Icecast/Shoutcast-style
+    /// stream. The first request happens here, so a 404, a refused connection or a web page
+    /// instead of audio is an error at once ([`Error::HttpStatus`], [`Error::Http`],
+    /// [`Error::HttpContentType`]). The body then streams on a task of the current runtime,
+    /// ahead of what plays; a dropped connection is resumed (with a range request where the
+    /// server takes them) with backoff, and only after [`HttpOptions::max_retries`] failed
+    /// reconnections does the source fail. Seeking and looping need a server that takes
+    /// range requests and says the body's length.
+    ///
+    /// Must be called within a tokio runtime.
+    #[cfg(feature = "http")]
+    pub async fn http(url: &str, options: SourceOptions) -> Result<Self> {
+        Self::http_with(url, options, HttpOptions::default()).await
+    }
+
+    /// [`Source::http`] with other timeouts and retries.
+    #[cfg(feature = "http")]
+    pub async fn http_with(
+        url: &str,
+        options: SourceOptions,
+        http_options: HttpOptions,
+    ) -> Result<Self> {
+        let stream = http::open(url, http_options).await?;
+        let head = stream.head().clone();
+        if options.looping && !(head.ranges && head.length.is_some()) {
+            return Err(Error::CannotLoop { input: url.into() });
+        }
+        let mut hint = symphonia::core::probe::Hint::new();
+        if let Some(t) = &head.content_type {
+            hint.mime_type(t);
+        }
+        let path = url.split(['?', '#']).next().unwrap_or(url);
+        if let Some((_, ext)) = path.rsplit_once('/').and_then(|(_, f)| f.rsplit_once('.')) {
+            hint.with_extension(ext);
+        }
+        let name = url.to_owned();
+        // Probing reads the start of the body, which the fetch task is downloading: a
+        // blocking wait, kept off the runtime's workers.
+        tokio::task::spawn_blocking(move || {
+            let reader = decoded::DecodedFile::from_media(name.clone(), Box::new(stream), hint)?;
+            let format = (reader.rate(), reader.channels());
+            let pipeline = Pipeline::pcm(&name, Box::new(reader), format.0, format.1, options)?;
+            // A file is primed like a local one; a live stream comes at its own pace.
+            Self::ahead(name, pipeline, head.length.is_some(), options)
+        })
+        .await
+        .map_err(|e| Error::Http {
+            url: url.into(),
+            reason: format!("the task that opened the stream failed: {e}"),
+        })?
     }
 
     /// An Ogg/Opus file. Its packets are sent as they are when they fit (10..120 ms, at most
@@ -551,6 +626,12 @@ impl Source {
             }
         }
         next
+    }
+
+    /// How long the input is, when it says: files (WAV, decoded) and HTTP bodies
+    /// of a known length; `None` for streams, pipes, pushed frames and ffmpeg.
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        self.duration
     }
 
     /// Where in the input the source is: the time of the next frame it will give (a looping

@@ -80,6 +80,12 @@ fn wav_error(path: &Path, e: hound::Error) -> Error {
 }
 
 impl PcmReader for WavFile {
+    fn duration(&self) -> Option<std::time::Duration> {
+        let rate = u64::from(self.reader.spec().sample_rate);
+        let frames = u64::from(self.reader.duration());
+        Some(std::time::Duration::from_micros(frames * 1_000_000 / rate))
+    }
+
     fn read(&mut self, out: &mut [i16]) -> Result<ReadOutcome> {
         let mut n = 0;
         // A data chunk cut short (a recording that was never finalised) plays up to the cut:
