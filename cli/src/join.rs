@@ -195,9 +195,11 @@ async fn yt_dlp(url: &str, not_audio: &Error) -> Result<String, String> {
         .output();
     let out = match tokio::time::timeout(Duration::from_secs(60), run).await {
         Err(_) => return Err(format!("{url}: yt-dlp did not answer within 60 s")),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Err(format!(
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
             "{not_audio} (yt-dlp is not on the PATH; install it to play pages of sites it knows)"
-        )),
+        ))
+        }
         Ok(Err(e)) => return Err(format!("{url}: cannot run yt-dlp: {e}")),
         Ok(Ok(out)) => out,
     };

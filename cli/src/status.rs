@@ -24,7 +24,17 @@ pub fn line(name: &str, s: &CallStats) -> String {
         if s.muted { " (muted)" } else { "" }
     );
     if let Some(p) = s.source_position {
-        out.push_str(&format!("  at {:.1} s", p.as_secs_f64()));
+        out.push_str(&format!("  at {:.1}", p.as_secs_f64()));
+        if let Some(d) = s.source_duration {
+            out.push_str(&format!(" / {:.1}", d.as_secs_f64()));
+        }
+        out.push_str(" s");
+        if s.paused {
+            out.push_str(" (paused)");
+        }
+        if s.queued > 0 {
+            out.push_str(&format!(" (+{} queued)", s.queued));
+        }
     }
     for sp in &s.speakers {
         let who = sp.peer.map_or_else(

@@ -41,6 +41,11 @@ pub async fn run(
     eprintln!("joined with SSRC {}", call.ssrc());
     let deadline =
         duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    // Where the source is, once a second while one plays.
+    let mut progress = tokio::time::interval(Duration::from_secs(1));
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
             e = call.next_event() => {
@@ -67,13 +72,37 @@ pub async fn run(
                         say(json!({"error": {"message": format!("cannot {}: {e}", if m { "mute" } else { "unmute" })}})).await;
                     }
                 }
+                Some(StdioCommand::Pause(p)) => {
+                    let r = if p { call.pause() } else { call.resume() };
+                    if let Err(e) = r {
+                        say(json!({"error": {"message": format!("cannot {}: {e}", if p { "pause" } else { "resume" })}})).await;
+                    }
+                }
+                Some(StdioCommand::Seek(to)) => {
+                    if let Err(e) = call.seek(to).await {
+                        say(json!({"error": {"message": format!("cannot seek: {e}")}})).await;
+                    }
+                }
+                Some(StdioCommand::Skip) => {
+                    if let Err(e) = call.skip() {
+                        say(json!({"error": {"message": format!("cannot skip: {e}")}})).await;
+                    }
+                }
                 Some(StdioCommand::Invalid { line, problem }) => {
                     eprintln!("groupcall: ignored input line ({problem}): {line}");
                     say(json!({"error": {"message": format!("ignored input line: {problem}"), "line": line}})).await;
                 }
             },
+            _ = progress.tick() => {
+                let s = call.stats();
+                if let Some(p) = s.source_position {
+                    say(json!({"event": "progress", "position": p.as_secs_f64(),
+                        "duration": s.source_duration.map(|d| d.as_secs_f64()),
+                        "queued": s.queued, "paused": s.paused})).await;
+                }
+            }
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
-            r = tokio::signal::ctrl_c() => {
+            r = &mut ctrl_c => {
                 r.map_err(|e| format!("cannot wait for Ctrl+C: {e}"))?;
                 break;
             }

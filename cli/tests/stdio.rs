@@ -155,3 +155,120 @@ async fn a_script_drives_stdio_signaling_and_the_recording_holds_the_tone() {
         "stdio recording",
     );
 }
+
+/// A stdio player's progress: `progress` events say where the file is and how long it is;
+/// `pause` holds the position, `seek` moves it, `skip` ends the track (one `source_ended`)
+/// and the player leaves; a bad seek is an error line and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_player_reports_progress_and_takes_pause_seek_and_skip() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("ten.wav");
+    let tone: Vec<i16> = (0..10 * RATE as usize)
+        .map(|i| {
+            (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / RATE as f64).sin()) as i16
+        })
+        .collect();
+    write_wav(&wav, RATE, 1, &tone);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupcall"))
+        .args([
+            "join",
+            "--signaling",
+            "stdio",
+            "--quiet",
+            "--duration",
+            "30",
+            "--play",
+        ])
+        .arg(&wav)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("groupcall runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+    async fn next_line(lines: &mut Lines) -> Value {
+        let line = timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("a line within 10 s")
+            .unwrap()
+            .expect("stdout open");
+        eprintln!("< {line}");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+    }
+    // Progress lines come once a second; the next `n` of them.
+    async fn progress(lines: &mut Lines, n: usize) -> Vec<Value> {
+        let mut got = vec![];
+        while got.len() < n {
+            let v = next_line(lines).await;
+            if v["event"] == "progress" {
+                got.push(v);
+            }
+        }
+        got
+    }
+    let payload = JoinPayload::parse(&next_line(&mut lines).await["payload"].to_string()).unwrap();
+    let bridge = LocalSignaling::new(s.server.control_url(), PeerId::User(4243)).unwrap();
+    let mut once = {
+        let p = payload.clone();
+        move || Ok(p.clone())
+    };
+    let joined = bridge
+        .join(&s.call, &mut once, &JoinOptions::default())
+        .await
+        .unwrap();
+    let mut say = async |v: Value| stdin.write_all(format!("{v}\n").as_bytes()).await.unwrap();
+    say(json!({ "answer": joined.answer_json })).await;
+
+    let p = progress(&mut lines, 2).await;
+    assert_eq!(p[1]["duration"], 10.0, "{}", p[1]);
+    let at = p[1]["position"].as_f64().unwrap();
+    assert!(at > 0.0 && at < 3.0, "{}", p[1]);
+
+    say(json!({"pause": true})).await;
+    let p = progress(&mut lines, 3).await;
+    assert_eq!(p[1]["paused"], true, "{}", p[1]);
+    assert_eq!(
+        p[1]["position"], p[2]["position"],
+        "paused, the position holds"
+    );
+
+    say(json!({"seek": -1})).await;
+    let v = loop {
+        let v = next_line(&mut lines).await;
+        if v.get("error").is_some() {
+            break v;
+        }
+    };
+    assert!(v.to_string().contains("seek"), "{v}");
+
+    say(json!({"seek": 7})).await;
+    say(json!({"pause": false})).await;
+    // The first report after the seek comes within a second of it.
+    let p = progress(&mut lines, 1).await;
+    let at = p[0]["position"].as_f64().unwrap();
+    assert!((7.0..8.3).contains(&at), "after the seek to 7 s: {}", p[0]);
+    assert_eq!(p[0]["paused"], false);
+
+    say(json!({"skip": true})).await;
+    let mut ended = 0;
+    loop {
+        let v = next_line(&mut lines).await;
+        if v["event"] == "source_ended" {
+            ended += 1;
+        }
+        if v["event"] == "left" {
+            break;
+        }
+    }
+    assert_eq!(ended, 1, "one end for the skipped track");
+    let status = timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    bridge.leave(&s.call, payload.audio_ssrc()).await.unwrap();
+}

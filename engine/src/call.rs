@@ -334,6 +334,10 @@ pub struct CallStats {
     /// Where in the playing source the call is (the next frame's time in it); `None` without
     /// a source. Follows [`Call::seek`].
     pub source_position: Option<Duration>,
+    /// The source is paused ([`Call::pause`]): not pulled, its position kept.
+    pub paused: bool,
+    /// How long the playing source is, when it says (files, HTTP files; not streams).
+    pub source_duration: Option<Duration>,
     /// Wall-clock time of the mix recording's first sample; the file is continuous from there,
     /// so sample `n` was played at this time plus `n / 48000` s.
     pub mix_started_at: Option<SystemTime>,
@@ -451,6 +455,17 @@ impl Call {
         self.stats.borrow().clone()
     }
 
+    /// Where in the playing source the call is (what [`CallStats::source_position`] says):
+    /// `None` with nothing playing. Paused, it stays where it was.
+    pub fn position(&self) -> Option<Duration> {
+        self.stats().source_position
+    }
+
+    /// How long the playing source is, when it says ([`CallStats::source_duration`]).
+    pub fn duration(&self) -> Option<Duration> {
+        self.stats().source_duration
+    }
+
     /// The audio SSRC this participant sends with now (it changes on a rejoin).
     pub fn ssrc(&self) -> u32 {
         self.stats.borrow().ssrc
@@ -508,8 +523,9 @@ impl Call {
             .unwrap_or_else(|_| Err(Error::CallEnded("its task has stopped".into())))
     }
 
-    /// Ends the playing source now (without a `SourceEnded`) and plays the next queued one,
-    /// or nothing.
+    /// Ends the playing source now and plays the next queued one, or nothing. The skipped
+    /// source reports [`CallEvent::SourceEnded`] as one that played out does: one end per
+    /// source, whichever way it stopped.
     pub fn skip(&self) -> Result<()> {
         self.send(Command::Skip)
     }

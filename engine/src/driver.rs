@@ -472,7 +472,7 @@ impl Driver {
             Command::Enqueue(source, reply) => {
                 let _ = reply.send(self.outgoing.enqueue(*source));
             }
-            Command::Skip => self.outgoing.skip(),
+            Command::Skip => self.outgoing.skip(&self.events),
             Command::Seek(to, reply) => {
                 let r = match self.outgoing.source.as_mut() {
                     Some(s) => s.seek(to),
@@ -560,6 +560,8 @@ impl Driver {
             roster_overflow: self.machine.roster_overflow(),
             source_started_at: self.outgoing.started_at,
             source_position: self.outgoing.source.as_ref().map(|s| s.position()),
+            paused: self.outgoing.paused,
+            source_duration: self.outgoing.source.as_ref().and_then(|s| s.duration()),
             queued: self.outgoing.queue.len(),
             mix_started_at: self.receivers.mix_started_at,
             ..CallStats::default()

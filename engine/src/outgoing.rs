@@ -62,8 +62,15 @@ impl Outgoing {
         Ok(())
     }
 
-    /// The next queued source replaces the current one now (which ends without an event).
-    pub(crate) fn skip(&mut self) {
+    /// The next queued source replaces the current one now. The skipped one reports its end
+    /// like one that played out, so an application that counts ends (to refill its queue,
+    /// to leave after the last track) sees exactly one per source either way.
+    pub(crate) fn skip(&mut self, events: &EventSender) {
+        if let Some(s) = &self.source {
+            events.send(CallEvent::SourceEnded {
+                source: s.name().to_owned(),
+            });
+        }
         let next = self.queue.pop_front();
         self.set_source(next);
     }

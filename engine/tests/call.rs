@@ -772,3 +772,72 @@ async fn a_queue_of_three_tracks_plays_back_to_back_with_one_end_each() {
         assert_frequency(&heard[mid - 9600..mid + 9600], 48000, hz, "track in order");
     }
 }
+
+/// Skipping ends the playing track with its own `SourceEnded` (one per source, however it
+/// stopped) and the next queued track plays at once; the listener hears the first track only
+/// until the skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipping_ends_the_track_once_and_the_next_plays_at_once() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mix = dir.path().join("mix.wav");
+    let mut listener = s
+        .join(
+            2,
+            CallConfig {
+                record_mix: Some(mix.clone()),
+                ..CallConfig::default()
+            },
+        )
+        .await;
+    connected(&mut listener).await;
+    let long = dir.path().join("long.wav");
+    write_wav(&long, 48000, 1, &sine(400.0, 12000.0, 48000, 0, 48000 * 20));
+    let short = dir.path().join("short.wav");
+    write_wav(&short, 48000, 1, &sine(700.0, 12000.0, 48000, 0, 48000));
+    let mut player = s.join(1, playing(wav_source(&long))).await;
+    player.enqueue(wav_source(&short)).await.unwrap();
+    let mut ended = Vec::new();
+    let mut skipped = false;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while ended.len() < 2 {
+            let e =
+                tokio::time::timeout(std::time::Duration::from_millis(100), player.next_event());
+            match e.await {
+                Ok(Some(CallEvent::SourceEnded { source })) => ended.push(source),
+                Ok(Some(CallEvent::SourceError { error, .. })) => panic!("{error}"),
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the call ended"),
+                Err(_) => {}
+            }
+            // Skip once a second of the long track has been sent.
+            let at = player.position().unwrap_or_default();
+            if !skipped && at >= std::time::Duration::from_secs(1) {
+                player.skip().unwrap();
+                skipped = true;
+            }
+        }
+    })
+    .await
+    .expect("both tracks ended");
+    let name = |p: &std::path::Path| p.display().to_string();
+    assert_eq!(ended, vec![name(&long), name(&short)]);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    player.leave().await.unwrap();
+    listener.leave().await.unwrap();
+    let (got, _) = read_wav(&mix);
+    let blocks: Vec<bool> = got
+        .chunks(960)
+        .map(|b| b.iter().any(|&x| x.unsigned_abs() > 2000))
+        .collect();
+    let start = blocks.iter().position(|&l| l).unwrap();
+    let end = blocks.iter().rposition(|&l| l).unwrap();
+    let heard = (end + 1 - start) as f64 * 0.02;
+    // About a second of the long track, then the short one's second (and the receiver's
+    // concealment after it): far from the long track's 20 s.
+    assert!((1.9..2.8).contains(&heard), "{heard} s heard");
+    let at = |s: f64| (start as f64 * 960.0 + s * 48000.0) as usize;
+    assert_frequency(&got[at(0.3)..at(0.7)], 48000, 400.0, "before the skip");
+    let tail = end * 960 - 24000;
+    assert_frequency(&got[tail - 9600..tail], 48000, 700.0, "after the skip");
+}

@@ -20,7 +20,8 @@
 //!   "version": V}`: the roster as `updateGroupCallParticipants` reports it (signed or unsigned
 //!   sources; `version` is optional, and lets the engine notice missed changes);
 //! - `{"discarded": true}`: the call ended for everyone;
-//! - anything else is handed to the application as a [`StdioCommand`] (`leave`, `mute`, …)
+//! - anything else is handed to the application as a [`StdioCommand`] (`leave`, `mute`,
+//!   `pause`, `seek`, `skip`)
 //!   or reported as an unknown line; a malformed line never ends the session.
 //!
 //! A line may be at most [`MAX_LINE`] bytes (1 MiB; the largest real line, an answer or a
@@ -76,6 +77,12 @@ pub enum StdioCommand {
     Leave,
     /// `{"mute": true|false}`.
     Mute(bool),
+    /// `{"pause": true|false}`: stop or go on sending the source, keeping its position.
+    Pause(bool),
+    /// `{"seek": SECONDS}`: go to this time in the playing file.
+    Seek(std::time::Duration),
+    /// `{"skip": true}`: end the playing source; the next queued one plays.
+    Skip,
     /// A line that could not be understood, with the reason; the session goes on.
     Invalid { line: String, problem: String },
 }
@@ -414,9 +421,20 @@ fn handle_line(
     } else if let Some(m) = obj.get("mute") {
         let m = m.as_bool().ok_or("\"mute\" must be true or false")?;
         let _ = commands.send(StdioCommand::Mute(m));
+    } else if let Some(p) = obj.get("pause") {
+        let p = p.as_bool().ok_or("\"pause\" must be true or false")?;
+        let _ = commands.send(StdioCommand::Pause(p));
+    } else if let Some(t) = obj.get("seek") {
+        let t = t
+            .as_f64()
+            .filter(|t| t.is_finite() && (0.0..=31_536_000.0).contains(t))
+            .ok_or("\"seek\" must be a number of seconds from 0 to 31536000")?;
+        let _ = commands.send(StdioCommand::Seek(std::time::Duration::from_secs_f64(t)));
+    } else if obj.contains_key("skip") {
+        let _ = commands.send(StdioCommand::Skip);
     } else {
         return Err(
-            "unknown line: expected one of answer, error, participants, discarded, leave, mute"
+            "unknown line: expected one of answer, error, participants, discarded, leave, mute, pause, seek, skip"
                 .into(),
         );
     }
