@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use groupcall_engine::audio::source::RawFormat;
-use groupcall_engine::audio::{Channels, EncoderConfig, Source, SourceOptions};
+use groupcall_engine::audio::{Channels, EncoderConfig, LoudnessConfig, Source, SourceOptions};
 use groupcall_engine::signaling::JoinOptions;
 use groupcall_engine::{Call, CallConfig, CallEvent, CallSummary, Engine, Error};
 
@@ -69,6 +69,11 @@ pub struct Args {
     /// Send stereo (default mono, as Telegram's apps).
     #[arg(long)]
     pub stereo: bool,
+    /// Normalise the loudness of what is played to this many LUFS (default -16 when given
+    /// without a value), so tracks of a queue play at one level; a limiter keeps peaks under
+    /// -1 dBFS.
+    #[arg(long, value_name = "LUFS", num_args = 0..=1, default_missing_value = "-16", allow_hyphen_values = true)]
+    pub normalize: Option<f32>,
     /// Opus bitrate in kbit/s.
     #[arg(long, default_value_t = 32)]
     pub bitrate: u32,
@@ -229,6 +234,10 @@ fn call_config(args: &Args, source: Option<Source>, channels: Channels) -> CallC
             bitrate: args.bitrate.saturating_mul(1000),
             ..EncoderConfig::default()
         },
+        loudness: args.normalize.map(|target_lufs| LoudnessConfig {
+            target_lufs,
+            ..LoudnessConfig::default()
+        }),
         record_dir: args.record_dir.clone(),
         record_mix: args.record.clone(),
         record_trim_silence: args.trim_silence.map(Duration::from_secs_f64),

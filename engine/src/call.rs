@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::events::{EventReceiver, DEFAULT_EVENT_CAPACITY};
 
-use crate::audio::{AppSink, EncoderConfig, FileFormat, JitterConfig, JitterStats, Source};
+use crate::audio::{
+    AppSink, EncoderConfig, FileFormat, JitterConfig, JitterStats, LoudnessConfig, Source,
+};
 use crate::driver;
 use crate::error::{Error, Result, SharedError};
 
@@ -31,6 +33,10 @@ pub struct CallConfig {
     /// What to play; `None` listens only. Replace it later with [`Call::set_source`].
     pub source: Option<Source>,
     pub encoder: EncoderConfig,
+    /// Normalise the loudness of what the call plays (see [`LoudnessConfig`]), so tracks
+    /// mastered at different levels reach listeners at one. `None` (the default) sends the
+    /// source as it is. Ogg/Opus packets passed through without re-encoding are not touched.
+    pub loudness: Option<LoudnessConfig>,
     /// One file per speaker in this directory (`peer<PEER>_ssrc<SSRC>.wav`; `…_part2.wav` and on
     /// for a speaker who comes back after being forgotten, see `speaker_timeout`).
     pub record_dir: Option<PathBuf>,
@@ -69,6 +75,7 @@ impl Default for CallConfig {
             muted: None,
             source: None,
             encoder: EncoderConfig::default(),
+            loudness: None,
             record_dir: None,
             record_mix: None,
             record_format: FileFormat::Wav,
@@ -393,6 +400,9 @@ impl Engine {
     /// Joins `call` and starts its media. Returns once the server accepted the join; the
     /// connection itself is reported by [`CallEvent::State`].
     pub async fn join(&self, call: CallRef, config: CallConfig) -> Result<Call> {
+        if let Some(l) = &config.loudness {
+            l.check()?;
+        }
         let started = driver::start(self.signaling.clone(), call.clone(), config).await?;
         Ok(Call {
             commands: started.commands,

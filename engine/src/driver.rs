@@ -114,7 +114,7 @@ pub(crate) async fn start(
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (reply_tx, reply_rx) = mpsc::channel(REPLY_CAPACITY);
     let machine = Machine::new(config.rejoin, connection.ssrc, connection.call_id);
-    let outgoing = Outgoing::new(config.source.take(), muted);
+    let outgoing = Outgoing::new(config.source.take(), muted, config.loudness);
     let driver = Driver {
         signaling,
         call,

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
 
-use crate::audio::{Next, Source, FRAME_SAMPLES};
+use crate::audio::{Frame, LoudnessConfig, Next, Normalizer, Source, FRAME_SAMPLES};
 use crate::call::CallEvent;
 use crate::connection::Connection;
 use crate::error::{Error, Result, SharedError};
@@ -24,6 +24,9 @@ pub(crate) struct Outgoing {
     pub started_at: Option<SystemTime>,
     /// Sources to play after this one, in order ([`crate::Call::enqueue`]).
     pub queue: VecDeque<Source>,
+    loudness: Option<LoudnessConfig>,
+    /// Made on the first PCM frame (it needs the source's channel count).
+    normalizer: Option<Normalizer>,
 }
 
 /// Sources a call queues at most. Each queued source has its input open and its read-ahead
@@ -31,7 +34,11 @@ pub(crate) struct Outgoing {
 const MAX_QUEUE: usize = 64;
 
 impl Outgoing {
-    pub(crate) fn new(source: Option<Source>, muted: bool) -> Self {
+    pub(crate) fn new(
+        source: Option<Source>,
+        muted: bool,
+        loudness: Option<LoudnessConfig>,
+    ) -> Self {
         Outgoing {
             source,
             muted,
@@ -39,6 +46,8 @@ impl Outgoing {
             budget: 0,
             started_at: None,
             queue: VecDeque::new(),
+            loudness,
+            normalizer: None,
         }
     }
 
@@ -46,6 +55,14 @@ impl Outgoing {
         self.source = source;
         self.budget = 0;
         self.started_at = None;
+        self.new_track();
+    }
+
+    /// The loudness of a new track is measured afresh.
+    fn new_track(&mut self) {
+        if let Some(n) = &mut self.normalizer {
+            n.new_track();
+        }
     }
 
     /// Plays `source` after the queued ones, or at once when nothing plays.
@@ -79,6 +96,7 @@ impl Outgoing {
     fn next_in_queue(&mut self) -> bool {
         self.source = self.queue.pop_front();
         self.started_at = None;
+        self.new_track();
         self.source.is_some()
     }
 
@@ -109,6 +127,22 @@ impl Outgoing {
                         c.sender.skip(samples);
                         continue;
                     }
+                    let frame = match (frame, self.loudness) {
+                        (Frame::Pcm(pcm), Some(config)) => {
+                            let n = match &mut self.normalizer {
+                                Some(n) if n.channels() == channels.count() => Some(n),
+                                slot => Normalizer::new(config, channels)
+                                    .inspect_err(|e| tracing::warn!("no loudness normalising: {e}"))
+                                    .ok()
+                                    .map(|n| slot.insert(n)),
+                            };
+                            match n {
+                                Some(n) => Frame::Pcm(n.process(pcm)),
+                                None => Frame::Pcm(pcm),
+                            }
+                        }
+                        (f, _) => f,
+                    };
                     match c.sender.send(frame) {
                         Ok(Some(rtp)) => {
                             self.started_at.get_or_insert_with(SystemTime::now);

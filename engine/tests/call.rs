@@ -7,7 +7,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use groupcall_engine::audio::{Channels, Source, SourceOptions};
+use groupcall_engine::audio::{Channels, LoudnessConfig, Source, SourceOptions};
 use groupcall_engine::signaling::PeerId;
 use groupcall_engine::{CallConfig, CallEvent, CallSummary, EndReason, Engine};
 use support::e2e::*;
@@ -840,4 +840,66 @@ async fn skipping_ends_the_track_once_and_the_next_plays_at_once() {
     assert_frequency(&got[at(0.3)..at(0.7)], 48000, 400.0, "before the skip");
     let tail = end * 960 - 24000;
     assert_frequency(&got[tail - 9600..tail], 48000, 700.0, "after the skip");
+}
+
+/// Loudness normalisation through the call: a quiet track and a loud one (20 dB apart)
+/// queued back to back reach the listener within 2 dB of each other once each has settled,
+/// where without it they arrive as far apart as they went in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normalised_tracks_reach_the_listener_at_one_level() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = dir.path().join("quiet.wav");
+    write_wav(&quiet, 48000, 1, &sine(440.0, 2000.0, 48000, 0, 48000 * 3));
+    let loud = dir.path().join("loud.wav");
+    write_wav(&loud, 48000, 1, &sine(660.0, 20000.0, 48000, 0, 48000 * 3));
+    let mut levels = Vec::new();
+    for loudness in [None, Some(LoudnessConfig::default())] {
+        let mix = dir.path().join(format!("mix{}.wav", loudness.is_some()));
+        let mut listener = s
+            .join(
+                2,
+                CallConfig {
+                    record_mix: Some(mix.clone()),
+                    ..CallConfig::default()
+                },
+            )
+            .await;
+        connected(&mut listener).await;
+        let mut player = s
+            .join(
+                1,
+                CallConfig {
+                    loudness,
+                    ..playing(wav_source(&quiet))
+                },
+            )
+            .await;
+        player.enqueue(wav_source(&loud)).await.unwrap();
+        source_ended(&mut player).await;
+        source_ended(&mut player).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        player.leave().await.unwrap();
+        listener.leave().await.unwrap();
+        let (got, _) = read_wav(&mix);
+        let start = got.iter().position(|x| x.unsigned_abs() > 300).unwrap();
+        // The last second of each 3 s track.
+        let rms = |from: f64| {
+            let a = start + (from * 48000.0) as usize;
+            let b = &got[a..a + 48000];
+            (b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / b.len() as f64).sqrt()
+        };
+        let db = 20.0 * (rms(4.8) / rms(1.8)).log10();
+        levels.push(db);
+    }
+    assert!(
+        levels[0] > 17.0,
+        "without normalising: {:.1} dB apart",
+        levels[0]
+    );
+    assert!(
+        levels[1].abs() < 2.0,
+        "normalised: {:.1} dB apart",
+        levels[1]
+    );
 }

@@ -15,6 +15,7 @@ pub mod codec;
 mod expand;
 pub mod jitter;
 pub mod level;
+pub mod loudness;
 pub mod mixer;
 mod pitch;
 pub mod resample;
@@ -26,6 +27,7 @@ mod stretch;
 pub use codec::{Application, Decoder, Encoder, EncoderConfig, FrameDecoder};
 pub use jitter::{FrameKind, JitterBuffer, JitterConfig, JitterStats, Pulled};
 pub use level::{LevelMeter, SpeakingLevel, Vad};
+pub use loudness::{LoudnessConfig, Normalizer};
 pub use mixer::Mixer;
 pub use send::{AudioSender, Packetizer};
 pub use sink::{
