@@ -105,6 +105,10 @@ pub struct RawArgs {
     /// Channels of raw input.
     #[arg(long, default_value_t = 2)]
     pub raw_channels: usize,
+    /// Decode files with an ffmpeg process instead of in-process (for a format only ffmpeg
+    /// reads, or to compare the two).
+    #[arg(long)]
+    pub ffmpeg: bool,
 }
 
 /// A number of seconds that a timer can hold (finite, not negative, under a year).
@@ -158,7 +162,7 @@ fn open_file(spec: &str, raw: RawArgs, options: SourceOptions) -> Result<Source,
             .map(|e| e.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
         match ext.as_str() {
-            _ if spec.contains("://") => Source::ffmpeg(spec, None, options),
+            _ if spec.contains("://") || raw.ffmpeg => Source::ffmpeg(spec, None, options),
             "wav" | "wave" => Source::wav(path, options),
             // Ogg/Opus is sent without re-encoding; other Ogg (Vorbis) is decoded.
             "ogg" | "opus" | "oga" => match Source::ogg_opus(path, options) {
@@ -554,6 +558,7 @@ mod tests {
         let raw = RawArgs {
             raw_rate: 48_000,
             raw_channels: 1,
+            ffmpeg: false,
         };
         for f in [
             "tone440.mp3",
