@@ -18,6 +18,7 @@ pub mod level;
 pub mod loudness;
 pub mod mixer;
 mod pitch;
+pub mod processing;
 pub mod resample;
 pub mod send;
 pub mod sink;
@@ -29,6 +30,7 @@ pub use jitter::{FrameKind, JitterBuffer, JitterConfig, JitterStats, Pulled};
 pub use level::{LevelMeter, SpeakingLevel, Vad};
 pub use loudness::{LoudnessConfig, Normalizer};
 pub use mixer::Mixer;
+pub use processing::{ProcessingConfig, VoiceProcessor, WebRtcProcessing};
 pub use send::{AudioSender, Packetizer};
 pub use sink::{
     AppSink, FileFormat, FileSink, MixRecorder, ParticipantSinks, ReceivedFrame, RecordingWriter,
