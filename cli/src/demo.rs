@@ -141,7 +141,7 @@ pub async fn run(args: Args) -> Result<(), String> {
                 }
             }
         }
-        if !args.quiet && ticks % 5 == 0 {
+        if !args.quiet && ticks.is_multiple_of(5) {
             for bot in &bots {
                 println!("  {}", status::line(&bot.name, &bot.call.stats()));
             }

@@ -154,7 +154,7 @@ async fn cycle(s: &Shared, n: u64) -> Result<(), String> {
         .map_err(|e| format!("set_source: {e}"))?;
     call.mute().await.map_err(|e| format!("mute: {e}"))?;
     call.unmute().await.map_err(|e| format!("unmute: {e}"))?;
-    if n % s.rejoin_every == 0 {
+    if n.is_multiple_of(s.rejoin_every) {
         // The server forgets this participant: it must notice and join again.
         signaling
             .leave(&s.call, call.ssrc())

@@ -122,10 +122,10 @@ impl<D: FrameDecoder> Receiver<D> {
         let out = self.jb.pull(now);
         let _ = self.mixer.add(out.pcm, 1.0);
         self.k += 1;
-        if self.k % 10 == 0 {
+        if self.k.is_multiple_of(10) {
             black_box(self.mixer.finish());
         }
-        if self.k % 5 == 0 {
+        if self.k.is_multiple_of(5) {
             black_box(self.meter.take());
         }
     }
@@ -235,7 +235,7 @@ fn benches(c: &mut Criterion) {
     // The microphone path per 20 ms frame (two 10 ms steps): the speaker's frame as the echo
     // reference, then the microphone's, with each part of the processing on its own and all
     // together. Divide by two for the cost per 10 ms frame.
-    let far: Vec<Vec<i16>> = (0..50).map(|k| speechlike(k)).collect();
+    let far: Vec<Vec<i16>> = (0..50).map(speechlike).collect();
     let mic: Vec<Vec<i16>> = far
         .iter()
         .map(|f| f.iter().map(|&s| s / 2).collect())

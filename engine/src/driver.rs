@@ -499,7 +499,7 @@ impl Driver {
             self.recording_error(e);
         }
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % LEVEL_TICKS == 0 {
+        if self.ticks.is_multiple_of(LEVEL_TICKS) {
             for (ssrc, level) in self.receivers.levels() {
                 self.levels.insert(ssrc, level.level);
                 self.events.send(CallEvent::Speaking {
@@ -516,10 +516,10 @@ impl Driver {
             }
             self.publish_stats();
         }
-        if self.ticks % LEDGER_TICKS == 0 {
+        if self.ticks.is_multiple_of(LEDGER_TICKS) {
             self.update_ledger();
         }
-        if self.ticks % REPORT_TICKS == 0 {
+        if self.ticks.is_multiple_of(REPORT_TICKS) {
             if let Some(c) = self.connection.as_mut() {
                 c.send_report();
             }

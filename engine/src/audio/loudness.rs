@@ -127,7 +127,7 @@ impl Normalizer {
         // passed through unmeasured rather than failing the call.
         let _ = self.meter.add_frames_i16(pcm);
         self.frames = self.frames.saturating_add(1);
-        if self.frames % READ_EVERY == 0 {
+        if self.frames.is_multiple_of(READ_EVERY) {
             self.follow();
         }
         let target = 10f32.powf(self.gain_db / 20.0);

@@ -216,7 +216,7 @@ impl Conformer {
     pub(crate) fn pad_to_frame(&mut self) {
         let n = self.out.frame_len();
         let left = self.fifo.len() - self.fifo_pos;
-        if left % n != 0 {
+        if !left.is_multiple_of(n) {
             self.fifo.resize(self.fifo.len() + n - left % n, 0);
         }
     }

@@ -105,7 +105,7 @@ impl FileSink {
     /// earlier block could not be written (the file stopped there).
     pub fn write(&mut self, pcm: &[i16]) -> Result<()> {
         let ch = self.channels.count();
-        if pcm.len() % ch != 0 {
+        if !pcm.len().is_multiple_of(ch) {
             return Err(Error::FrameSize {
                 expected: pcm.len() / ch * ch,
                 got: pcm.len(),

@@ -77,7 +77,7 @@ impl FramePusher {
     }
 
     fn check(&self, samples: &[i16]) -> Result<()> {
-        if samples.len() % self.channels != 0 {
+        if !samples.len().is_multiple_of(self.channels) {
             return Err(Error::PushedSamples {
                 got: samples.len(),
                 channels: self.channels,
