@@ -12,6 +12,7 @@
 //! ([`sink::RecordingWriter`]). The queues are lock-free on the task's side.
 
 pub mod codec;
+pub mod drift;
 mod expand;
 pub mod jitter;
 pub mod level;
