@@ -4,7 +4,11 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[cfg(feature = "devices")]
+use groupcall_engine::audio::device::{MicrophoneConfig, SpeakerConfig};
 use groupcall_engine::audio::source::RawFormat;
+#[cfg(feature = "devices")]
+use groupcall_engine::audio::ProcessingConfig;
 use groupcall_engine::audio::{Channels, EncoderConfig, LoudnessConfig, Source, SourceOptions};
 use groupcall_engine::signaling::JoinOptions;
 use groupcall_engine::{Call, CallConfig, CallEvent, CallSummary, Engine, Error};
@@ -69,6 +73,25 @@ pub struct Args {
     /// Send stereo (default mono, as Telegram's apps).
     #[arg(long)]
     pub stereo: bool,
+    /// Send what this microphone hears (the default input without a NAME; `groupcall devices`
+    /// lists them), with echo cancellation, noise suppression and gain control.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "", conflicts_with_all = ["play", "playlist"])]
+    pub mic: Option<String>,
+    /// Play the call on this speaker (the default output without a NAME).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    pub speaker: Option<String>,
+    /// With --mic: no echo cancellation (for a headset, where the speaker cannot be heard).
+    #[arg(long, requires = "mic")]
+    pub no_echo_cancel: bool,
+    /// With --mic: no noise suppression.
+    #[arg(long, requires = "mic")]
+    pub no_noise_suppression: bool,
+    /// With --mic: no automatic gain control.
+    #[arg(long, requires = "mic")]
+    pub no_gain_control: bool,
+    /// Read keys on standard input: `m` then Enter mutes or unmutes, `q` then Enter leaves.
+    #[arg(long)]
+    pub keys: bool,
     /// Normalise the loudness of what is played to this many LUFS (default -16 when given
     /// without a value), so tracks of a queue play at one level; a limiter keeps peaks under
     /// -1 dBFS.
@@ -227,10 +250,37 @@ async fn yt_dlp(url: &str, not_audio: &Error) -> Result<String, String> {
     }
 }
 
+/// A device named on the command line: empty is the default one.
+#[cfg(feature = "devices")]
+fn device_name(name: &str) -> Option<String> {
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 /// The engine settings the arguments ask for.
-fn call_config(args: &Args, source: Option<Source>, channels: Channels) -> CallConfig {
-    let has_source = source.is_some();
-    CallConfig {
+fn call_config(
+    args: &Args,
+    source: Option<Source>,
+    channels: Channels,
+) -> Result<CallConfig, String> {
+    let has_source = source.is_some() || args.mic.is_some();
+    #[cfg(not(feature = "devices"))]
+    if args.mic.is_some() || args.speaker.is_some() {
+        return Err("this groupcall was built without microphone and speaker support (the cargo feature `devices`)".into());
+    }
+    Ok(CallConfig {
+        #[cfg(feature = "devices")]
+        microphone: args.mic.as_deref().map(|n| MicrophoneConfig {
+            device: device_name(n),
+            processing: ProcessingConfig {
+                echo_cancellation: !args.no_echo_cancel,
+                noise_suppression: !args.no_noise_suppression,
+                gain_control: !args.no_gain_control,
+            },
+        }),
+        #[cfg(feature = "devices")]
+        speaker: args.speaker.as_deref().map(|n| SpeakerConfig {
+            device: device_name(n),
+        }),
         muted: Some(args.muted || !has_source),
         source,
         encoder: EncoderConfig {
@@ -247,7 +297,7 @@ fn call_config(args: &Args, source: Option<Source>, channels: Channels) -> CallC
         record_trim_silence: args.trim_silence.map(Duration::from_secs_f64),
         media_via: args.media_via,
         ..CallConfig::default()
-    }
+    })
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
@@ -297,7 +347,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     // A player with nothing to record leaves when its source is done.
     let leave_at_end =
         has_source && !args.looping && args.record.is_none() && args.record_dir.is_none();
-    let mut config = call_config(&args, source, channels);
+    let mut config = call_config(&args, source, channels)?;
     if args.signaling == Some(SignalingMode::Stdio) {
         return crate::stdio::run(args.duration, leave_at_end, config).await;
     }
@@ -330,6 +380,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         args.quiet,
         &mut clock,
         &mut queue,
+        args.keys,
     )
     .await?;
     report(&summary);
@@ -419,9 +470,16 @@ pub async fn drive(
     quiet: bool,
     clock: &mut ClockLog,
     queue: &mut Queue,
+    keys: bool,
 ) -> Result<CallSummary, String> {
     let deadline =
         duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    // Keys for a person at the terminal: a line each (`m` mutes or unmutes, `q` leaves).
+    let mut lines = keys.then(|| {
+        use tokio::io::AsyncBufReadExt;
+        tokio::io::BufReader::new(tokio::io::stdin()).lines()
+    });
+    let mut muted = call.stats().muted;
     let mut status_tick = tokio::time::interval(Duration::from_secs(1));
     // Made once: a Ctrl+C that lands while an event is handled is not lost.
     let ctrl_c = tokio::signal::ctrl_c();
@@ -454,6 +512,22 @@ pub async fn drive(
                 clock.update(&stats)?;
                 if !quiet {
                     eprintln!("{}", status::line("status", &stats));
+                }
+            }
+            line = async { lines.as_mut().expect("guarded").next_line().await }, if lines.is_some() => {
+                match line.ok().flatten().as_deref().map(str::trim) {
+                    None | Some("q") => break,
+                    Some("m") => {
+                        let r = if muted { call.unmute().await } else { call.mute().await };
+                        match r {
+                            Ok(()) => {
+                                muted = !muted;
+                                eprintln!("{}", if muted { "muted" } else { "unmuted" });
+                            }
+                            Err(e) => eprintln!("cannot {}: {e}", if muted { "unmute" } else { "mute" }),
+                        }
+                    }
+                    Some(other) => eprintln!("keys: m then Enter mutes or unmutes, q then Enter leaves (not {other:?})"),
                 }
             }
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod backend;
 mod callcmd;
 mod demo;
+mod devices;
 mod impair;
 mod join;
 mod load;
@@ -36,6 +37,12 @@ enum Command {
     Serve(serve::Args),
     /// Join a call: play, record, until the end, --duration or Ctrl+C.
     Join(Box<join::Args>),
+    /// Talk in a call as a person: the default microphone and speaker (or --mic NAME,
+    /// --speaker NAME) with echo cancellation, noise suppression and gain control; who is
+    /// speaking on the status line; `m` then Enter mutes, `q` then Enter leaves.
+    Talk(Box<join::Args>),
+    /// List the microphones and speakers (for --mic and --speaker).
+    Devices,
     /// Log in to Telegram interactively and save the session.
     Login(login::Args),
     /// Create, start, invite to, list join-as peers of, or end a call.
@@ -70,6 +77,21 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Join(args) => join::run(*args).await,
+            Command::Talk(args) => {
+                let mut args = *args;
+                if !args.play.is_empty() || args.playlist.is_some() {
+                    Err(
+                        "talk sends the microphone; to play files use `groupcall join --play`"
+                            .to_string(),
+                    )
+                } else {
+                    args.mic.get_or_insert_with(String::new);
+                    args.speaker.get_or_insert_with(String::new);
+                    args.keys = true;
+                    join::run(args).await
+                }
+            }
+            Command::Devices => devices::run(),
             Command::Login(args) => login::run(args).await,
             Command::Call(cmd) => callcmd::run(cmd).await,
             Command::BenchLoad(args) => load::run(args).await,

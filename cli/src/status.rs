@@ -95,6 +95,9 @@ pub fn event(name: &str, e: &CallEvent) -> Option<String> {
             format!("cannot play {source}: {error}")
         }
         CallEvent::RecordingError { error } => format!("recording error: {error}"),
+        CallEvent::DeviceFailed { device, error } => {
+            format!("the speaker {device} failed ({error}); the call goes on without it")
+        }
         CallEvent::Ended { reason } => format!("call ended: {}", end_reason(reason)),
     };
     Some(format!("{name}: {text}"))
@@ -131,6 +134,9 @@ pub fn event_json(e: &CallEvent) -> Option<serde_json::Value> {
         CallEvent::SourceEnded { source } => json!({"event": "source_ended", "name": source}),
         CallEvent::SourceError { source, error } => {
             json!({"event": "source_error", "name": source, "error": error.to_string()})
+        }
+        CallEvent::DeviceFailed { device, error } => {
+            json!({"event": "device_failed", "device": device, "error": error})
         }
         CallEvent::RecordingError { error } => {
             json!({"event": "recording_error", "error": error.to_string()})

@@ -37,6 +37,13 @@ pub struct CallConfig {
     /// mastered at different levels reach listeners at one. `None` (the default) sends the
     /// source as it is. Ogg/Opus packets passed through without re-encoding are not touched.
     pub loudness: Option<LoudnessConfig>,
+    /// Send what this microphone hears (feature `devices`); instead of `source`, not with it.
+    /// With [`CallConfig::speaker`] too, the speaker's sound is cancelled from it.
+    #[cfg(feature = "devices")]
+    pub microphone: Option<crate::audio::device::MicrophoneConfig>,
+    /// Play the mix of everyone on this speaker (feature `devices`).
+    #[cfg(feature = "devices")]
+    pub speaker: Option<crate::audio::device::SpeakerConfig>,
     /// One file per speaker in this directory (`peer<PEER>_ssrc<SSRC>.wav`; `…_part2.wav` and on
     /// for a speaker who comes back after being forgotten, see `speaker_timeout`).
     pub record_dir: Option<PathBuf>,
@@ -76,6 +83,10 @@ impl Default for CallConfig {
             source: None,
             encoder: EncoderConfig::default(),
             loudness: None,
+            #[cfg(feature = "devices")]
+            microphone: None,
+            #[cfg(feature = "devices")]
+            speaker: None,
             record_dir: None,
             record_mix: None,
             record_format: FileFormat::Wav,
@@ -234,6 +245,13 @@ pub enum CallEvent {
     RecordingError {
         error: SharedError,
     },
+    /// The speaker device failed (unplugged, the sound server gone) and was closed; the call
+    /// goes on, and [`Call::set_output_device`] opens another. (A failing microphone ends its
+    /// source instead: [`CallEvent::SourceError`].)
+    DeviceFailed {
+        device: String,
+        error: String,
+    },
     /// The call is over for this participant; no more events follow. [`Call::leave`] still
     /// returns its [`CallSummary`] (where the recordings are), whatever ended it.
     Ended {
@@ -375,6 +393,11 @@ pub(crate) enum Command {
     Seek(Duration, oneshot::Sender<Result<()>>),
     Enqueue(Box<Source>, oneshot::Sender<Result<()>>),
     Skip,
+    /// A microphone opened off the task, with the producer of its echo reference.
+    #[cfg(feature = "devices")]
+    SetMicrophone(Option<Box<(Source, Option<rtrb::Producer<i16>>)>>),
+    #[cfg(feature = "devices")]
+    SetSpeaker(Option<Box<crate::audio::device::SpeakerOut>>),
     Leave(oneshot::Sender<CallSummary>),
     /// Makes the call's task panic: how tests prove that a panic ends only that call, and that
     /// its recordings are still finalized.
@@ -403,8 +426,10 @@ impl Engine {
         if let Some(l) = &config.loudness {
             l.check()?;
         }
+        let channels = config.encoder.channels;
         let started = driver::start(self.signaling.clone(), call.clone(), config).await?;
         Ok(Call {
+            channels,
             commands: started.commands,
             events: started.events,
             stats: started.stats,
@@ -417,6 +442,9 @@ impl Engine {
 
 /// One joined call. Dropping it leaves the call.
 pub struct Call {
+    /// The call's channel layout (sources opened for it later use it).
+    #[cfg_attr(not(feature = "devices"), allow(dead_code))]
+    channels: crate::audio::Channels,
     commands: mpsc::Sender<Command>,
     events: EventReceiver,
     stats: watch::Receiver<CallStats>,
@@ -538,6 +566,57 @@ impl Call {
     /// source, whichever way it stopped.
     pub fn skip(&self) -> Result<()> {
         self.send(Command::Skip)
+    }
+
+    /// Switches to another microphone (or, with `None`, stops sending one), keeping the
+    /// call: the new device is opened before the old one is let go, off the call's task. The
+    /// speaker's sound is cancelled from it when the call has a speaker.
+    #[cfg(feature = "devices")]
+    pub async fn set_input_device(
+        &self,
+        config: Option<crate::audio::device::MicrophoneConfig>,
+    ) -> Result<()> {
+        let Some(config) = config else {
+            return self.send(Command::SetMicrophone(None));
+        };
+        let options = crate::audio::SourceOptions {
+            channels: self.channels,
+            looping: false,
+        };
+        let opened = tokio::task::spawn_blocking(move || {
+            let (tx, rx) = if config.processing.echo_cancellation {
+                let (tx, rx) = crate::audio::device::echo_path();
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
+            Source::microphone_with_echo(&config, rx, options).map(|s| (s, tx))
+        })
+        .await
+        .map_err(|e| Error::Device {
+            device: "microphone".into(),
+            reason: format!("the task that opened it failed: {e}"),
+        })??;
+        self.send(Command::SetMicrophone(Some(Box::new(opened))))
+    }
+
+    /// Switches to another speaker (or, with `None`, plays to none), keeping the call.
+    #[cfg(feature = "devices")]
+    pub async fn set_output_device(
+        &self,
+        config: Option<crate::audio::device::SpeakerConfig>,
+    ) -> Result<()> {
+        let Some(config) = config else {
+            return self.send(Command::SetSpeaker(None));
+        };
+        let out =
+            tokio::task::spawn_blocking(move || crate::audio::device::open_speaker(&config, None))
+                .await
+                .map_err(|e| Error::Device {
+                    device: "speaker".into(),
+                    reason: format!("the task that opened it failed: {e}"),
+                })??;
+        self.send(Command::SetSpeaker(Some(Box::new(out))))
     }
 
     /// Goes to `to` in the playing source (see [`Source::seek`]). Answers once the call's

@@ -64,6 +64,8 @@ pub(crate) async fn start(
     call: CallRef,
     mut config: CallConfig,
 ) -> Result<Started> {
+    #[cfg(feature = "devices")]
+    let speaker = open_devices(&mut config).await?;
     let muted = config.muted.unwrap_or(config.source.is_none());
     config.join.muted = muted;
     let channels = config.encoder.channels;
@@ -86,7 +88,10 @@ pub(crate) async fn start(
     if let Some(app) = config.app_sink.take() {
         sinks = sinks.with_app(app);
     }
-    let receivers = Receivers::new(channels, config.jitter, sinks, mix);
+    #[allow(unused_mut)]
+    let mut receivers = Receivers::new(channels, config.jitter, sinks, mix);
+    #[cfg(feature = "devices")]
+    receivers.set_speaker(speaker);
     // Subscribe before joining so that no roster update in between is missed.
     let updates = signaling.updates();
     let (joined, identity) =
@@ -173,6 +178,51 @@ pub(crate) async fn start(
         stats: stats_rx,
         summary,
     })
+}
+
+/// Opens the microphone and speaker the configuration asks for, linked for echo cancellation,
+/// off the runtime (the audio system may take a while to answer). The microphone becomes the
+/// source; the speaker is returned for the receivers.
+#[cfg(feature = "devices")]
+async fn open_devices(config: &mut CallConfig) -> Result<Option<crate::audio::device::SpeakerOut>> {
+    use crate::audio::device::{echo_path, open_speaker};
+    if config.microphone.is_some() && config.source.is_some() {
+        return Err(Error::InvalidConfig(
+            "a call sends one source: give a microphone or a source, not both".into(),
+        ));
+    }
+    let (mic, speaker) = (config.microphone.clone(), config.speaker.clone());
+    if mic.is_none() && speaker.is_none() {
+        return Ok(None);
+    }
+    let options = crate::audio::SourceOptions {
+        channels: config.encoder.channels,
+        looping: false,
+    };
+    let (source, out) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let cancel =
+            mic.as_ref().is_some_and(|m| m.processing.echo_cancellation) && speaker.is_some();
+        let (tx, rx) = if cancel {
+            let (tx, rx) = echo_path();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let out = speaker.map(|c| open_speaker(&c, tx)).transpose()?;
+        let source = mic
+            .map(|c| crate::audio::Source::microphone_with_echo(&c, rx, options))
+            .transpose()?;
+        Ok((source, out))
+    })
+    .await
+    .map_err(|e| Error::Device {
+        device: "microphone and speaker".into(),
+        reason: format!("the task that opened them failed: {e}"),
+    })??;
+    if source.is_some() {
+        config.source = source;
+    }
+    Ok(out)
 }
 
 /// Where the recordings are, kept outside the task so that a panic does not lose it.
@@ -483,6 +533,22 @@ impl Driver {
                 };
                 let _ = reply.send(r);
             }
+            #[cfg(feature = "devices")]
+            Command::SetMicrophone(m) => match m {
+                Some(opened) => {
+                    let (source, echo) = *opened;
+                    if echo.is_some() {
+                        self.receivers.set_echo(echo);
+                    }
+                    self.outgoing.set_source(Some(source));
+                }
+                None => self.outgoing.set_source(None),
+            },
+            #[cfg(feature = "devices")]
+            Command::SetSpeaker(s) => {
+                // The old device closes on its own thread when dropped here.
+                drop(self.receivers.set_speaker(s.map(|b| *b)));
+            }
             #[cfg(any(test, feature = "fault-injection"))]
             Command::Panic => panic!("fault injected by a test"),
             // The loop handles leaving before it gets here.
@@ -497,6 +563,14 @@ impl Driver {
         let report = self.receivers.tick(now, self.gain);
         for e in report.errors {
             self.recording_error(e);
+        }
+        #[cfg(feature = "devices")]
+        for f in report.device_failures {
+            tracing::warn!(device = %f.device, "speaker failed: {}", f.error);
+            self.events.send(CallEvent::DeviceFailed {
+                device: f.device,
+                error: f.error,
+            });
         }
         self.ticks = self.ticks.wrapping_add(1);
         if self.ticks.is_multiple_of(LEVEL_TICKS) {

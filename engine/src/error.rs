@@ -56,6 +56,10 @@ pub enum Error {
     #[error("{url} is not audio: the server sent {content_type}; give the URL of the audio file or stream itself (for a web page, yt-dlp -g gives it)")]
     HttpContentType { url: String, content_type: String },
 
+    /// A microphone or speaker could not be found, opened or kept running.
+    #[error("audio device {device}: {reason}")]
+    Device { device: String, reason: String },
+
     /// An audio setting is out of range (a sample rate of 0, a bitrate of 1 Gbit/s, ...).
     #[error("invalid audio setting: {0}")]
     InvalidConfig(String),

@@ -36,6 +36,9 @@ pub(crate) struct TickReport {
     /// Sink failures (disk full, read-only directory, the application's queue full). Each is
     /// reported once per kind of failure, never silently dropped.
     pub errors: Vec<Error>,
+    /// The speaker device failed: it was dropped.
+    #[cfg(feature = "devices")]
+    pub device_failures: Vec<crate::audio::device::DeviceFailure>,
 }
 
 /// Every speaker of one call, and where their audio goes.
@@ -59,6 +62,9 @@ pub(crate) struct Receivers {
     pub refused: u64,
     /// Wall-clock time of the mix file's first sample (the file is continuous from there).
     pub mix_started_at: Option<SystemTime>,
+    /// The speaker device and the mixer that feeds it.
+    #[cfg(feature = "devices")]
+    speaker: Option<(crate::audio::device::SpeakerOut, crate::audio::Mixer)>,
 }
 
 impl Receivers {
@@ -81,6 +87,42 @@ impl Receivers {
             closed: Vec::new(),
             refused: 0,
             mix_started_at: None,
+            #[cfg(feature = "devices")]
+            speaker: None,
+        }
+    }
+
+    /// Plays the mix of everyone on a speaker device from the next tick (or stops).
+    #[cfg(feature = "devices")]
+    pub fn set_speaker(
+        &mut self,
+        speaker: Option<crate::audio::device::SpeakerOut>,
+    ) -> Option<crate::audio::device::SpeakerOut> {
+        // Speakers heard before had nothing to decode for: they are decoded from now on.
+        if speaker.is_some() && !self.decode {
+            self.decode = true;
+            for s in self.speakers.values_mut().filter(|s| s.jitter.is_none()) {
+                if let Ok(d) = Decoder::new(self.channels) {
+                    s.jitter = Some(JitterBuffer::new(self.jitter_config, d));
+                }
+            }
+        }
+        // A new speaker takes over the old one's echo reference (the microphone's canceller
+        // goes on hearing what is played).
+        let mut speaker = speaker;
+        let echo = self.speaker.as_mut().and_then(|(s, _)| s.echo.take());
+        if let Some(new) = speaker.as_mut().filter(|s| s.echo.is_none()) {
+            new.echo = echo;
+        }
+        let mixer = crate::audio::Mixer::new(self.channels);
+        std::mem::replace(&mut self.speaker, speaker.map(|s| (s, mixer))).map(|(s, _)| s)
+    }
+
+    /// Hands what the speaker plays to a (new) microphone's echo canceller.
+    #[cfg(feature = "devices")]
+    pub fn set_echo(&mut self, echo: Option<rtrb::Producer<i16>>) {
+        if let Some((s, _)) = self.speaker.as_mut() {
+            s.echo = echo;
         }
     }
 
@@ -154,6 +196,20 @@ impl Receivers {
                 // Adding can only fail on a frame of the wrong size, which the jitter buffer
                 // never produces.
                 let _ = mix.add(pcm, gain);
+            }
+            #[cfg(feature = "devices")]
+            if let Some((_, m)) = self.speaker.as_mut().filter(|_| kind != FrameKind::Silence) {
+                let _ = m.add(pcm, gain);
+            }
+        }
+        // The speaker gets a frame every tick, silent or not: a device that is not fed
+        // underruns.
+        #[cfg(feature = "devices")]
+        if let Some((out, m)) = self.speaker.as_mut() {
+            out.play(m.finish(), self.channels.count());
+            if let Some(f) = out.failure() {
+                report.device_failures.push(f);
+                self.speaker = None;
             }
         }
         if let Some(mix) = self.mix.as_mut() {

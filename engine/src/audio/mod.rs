@@ -12,6 +12,8 @@
 //! ([`sink::RecordingWriter`]). The queues are lock-free on the task's side.
 
 pub mod codec;
+#[cfg(feature = "devices")]
+pub mod device;
 pub mod drift;
 mod expand;
 pub mod jitter;

@@ -298,6 +298,9 @@ pub struct Source {
     ogg: Option<Box<(OpusHead, OpusTags)>>,
     /// Kills and reaps an ffmpeg child when the source goes, without waiting for it.
     _child: Option<ffmpeg::KillOnDrop>,
+    /// Closes the microphone when the source goes.
+    #[cfg(feature = "devices")]
+    _device: Option<crate::audio::device::DeviceHandle>,
 }
 
 impl std::fmt::Debug for Source {
@@ -325,6 +328,8 @@ impl Source {
             duration: None,
             ogg: None,
             _child: None,
+            #[cfg(feature = "devices")]
+            _device: None,
         }
     }
 
@@ -495,6 +500,39 @@ impl Source {
             url: url.into(),
             reason: format!("the task that opened the stream failed: {e}"),
         })?
+    }
+
+    /// A microphone (feature `devices`): the device's audio brought to the call's clock, in
+    /// 20 ms frames, processed as `config.processing` says (without an echo reference here:
+    /// for echo cancellation give the call both [`crate::CallConfig::microphone`] and
+    /// [`crate::CallConfig::speaker`], which links them). Opening waits for the audio system
+    /// (up to 10 s): call it off the async runtime. A device that fails later ends the source
+    /// with a [`crate::CallEvent::SourceError`]; the call goes on.
+    #[cfg(feature = "devices")]
+    pub fn microphone(
+        config: &crate::audio::device::MicrophoneConfig,
+        options: SourceOptions,
+    ) -> Result<Self> {
+        Self::microphone_with_echo(config, None, options)
+    }
+
+    #[cfg(feature = "devices")]
+    pub(crate) fn microphone_with_echo(
+        config: &crate::audio::device::MicrophoneConfig,
+        echo: Option<rtrb::Consumer<i16>>,
+        options: SourceOptions,
+    ) -> Result<Self> {
+        if options.looping {
+            return Err(Error::CannotLoop {
+                input: "the microphone".into(),
+            });
+        }
+        let (reader, handle) = crate::audio::device::open_microphone(config, echo)?;
+        let name = format!("microphone {}", handle.name);
+        let pipeline = Pipeline::pcm(&name, Box::new(reader), SAMPLE_RATE, 1, options)?;
+        let mut source = Self::new(name, Kind::Inline(Box::new(pipeline)), options);
+        source._device = Some(handle);
+        Ok(source)
     }
 
     /// An Ogg/Opus file. Its packets are sent as they are when they fit (10..120 ms, at most
