@@ -7,11 +7,17 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)        # libopus is built with CMake
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+# Microphones and speakers: cpal builds against ALSA; the device tests run their own
+# PulseAudio server with null sinks (no sound card needed).
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+dpkg -s libasound2-dev >/dev/null 2>&1 || need_apt+=(libasound2-dev)
+command -v pulseaudio >/dev/null 2>&1 || need_apt+=(pulseaudio)
+command -v pacat >/dev/null 2>&1 || need_apt+=(pulseaudio-utils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 # Build outside the clone, so a fresh clone on the same machine reuses what an earlier run built.

@@ -38,9 +38,9 @@ const SPEAKER_RING: usize = 24_000;
 const ECHO_RING: usize = 48_000;
 /// The fill the drift control steers to: 40 ms, enough for a device's period and a tick.
 const TARGET_MS: usize = 40;
-/// A microphone buffer this far above its target means the call stalled: the excess is
-/// dropped rather than played late.
-const MAX_BACKLOG_FACTOR: usize = 5;
+/// A buffer this far above its target means one side stalled (the call, or the device): the
+/// excess is dropped rather than played late.
+const MAX_BACKLOG_FACTOR: usize = 3;
 
 /// A device as the audio system lists it.
 #[derive(Clone, Debug, PartialEq)]
@@ -217,8 +217,16 @@ fn config_for(device: &cpal::Device, input: bool) -> Result<(StreamConfig, Sampl
         None => default,
     };
     let mut config = chosen.config();
-    // A period of 10 ms where the device lets us choose: low latency, few wake-ups.
-    config.buffer_size = cpal::BufferSize::Default;
+    // A period of 10 ms where the device lets us choose. Left to itself a sound server may
+    // pick seconds (PulseAudio's default for a playback stream is 2 s), which would be the
+    // call's latency.
+    let period = config.sample_rate / 100;
+    config.buffer_size = match chosen.buffer_size() {
+        cpal::SupportedBufferSize::Range { min, max } => {
+            cpal::BufferSize::Fixed(period.clamp(*min, (*max).max(*min)))
+        }
+        cpal::SupportedBufferSize::Unknown => cpal::BufferSize::Default,
+    };
     Ok((config, chosen.sample_format()))
 }
 
@@ -366,12 +374,43 @@ pub struct SpeakerConfig {
 }
 
 /// Figures of a device path, shared with its callback.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DeviceCounters {
     /// Samples the ring had no room for (the consumer fell behind).
     pub overflowed: AtomicU64,
     /// Samples the ring did not have when they were needed (the producer fell behind).
     pub underran: AtomicU64,
+    /// When the device's callback last ran, in ms since `since`.
+    heartbeat: AtomicU64,
+    since: std::time::Instant,
+}
+
+/// A device whose callback has not run for this long has stopped, whether or not the audio
+/// system said so (a PulseAudio sink that is unloaded kills its streams silently).
+const STALLED: Duration = Duration::from_secs(2);
+
+impl Default for DeviceCounters {
+    fn default() -> Self {
+        DeviceCounters {
+            overflowed: AtomicU64::new(0),
+            underran: AtomicU64::new(0),
+            heartbeat: AtomicU64::new(0),
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl DeviceCounters {
+    fn beat(&self) {
+        let ms = self.since.elapsed().as_millis() as u64;
+        self.heartbeat.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the callback last ran.
+    fn silent_for(&self) -> Duration {
+        let now = self.since.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.heartbeat.load(Ordering::Relaxed)))
+    }
 }
 
 /// Opens a microphone: its stream runs on its own thread; the returned reader makes the
@@ -386,6 +425,8 @@ pub(crate) fn open_microphone(
     let wanted = config.device.clone();
     let (rate_tx, rate_rx) = mpsc::sync_channel::<u32>(1);
     let shared = counters.clone();
+    let chunk = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let chunk_seen = chunk.clone();
     let handle = spawn_stream("microphone", move || {
         let device = find(wanted.as_deref(), true)?;
         let name = device
@@ -401,6 +442,8 @@ pub(crate) fn open_microphone(
                 config,
                 format,
                 move |data, _| {
+                    shared.beat();
+                    chunk_seen.fetch_max(data.len() / channels, Ordering::Relaxed);
                     with_f32!(data, &mut scratch, |samples: &[f32]| {
                         // Down to mono: the average of the channels.
                         for frame in samples.chunks_exact(channels) {
@@ -436,6 +479,7 @@ pub(crate) fn open_microphone(
         reference: vec![0; FRAME_SAMPLES],
         counters,
         failed,
+        chunk,
     };
     Ok((reader, handle))
 }
@@ -456,11 +500,20 @@ pub(crate) struct MicReader {
     reference: Vec<i16>,
     pub(crate) counters: Arc<DeviceCounters>,
     failed: Receiver<DeviceFailure>,
+    /// The largest block the device has delivered at once.
+    chunk: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MicReader {
     /// Makes the next frame, if the device has given enough.
     fn next_frame(&mut self) -> bool {
+        // A device that delivers in big blocks needs a buffer of a block and a half to never
+        // run dry between them.
+        let block = self.chunk.load(Ordering::Relaxed) * 3 / 2;
+        if block > self.target {
+            self.target = block;
+            self.drift.set_target(block);
+        }
         let buffered = self.ring.slots();
         if !self.primed {
             if buffered < self.target {
@@ -520,6 +573,15 @@ impl PcmReader for MicReader {
                 reason: format!("{}; the call goes on without it: open another", f.error),
             });
         }
+        if self.counters.silent_for() > STALLED {
+            return Err(Error::Device {
+                device: "the microphone".into(),
+                reason: format!(
+                    "it has given nothing for {} s (unplugged, or its sound server went away); the call goes on without it: open another",
+                    STALLED.as_secs()
+                ),
+            });
+        }
         if self.given == self.frame.len() && !self.next_frame() {
             return Ok(ReadOutcome::Pending);
         }
@@ -573,7 +635,15 @@ impl SpeakerOut {
 
     /// Whether the device failed (then the call drops it and says so).
     pub(crate) fn failure(&self) -> Option<DeviceFailure> {
-        self.failed.try_recv().ok()
+        self.failed.try_recv().ok().or_else(|| {
+            (self.counters.silent_for() > STALLED).then(|| DeviceFailure {
+                device: self._handle.name.clone(),
+                error: format!(
+                    "it has taken nothing for {} s (unplugged, or its sound server went away)",
+                    STALLED.as_secs()
+                ),
+            })
+        })
     }
 }
 
@@ -595,7 +665,8 @@ pub(crate) fn open_speaker(
             .unwrap_or_default();
         let (config, format) = config_for(&device, false)?;
         let channels = usize::from(config.channels.max(1));
-        let target = SAMPLE_RATE as usize * TARGET_MS / 1000;
+        let rate = config.sample_rate.max(1);
+        let mut target = SAMPLE_RATE as usize * TARGET_MS / 1000;
         let mut drift = DriftResampler::new(SAMPLE_RATE, config.sample_rate, target);
         let mut mono: Vec<f32> = Vec::with_capacity(8192);
         let mut primed = false;
@@ -604,11 +675,27 @@ pub(crate) fn open_speaker(
                 config,
                 format,
                 move |data, _| {
+                    shared.beat();
                     let frames = data.len() / channels;
+
+                    // Big device blocks need a buffer of a block and a half (in 48 kHz samples).
+                    let block = frames * 3 / 2 * SAMPLE_RATE as usize / rate as usize;
+                    if block > target {
+                        target = block;
+                        drift.set_target(block);
+                    }
                     mono.clear();
                     mono.resize(frames, 0.0);
                     if !primed && rx.slots() >= target {
                         primed = true;
+                    }
+                    // The device stalled while the call went on (it started late, the system
+                    // was busy): what piled up is dropped, not played late.
+                    let buffered = rx.slots();
+                    if buffered > target * MAX_BACKLOG_FACTOR {
+                        if let Ok(chunk) = rx.read_chunk(buffered - target) {
+                            chunk.commit_all();
+                        }
                     }
                     let made = if primed {
                         drift.observe_fill(rx.slots());

@@ -46,6 +46,11 @@ impl DriftResampler {
         }
     }
 
+    /// Steers to another fill from now on.
+    pub fn set_target(&mut self, target: usize) {
+        self.target = target.max(1) as f64;
+    }
+
     /// Tells it how many input samples are buffered now; call it once per block of output.
     pub fn observe_fill(&mut self, buffered: usize) {
         self.fill += (buffered as f64 - self.fill) * SMOOTHING;
