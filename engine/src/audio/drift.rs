@@ -12,7 +12,7 @@
 /// The most the ratio is nudged away from nominal.
 const MAX_NUDGE: f64 = 0.005;
 /// Nudge per unit of relative fill error (fill / target - 1).
-const GAIN: f64 = 0.002;
+const GAIN: f64 = 0.01;
 /// How quickly the measured fill follows (per measurement).
 const SMOOTHING: f64 = 0.05;
 
@@ -129,6 +129,10 @@ mod tests {
                 }
                 last_fill = buffer.len();
             }
+            eprintln!(
+                "device at {device_rate} Hz: after 30 min {last_fill} samples buffered (target {target}, at most {max_fill}), nudge {:+.5}",
+                r.nudge()
+            );
             assert_eq!(short, 0, "{device_rate}: the consumer ran short");
             assert!(
                 max_fill < target * 3,
