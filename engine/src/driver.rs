@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,7 @@ const REPLY_CAPACITY: usize = 64;
 const MAX_LOOKUPS: usize = 4096;
 
 pub(crate) struct Started {
+    pub position: Arc<AtomicU64>,
     pub commands: mpsc::Sender<Command>,
     pub events: EventReceiver,
     pub stats: watch::Receiver<CallStats>,
@@ -116,6 +118,7 @@ pub(crate) async fn start(
     };
     let (stats_tx, stats_rx) = watch::channel(stats);
     let summary = Arc::new(OnceLock::new());
+    let position = Arc::new(AtomicU64::new(NO_POSITION));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (reply_tx, reply_rx) = mpsc::channel(REPLY_CAPACITY);
     let machine = Machine::new(config.rejoin, connection.ssrc, connection.call_id);
@@ -135,6 +138,7 @@ pub(crate) async fn start(
         stats_tx,
         ledger: ledger.clone(),
         summary: summary.clone(),
+        position: position.clone(),
         join: None,
         reply_tx,
         replies: reply_rx,
@@ -173,6 +177,7 @@ pub(crate) async fn start(
         }
     });
     Ok(Started {
+        position,
         commands: cmd_tx,
         events: ev_rx,
         stats: stats_rx,
@@ -225,6 +230,9 @@ async fn open_devices(config: &mut CallConfig) -> Result<Option<crate::audio::de
     Ok(out)
 }
 
+/// [`Driver::position`] when nothing plays.
+pub(crate) const NO_POSITION: u64 = u64::MAX;
+
 /// Where the recordings are, kept outside the task so that a panic does not lose it.
 #[derive(Default)]
 struct Ledger {
@@ -250,6 +258,9 @@ struct Driver {
     stats_tx: watch::Sender<CallStats>,
     ledger: Arc<Mutex<Ledger>>,
     summary: Arc<OnceLock<CallSummary>>,
+    /// The playing source's position in microseconds ([`NO_POSITION`] without one), written
+    /// every tick so that [`crate::Call::position`] is never more than a tick old.
+    position: Arc<AtomicU64>,
     /// The join the machine asked for, in flight.
     join: Option<JoinFuture>,
     reply_tx: mpsc::Sender<Reply>,
@@ -531,6 +542,7 @@ impl Driver {
                         reason: "nothing is playing".into(),
                     }),
                 };
+                self.publish_position();
                 let _ = reply.send(r);
             }
             #[cfg(feature = "devices")]
@@ -556,10 +568,18 @@ impl Driver {
         }
     }
 
+    fn publish_position(&self) {
+        let p = self.outgoing.source.as_ref().map_or(NO_POSITION, |s| {
+            u64::try_from(s.position().as_micros()).unwrap_or(NO_POSITION - 1)
+        });
+        self.position.store(p, Ordering::Relaxed);
+    }
+
     fn on_tick(&mut self, now: Instant) {
         if let Some(c) = self.connection.as_mut() {
             self.outgoing.tick(now, c, &self.events);
         }
+        self.publish_position();
         let report = self.receivers.tick(now, self.gain);
         for e in report.errors {
             self.recording_error(e);
