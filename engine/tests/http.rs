@@ -53,6 +53,10 @@ async fn serve(
         return (StatusCode::NOT_FOUND, "no such file").into_response();
     };
     let (data, mime) = (data.clone(), *mime);
+    // `/gone/NAME`: the first response dies halfway, and then the file is gone (404).
+    if mode == "gone" && !first {
+        return (StatusCode::NOT_FOUND, "removed").into_response();
+    }
     if mode == "live" {
         let chunks = futures_like_loop(data);
         return Response::builder()
@@ -61,7 +65,7 @@ async fn serve(
             .body(Body::from_stream(chunks))
             .unwrap();
     }
-    let ranges = mode == "f" || mode == "drop";
+    let ranges = mode == "f" || mode == "drop" || mode == "gone";
     let from: usize = match (&range, ranges) {
         (Some(r), true) => r
             .trim_start_matches("bytes=")
@@ -83,7 +87,7 @@ async fn serve(
     if ranges {
         b = b.header(header::ACCEPT_RANGES, "bytes");
     }
-    if first && mode.ends_with("drop") {
+    if first && (mode.ends_with("drop") || mode == "gone") {
         // Half the body, then the connection dies (the length said more was coming).
         let half = body.slice(..len / 2);
         let stream = tokio_stream_of(vec![Ok(half), Err(std::io::Error::other("cut"))]);
@@ -371,6 +375,38 @@ async fn bad_urls_are_clear_errors() {
     .unwrap_err();
     assert!(matches!(e, Error::Http { .. }), "{e}");
     assert!(e.to_string().contains("refused"), "{e}");
+}
+
+/// A file that disappears from the server while it plays (the reconnection gets a 404) ends
+/// the source with an error that says so: what the call reports as its `SourceError`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_on_reconnecting_is_a_clear_source_error() {
+    let server = Server::start(vec![(
+        "sweep.wav".into(),
+        wav_bytes(16000, &sweep(4)),
+        "audio/wav",
+    )])
+    .await;
+    let quick = HttpOptions {
+        first_backoff: Duration::from_millis(50),
+        ..HttpOptions::default()
+    };
+    let url = server.url("gone/sweep.wav");
+    let mut src = Source::http_with(&url, mono(false), quick).await.unwrap();
+    let e = loop {
+        match pull(&mut src, 1000).await {
+            Err(e) => break e,
+            Ok((_, true)) => panic!("the source ended without an error"),
+            Ok(_) => {}
+        }
+    };
+    let text = e.to_string();
+    assert!(text.contains("404") && text.contains(&url), "{text}");
+    assert_eq!(
+        server.requests("gone/sweep.wav").len(),
+        2,
+        "no retry after a 404"
+    );
 }
 
 /// A live stream (no length, no end, Icecast style) plays for as long as it is pulled, and
