@@ -163,9 +163,10 @@ fn loud_blocks(pcm: &[i16]) -> Vec<usize> {
 /// The whole story on one PulseAudio server: devices are listed; a tone captured by one
 /// engine's microphone comes out of another engine's speaker through the local server (at its
 /// pitch, for at least 90 % of its length); the speaker device then vanishes mid-call (an
-/// event; the call goes on) and switching to another speaker works.
+/// event; the call goes on) and switching to another speaker works; then the microphone vanishes
+/// (its source ends with an error, the call goes on) and opening it again works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_microphone_reaches_a_speaker_and_a_vanished_speaker_is_replaced() {
+async fn a_microphone_reaches_a_speaker_and_vanished_devices_are_replaced() {
     let pulse = Pulse::start();
     let listed = tokio::task::spawn_blocking(devices).await.unwrap().unwrap();
     for name in ["spk", "spk2", "micsrc.monitor"] {
@@ -296,6 +297,46 @@ async fn a_microphone_reaches_a_speaker_and_a_vanished_speaker_is_replaced() {
         48000,
         700.0,
         "the new speaker",
+    );
+
+    // The microphone goes away (its sink is suspended, so its monitor gives nothing more):
+    // its source ends with an error, the call goes on, and it can be opened again.
+    pulse.pactl(&["suspend-sink", "micsrc", "1"]);
+    let error = until(
+        &mut talker,
+        10,
+        "the vanished microphone reported",
+        |e| match e {
+            CallEvent::SourceError { error, .. } => Some(error.to_string()),
+            _ => None,
+        },
+    )
+    .await;
+    eprintln!("reported: {error}");
+    assert!(talker.stats().connected, "the call went on");
+    pulse.pactl(&["suspend-sink", "micsrc", "0"]);
+    talker
+        .set_input_device(Some(MicrophoneConfig {
+            device: Some("micsrc.monitor".into()),
+            processing: ProcessingConfig::off(),
+        }))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rec3, path3) = pulse.record("spk2.monitor", "spk3.raw");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut feeder = pulse.play("micsrc", &tone[..48000]);
+    tokio::task::spawn_blocking(move || feeder.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop(rec3);
+    let h3 = loud_blocks(&read_raw(&path3));
+    assert!(
+        h3.len() >= 40,
+        "the reopened microphone was heard for {} blocks of 50",
+        h3.len()
     );
     talker.leave().await.unwrap();
     listener.leave().await.unwrap();
