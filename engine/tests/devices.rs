@@ -65,9 +65,17 @@ impl Pulse {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(socket.exists(), "PulseAudio did not start");
-        // This test binary talks to this server only (cpal's PulseAudio host reads it).
+        // cpal's PulseAudio client sends a cookie, and the server refuses a connection whose
+        // cookie is not 256 bytes long, even with anonymous auth. A fresh machine has none
+        // (~/.config/pulse/cookie is made by the first desktop client): bring one.
+        let cookie = dir.join("cookie");
+        std::fs::write(&cookie, [0u8; 256]).unwrap();
+        // This test binary talks to this server only (cpal's PulseAudio host reads these).
         // SAFETY: set before any thread of this test reads the environment; one test here.
-        unsafe { std::env::set_var("PULSE_SERVER", format!("unix:{}", socket.display())) };
+        unsafe {
+            std::env::set_var("PULSE_SERVER", format!("unix:{}", socket.display()));
+            std::env::set_var("PULSE_COOKIE", &cookie);
+        }
         server
     }
 

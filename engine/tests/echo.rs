@@ -136,6 +136,7 @@ fn the_far_end_is_cancelled_by_at_least_25_db() {
         let out = run(config, &far, &mic);
         let erle =
             10.0 * (energy(&mic[tail.clone()]) / energy(&out[tail.clone()]).max(1.0)).log10();
+        eprintln!("{name}: echo return loss enhancement {erle:.1} dB");
         assert!(erle >= 25.0, "{name}: echo down by only {erle:.1} dB");
     }
 }
@@ -155,6 +156,7 @@ fn the_near_end_alone_arrives_intact() {
     let out = run(config, &silence, &near);
     let tail = 2 * RATE..;
     let c = correlation(&near[tail.clone()], &out[tail]);
+    eprintln!("near end alone: correlation {c:.3}");
     assert!(c >= 0.9, "correlation {c:.3}");
 }
 
@@ -179,6 +181,7 @@ fn steady_noise_is_suppressed_by_10_db() {
     let out = run(config, &silence, &hiss);
     let tail = 3 * RATE..;
     let down = 10.0 * (energy(&hiss[tail.clone()]) / energy(&out[tail]).max(1.0)).log10();
+    eprintln!("steady hiss: {down:.1} dB down");
     assert!(down >= 10.0, "the hiss is only {down:.1} dB down");
 }
 
@@ -215,5 +218,6 @@ fn double_talk_keeps_the_near_end_within_6_db() {
         .sum();
     let kept = xy / energy(&n[..len]);
     let db = 20.0 * kept.abs().log10();
+    eprintln!("double talk: the near end at {db:.1} dB of its level");
     assert!(db > -6.0, "the talker came through at {db:.1} dB");
 }
