@@ -44,6 +44,21 @@ const REPORT_TICKS: u32 = 250;
 /// The recordings' paths are copied out of the task (for a summary after a panic) every 1 s.
 const LEDGER_TICKS: u32 = 50;
 const RECV_BUFFER: usize = 2048;
+
+/// The next instant on the process's 20 ms grid. Every call ticks on that one grid, so the
+/// timer wheel fires all of them in one pass and a worker thread wakes once per 20 ms for
+/// all the calls it runs, not once per call at its own phase: with many calls in a process,
+/// the wake-ups (futex, epoll), not the audio, were the larger part of a call's cost
+/// (`docs/performance.md`).
+fn next_on_grid(now: Instant) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| now);
+    let since = now.saturating_duration_since(epoch).as_nanos();
+    let tick = TICK.as_nanos();
+    let ticks = since / tick + 1;
+    // u64 nanoseconds last 584 years of process time.
+    epoch + Duration::from_nanos((ticks * tick) as u64)
+}
 /// Answers of requests made off the loop waiting for it; the requests are few (one roster
 /// fetch at a time, one check per 4 s, one lookup per new sender), so this is never reached in
 /// practice, and a full queue makes the requester wait, not the loop.
@@ -296,8 +311,16 @@ impl Driver {
 
     async fn run(mut self) {
         let mut buf = vec![0u8; RECV_BUFFER];
-        let mut tick = tokio::time::interval(TICK);
+        let mut tick = tokio::time::interval_at(next_on_grid(Instant::now()).into(), TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        // One timer for the transport's and the machine's deadlines, moved when they change
+        // rather than made anew on every pass (each new one is a registration in the timer
+        // wheel under its lock, and each dropped one a removal).
+        let mut deadline = Instant::now() + Duration::from_secs(1);
+        let timer = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(timer);
+        // The timer has fired and must be set again before it is awaited again.
+        let mut fired = false;
         let reason = loop {
             self.flush().await;
             self.drain_transport();
@@ -309,11 +332,22 @@ impl Driver {
                     .connection
                     .as_mut()
                     .and_then(|c| c.transport.poll_timeout());
-                let timeout = [transport, self.machine.poll_timeout()]
+                let wanted = [transport, self.machine.poll_timeout()]
                     .into_iter()
                     .flatten()
-                    .min()
-                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+                    .min();
+                // With nothing due, the timer stays where it is (a spurious wake-up at the
+                // latest in a second) rather than moving on every pass.
+                let target = match wanted {
+                    Some(t) => Some(t),
+                    None if fired => Some(Instant::now() + Duration::from_secs(1)),
+                    None => None,
+                };
+                if let Some(t) = target.filter(|&t| t != deadline || fired) {
+                    deadline = t;
+                    timer.as_mut().reset(t.into());
+                }
+                fired = false;
                 let socket = self.connection.as_ref().map(|c| &c.socket);
                 let join = self.join.as_mut();
                 let updates = self.updates.as_mut();
@@ -322,7 +356,7 @@ impl Driver {
                         Ok((n, from)) => Wake::Datagram(n, from),
                         Err(e) => Wake::SocketError(e),
                     },
-                    _ = tokio::time::sleep_until(timeout.into()) => Wake::Timeout,
+                    _ = &mut timer => Wake::Timeout,
                     _ = tick.tick() => Wake::Tick,
                     c = self.commands.recv() => Wake::Command(c),
                     u = async { updates.expect("guarded").next().await }, if updates.is_some() => Wake::Update(u),
@@ -350,6 +384,7 @@ impl Driver {
                     }
                 }
                 Wake::Timeout => {
+                    fired = true;
                     if let Some(c) = self.connection.as_mut() {
                         c.transport.handle_timeout(now);
                     }
