@@ -70,7 +70,12 @@ pub struct Args {
     /// Leave after this many seconds.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: Option<f64>,
-    /// Send stereo (default mono, as Telegram's apps).
+    /// Encoder settings: `voice` (32 kbit/s mono, libopus VOIP, as Telegram's apps) or
+    /// `music` (128 kbit/s stereo, libopus AUDIO, full band). --stereo and --bitrate override
+    /// a preset's channels and rate.
+    #[arg(long, value_enum, default_value_t = Preset::Voice)]
+    pub preset: Preset,
+    /// Send stereo (the voice preset is mono, as Telegram's apps).
     #[arg(long)]
     pub stereo: bool,
     /// Send what this microphone hears (the default input without a NAME; `groupcall devices`
@@ -97,9 +102,13 @@ pub struct Args {
     /// -1 dBFS.
     #[arg(long, value_name = "LUFS", num_args = 0..=1, default_missing_value = "-16", allow_hyphen_values = true)]
     pub normalize: Option<f32>,
-    /// Opus bitrate in kbit/s.
-    #[arg(long, default_value_t = 32)]
-    pub bitrate: u32,
+    /// Opus bitrate in kbit/s (default: the preset's, 32 for voice, 128 for music).
+    #[arg(long, value_name = "KBITS")]
+    pub bitrate: Option<u32>,
+    /// libopus complexity, 0 (least CPU) to 10 (the default); docs/performance.md measures
+    /// what lower settings save and cost in quality.
+    #[arg(long, value_name = "0-10", value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub complexity: Option<u8>,
     /// No status line (events are still printed).
     #[arg(long)]
     pub quiet: bool,
@@ -256,6 +265,28 @@ fn device_name(name: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_owned())
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    Voice,
+    Music,
+}
+
+/// The encoder settings of the preset, with --stereo, --bitrate and --complexity on top.
+fn encoder_config(args: &Args, channels: Channels) -> EncoderConfig {
+    let preset = match args.preset {
+        Preset::Voice => EncoderConfig::voice(),
+        Preset::Music => EncoderConfig::music(),
+    };
+    EncoderConfig {
+        channels,
+        bitrate: args
+            .bitrate
+            .map_or(preset.bitrate, |k| k.saturating_mul(1000)),
+        complexity: args.complexity.unwrap_or(preset.complexity),
+        ..preset
+    }
+}
+
 /// The engine settings the arguments ask for.
 fn call_config(
     args: &Args,
@@ -283,11 +314,7 @@ fn call_config(
         }),
         muted: Some(args.muted || !has_source),
         source,
-        encoder: EncoderConfig {
-            channels,
-            bitrate: args.bitrate.saturating_mul(1000),
-            ..EncoderConfig::default()
-        },
+        encoder: encoder_config(args, channels),
         loudness: args.normalize.map(|target_lufs| LoudnessConfig {
             target_lufs,
             ..LoudnessConfig::default()
@@ -301,7 +328,7 @@ fn call_config(
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
-    let channels = if args.stereo {
+    let channels = if args.stereo || args.preset == Preset::Music {
         Channels::Stereo
     } else {
         Channels::Mono
@@ -329,10 +356,9 @@ pub async fn run(args: Args) -> Result<(), String> {
             .seek(Duration::from_secs_f64(start))
             .map_err(|e| format!("--start: {e}"))?;
     }
-    if args.bitrate < 6 || args.bitrate > 510 {
+    if let Some(kbits) = args.bitrate.filter(|k| !(6..=510).contains(k)) {
         return Err(format!(
-            "--bitrate {} is out of range: Opus takes 6 to 510 kbit/s",
-            args.bitrate
+            "--bitrate {kbits} is out of range: Opus takes 6 to 510 kbit/s"
         ));
     }
     if let Some(dir) = &args.record_dir {

@@ -145,23 +145,32 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    // The engine's encoder leaves libopus at its default complexity (10); what lower settings
-    // would cost, with the engine's other settings (VoIP, 32 kbit/s, FEC for 10 % loss).
-    for complexity in [5, 7, 9, 10] {
-        let mut raw =
-            opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
-        raw.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
-        raw.set_inband_fec(true).unwrap();
-        raw.set_packet_loss_perc(10).unwrap();
-        raw.set_complexity(complexity).unwrap();
-        let mut buf = [0u8; 1500];
+    // The voice preset at other complexity settings (the default is libopus' own, 10).
+    for complexity in [0, 3, 5, 7, 9, 10] {
+        let mut enc = Encoder::new(&EncoderConfig {
+            complexity,
+            ..EncoderConfig::voice()
+        })
+        .unwrap();
         c.bench_function(&format!("opus_encode_20ms_complexity/{complexity}"), |b| {
             b.iter(|| {
                 i += 1;
-                black_box(raw.encode(&pcm[i % pcm.len()], &mut buf).unwrap())
+                black_box(enc.encode(&pcm[i % pcm.len()]).unwrap().len())
             })
         });
     }
+    // The music preset: stereo, 128 kbit/s, AUDIO.
+    let stereo: Vec<Vec<i16>> = pcm
+        .iter()
+        .map(|f| f.iter().flat_map(|&s| [s, s / 2]).collect())
+        .collect();
+    let mut enc = Encoder::new(&EncoderConfig::music()).unwrap();
+    c.bench_function("opus_encode_20ms_music", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(enc.encode(&stereo[i % stereo.len()]).unwrap().len())
+        })
+    });
 
     let mut dec = Decoder::new(Channels::Mono).unwrap();
     let mut out = vec![0i16; 960];

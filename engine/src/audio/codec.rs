@@ -36,9 +36,14 @@ pub struct EncoderConfig {
     /// Discontinuous transmission: near-silent frames are not sent at all.
     pub dtx: bool,
     pub application: Application,
+    /// libopus' effort, 0 (cheapest) to 10 (its default, and ours). The encoder is most of
+    /// what a speaking call costs; `engine/benches/audio.rs` measures the levels' cost and
+    /// `docs/performance.md` has the figures, with what each does to the sound.
+    pub complexity: u8,
 }
 
 impl Default for EncoderConfig {
+    /// The voice preset: what Telegram's apps send.
     fn default() -> Self {
         EncoderConfig {
             channels: Channels::Mono,
@@ -47,6 +52,28 @@ impl Default for EncoderConfig {
             expected_loss_percent: 10,
             dtx: false,
             application: Application::Voip,
+            complexity: 10,
+        }
+    }
+}
+
+impl EncoderConfig {
+    /// Speech, as Telegram's apps send it: 32 kbit/s mono, libopus VOIP, in-band FEC.
+    pub fn voice() -> Self {
+        Self::default()
+    }
+
+    /// Music: 128 kbit/s stereo, libopus AUDIO (full band, no speech model). In-band FEC is
+    /// off: at this rate libopus codes in CELT mode, which carries none.
+    pub fn music() -> Self {
+        EncoderConfig {
+            channels: Channels::Stereo,
+            bitrate: 128_000,
+            fec: false,
+            expected_loss_percent: 0,
+            dtx: false,
+            application: Application::Audio,
+            complexity: 10,
         }
     }
 }
@@ -76,6 +103,12 @@ impl Encoder {
                 config.bitrate
             )));
         }
+        if config.complexity > 10 {
+            return Err(Error::InvalidConfig(format!(
+                "Opus complexity {} is outside 0..=10",
+                config.complexity
+            )));
+        }
         if config.expected_loss_percent > 100 {
             return Err(Error::InvalidConfig(format!(
                 "expected loss {} % is more than 100 %",
@@ -100,6 +133,9 @@ impl Encoder {
         inner
             .set_dtx(config.dtx)
             .map_err(|e| Error::opus("set DTX", e))?;
+        inner
+            .set_complexity(config.complexity as i32)
+            .map_err(|e| Error::opus("set complexity", e))?;
         Ok(Encoder {
             inner,
             channels: config.channels,
@@ -298,6 +334,13 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(Encoder::new(&bad), Err(Error::InvalidConfig(_))));
+        let bad = EncoderConfig {
+            complexity: 11,
+            ..Default::default()
+        };
+        assert!(
+            matches!(Encoder::new(&bad), Err(Error::InvalidConfig(m)) if m.contains("complexity 11"))
+        );
         let mut enc = Encoder::new(&EncoderConfig::default()).unwrap();
         assert!(matches!(
             enc.encode(&[0; 961]),
