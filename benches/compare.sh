@@ -5,8 +5,12 @@
 # participants in one Python process) against it, and prints both sets of figures and the
 # ratios ntgcalls / groupcall.
 #
-# Usage: benches/compare.sh [-n N] [--seconds S] [--warmup W] [--scenario one-speaker|all-speak]
+# Usage: benches/compare.sh [-n N] [--seconds S] [--warmup W] [--scenario LIST]
 #                           [--probes K] [--dtls-delay-ms MS]
+# LIST: one or more of one-speaker (N participants in one call, one speaks), all-speak (all
+# speak), many-calls (N calls in one process, each a bot playing a file to one listener outside
+# the measured part), separated by commas. The output ends with one line per scenario:
+#   ratio cpu_per_call ntgcalls/groupcall: X.XX (scenario=..., n=...)
 # Defaults: N=10, 15 s measured after 2 s of warm-up, one-speaker, every listener a probe (it
 # takes the received audio: an application sink in groupcall, ntgcalls' EXTERNAL playback sink
 # into Python), and a server DTLS start delay of 50 ms for both (libwebrtc needs it; `groupcall
@@ -36,7 +40,7 @@ while [ $# -gt 0 ]; do
     --scenario) SCENARIO=$2; shift 2 ;;
     --probes) PROBES=$2; shift 2 ;;
     --dtls-delay-ms) DTLS_DELAY_MS=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "compare: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -85,23 +89,31 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-LIMIT=$((WARMUP + SECS + N * 2 + 60))
+LIMIT=$((WARMUP + SECS + N * 4 + 60))
+IFS=, read -r -a SCENARIOS <<<"$SCENARIO"
+RATIOS=()
+for SC in "${SCENARIOS[@]}"; do
+  case "$SC" in
+    one-speaker|all-speak|many-calls) ;;
+    *) echo "compare: unknown scenario '$SC' (one-speaker, all-speak, many-calls)" >&2; exit 2 ;;
+  esac
+  if [ "$SC" = many-calls ]; then WHAT="$N calls"; else WHAT="$N participants"; fi
 
-echo "==== groupcall bench-load: $N participants, $SCENARIO ===="
-timeout -k 5 "$LIMIT" "$BIN" bench-load -n "$N" --scenario "$SCENARIO" --seconds "$SECS" \
-  --warmup "$WARMUP" ${PROBES:+--probes "$PROBES"} --dtls-delay-ms "$DTLS_DELAY_MS" \
-  | tee "$OUT/groupcall.log"
+  echo "==== groupcall bench-load: $WHAT, $SC ===="
+  timeout -k 5 "$LIMIT" "$BIN" bench-load -n "$N" --scenario "$SC" --seconds "$SECS" \
+    --warmup "$WARMUP" ${PROBES:+--probes "$PROBES"} --dtls-delay-ms "$DTLS_DELAY_MS" \
+    | tee "$OUT/groupcall-$SC.log"
 
-start_local_server "$BIN" "$PY" "$OUT/server.log" --dtls-delay-ms "$DTLS_DELAY_MS"
+  start_local_server "$BIN" "$PY" "$OUT/server.log" --dtls-delay-ms "$DTLS_DELAY_MS"
+  echo
+  echo "==== ntgcalls ($PY) against groupcall serve on $CONTROL: $WHAT, $SC ===="
+  timeout -k 5 "$LIMIT" "$PY" benches/ntgcalls_load.py --control "$CONTROL" -n "$N" \
+    --scenario "$SC" --seconds "$SECS" --warmup "$WARMUP" ${PROBES:+--probes "$PROBES"} \
+    | tee "$OUT/ntgcalls-$SC.log"
+  stop_local_server
 
-echo
-echo "==== ntgcalls ($PY) against groupcall serve on $CONTROL: $N participants, $SCENARIO ===="
-timeout -k 5 "$LIMIT" "$PY" benches/ntgcalls_load.py --control "$CONTROL" -n "$N" \
-  --scenario "$SCENARIO" --seconds "$SECS" --warmup "$WARMUP" ${PROBES:+--probes "$PROBES"} \
-  | tee "$OUT/ntgcalls.log"
-
-echo
-"$PY" - "$OUT/groupcall.log" "$OUT/ntgcalls.log" <<'EOF'
+  echo
+  "$PY" - "$OUT/groupcall-$SC.log" "$OUT/ntgcalls-$SC.log" "$N" >"$OUT/table-$SC" <<'EOF'
 import json, sys
 
 def last_json(path):
@@ -111,17 +123,24 @@ def last_json(path):
     sys.exit(f"compare: no JSON figures in {path}")
 
 g, t = last_json(sys.argv[1]), last_json(sys.argv[2])
+n = int(sys.argv[3])
+many = g["scenario"] == "many-calls"
+# In the other scenarios one call holds all N participants: its CPU is N times theirs.
+for fig in (g, t):
+    if fig.get("cpu_per_call_pct") is None and fig.get("cpu_per_participant_pct") is not None:
+        fig["cpu_per_call_pct"] = fig["cpu_per_participant_pct"] * n
 rows = [
+    ("CPU per call (% of a core)", "cpu_per_call_pct"),
     ("CPU per participant (% of a core)", "cpu_per_participant_pct"),
     ("peak RSS of the process (MiB)", "peak_rss_mib"),
-    ("RSS per extra participant (MiB)", "rss_per_participant_mib"),
+    ("RSS per extra " + ("call" if many else "participant") + " (MiB)", "rss_per_participant_mib"),
     ("join-to-connected median (ms)", "join_ms_median"),
     ("join-to-connected p95 (ms)", "join_ms_p95"),
 ]
-print(f"==== {g['participants']} participants, {g['scenario']}, "
+print(f"==== {n} {'calls' if many else 'participants'}, {g['scenario']}, "
       f"{g['seconds']:.0f} s measured ====")
 print(f"{'':36} {'groupcall':>12} {'ntgcalls':>12} {'ntgcalls/groupcall':>20}")
-summary = {"participants": g["participants"], "scenario": g["scenario"]}
+summary = {"n": n, "scenario": g["scenario"]}
 for label, key in rows:
     a, b = g.get(key), t.get(key)
     ratio = b / a if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 else None
@@ -130,9 +149,25 @@ for label, key in rows:
     fr = "n/a" if ratio is None else f"{ratio:.2f}x"
     print(f"{label:36} {fa:>12} {fb:>12} {fr:>20}")
     summary[key] = {"groupcall": a, "ntgcalls": b, "ratio": ratio}
+if g.get("loss_pct") is not None:
+    jitter = g.get("jitter_ms_max")
+    print(f"groupcall: packets lost {g.get('packets_lost')} ({g['loss_pct']:.3f} %)"
+          + ("" if jitter is None else f", listeners' interarrival jitter at most {jitter:.2f} ms"))
+if t.get("delivered_mean") is not None:
+    print(f"ntgcalls: audio that reached the listeners {100 * t['delivered_mean']:.2f} % "
+          f"(worst call {100 * t['delivered_worst']:.2f} %)")
 lat = g.get("latency_ms_median")
 if lat is not None:
     print(f"groupcall speaker-to-listener latency: median {lat:.1f} ms, "
-          f"p95 {g.get('latency_ms_p95'):.1f} ms; packets lost {g.get('packets_lost')}")
+          f"p95 {g.get('latency_ms_p95'):.1f} ms")
 print(json.dumps(summary))
+r = summary["cpu_per_call_pct"]["ratio"]
+print(f"ratio cpu_per_call ntgcalls/groupcall: {'n/a' if r is None else f'{r:.2f}'} "
+      f"(scenario={g['scenario']}, n={n})")
 EOF
+  head -n -1 "$OUT/table-$SC"
+  RATIOS+=("$(tail -n 1 "$OUT/table-$SC")")
+  echo
+done
+# The last lines, one per scenario, for scripts.
+printf '%s\n' "${RATIOS[@]}"

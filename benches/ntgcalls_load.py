@@ -5,7 +5,10 @@ N ntgcalls participants (one NTgCalls instance each, as N bots would have) join 
 running local groupcall server (`groupcall serve`) through its HTTP control API, the way
 tests/interop/test_ntgcalls.py does: ntgcalls' join payload goes to POST /calls/{id}/join and
 the answer's `params` to ntgcalls' `connect`. Scenarios as in bench-load: `one-speaker` (one
-participant plays, N-1 listen) and `all-speak` (everyone plays). Speakers play the same signal
+participant plays, N-1 listen), `all-speak` (everyone plays) and `many-calls` (N calls in ONE
+NTgCalls instance, as a bot host runs them, each playing the file to one listener; the
+listeners are another NTgCalls instance in a child process, so this process's CPU is the
+speakers' alone, and the child reports how much of the audio reached them). Speakers play the same signal
 as bench-load's (a quiet speech-like tone with a loud 20 ms burst each second) from a raw
 s16le 48 kHz file; --probes listeners take the received audio through ntgcalls' EXTERNAL
 playback sink (a Python callback that only counts frames), the others join with no playback
@@ -147,6 +150,252 @@ def memory_kb(field):
 def cpu_seconds():
     u = resource.getrusage(resource.RUSAGE_SELF)
     return u.ru_utime + u.ru_stime
+
+
+def speaker_source(signal):
+    return (StreamMode.CAPTURE, MediaDescription(
+        microphone=AudioDescription(MediaSource.FILE, SAMPLE_RATE, 1, signal, False),
+        speaker=None, camera=None, screen=None,
+    ))
+
+
+def playback_sink():
+    # In PLAYBACK mode the other participants' audio comes out of the `microphone` slot
+    # (docs/protocol.md §12.7).
+    return (StreamMode.PLAYBACK, MediaDescription(
+        microphone=AudioDescription(MediaSource.EXTERNAL, SAMPLE_RATE, 1, "", False),
+        speaker=None, camera=None, screen=None,
+    ))
+
+
+class Host:
+    """One NTgCalls instance holding many calls (py-tgcalls keeps one per client), keyed by
+    chat id; counts the bytes of received audio per chat while `counting` is set."""
+
+    def __init__(self):
+        self.calls = NTgCalls()
+        self.lock = threading.Lock()
+        self.connected = {}  # chat id -> monotonic time of CONNECTED
+        self.states = {}  # chat id -> last state name
+        self.received = {}  # chat id -> bytes of audio from a sender (ssrc != 0)
+        self.counting = False
+        self.calls.on_connection_change(self._on_connection)
+
+    def count_frames(self):
+        self.calls.on_frames(self._on_frames)
+
+    def _on_connection(self, chat_id, info):
+        now = time.monotonic()
+        with self.lock:
+            self.states[chat_id] = info.state.name
+            if info.state == ConnectionState.CONNECTED:
+                self.connected.setdefault(chat_id, now)
+
+    def _on_frames(self, chat_id, mode, device, frames):
+        if not self.counting:
+            return
+        got = sum(len(f.data) for f in frames if f.ssrc)
+        with self.lock:
+            self.received[chat_id] = self.received.get(chat_id, 0) + got
+
+    async def join(self, api, call_id, chat_id, peer, sources):
+        """py-tgcalls' order: create_call, the sources, POST /join, connect. Returns the SSRC
+        and the join's start time."""
+        started = time.monotonic()
+        payload = await self.calls.create_call(chat_id)
+        for mode, media in sources:
+            await self.calls.set_stream_sources(chat_id, mode, media)
+        ssrc = json.loads(payload)["ssrc"] & 0xFFFFFFFF
+        status, answer = await api.call(
+            "POST", f"/calls/{call_id}/join", {"peer": peer, "params": payload}
+        )
+        if status != 200 or not isinstance(answer.get("params"), str):
+            raise RuntimeError(f"chat {chat_id}: join refused: HTTP {status}: {answer}")
+        await self.calls.connect(chat_id, answer["params"], False)
+        return ssrc, started
+
+    async def wait_connected(self, chat_id):
+        deadline = time.monotonic() + CONNECT_LIMIT
+        while time.monotonic() < deadline:
+            with self.lock:
+                at = self.connected.get(chat_id)
+            if at is not None:
+                return at
+            await asyncio.sleep(0.002)
+        raise RuntimeError(
+            f"chat {chat_id} did not connect within {CONNECT_LIMIT:.0f} s; "
+            f"state {self.states.get(chat_id)}"
+        )
+
+    async def leave_all(self, api, joined):
+        """`joined`: (chat id, call id, peer, ssrc)."""
+        for chat_id, call_id, peer, ssrc in joined:
+            try:
+                await asyncio.wait_for(self.calls.stop(chat_id), STOP_LIMIT)
+            except Exception:
+                pass  # never connected, or gone already
+            source = ssrc - (1 << 32) if ssrc >= 1 << 31 else ssrc
+            await api.call("POST", f"/calls/{call_id}/leave", {"peer": peer, "source": source})
+
+
+LISTENER_PEER = 20000000
+
+
+async def listeners(args):
+    """The child of `many-calls`: joins one listener to each call id given, prints `ready`,
+    counts received audio between `start` and `stop` lines on stdin, prints the figures as
+    JSON, and leaves on `quit` (or end of input)."""
+    api = Api(args.control)
+    ids = [int(x) for x in args.listen_calls.split(",")]
+    host = Host()
+    host.count_frames()
+    joined = []
+    loop = asyncio.get_running_loop()
+    try:
+        for k, call_id in enumerate(ids):
+            chat_id = CHAT_ID - k
+            ssrc, _ = await host.join(api, call_id, chat_id, LISTENER_PEER + k, [playback_sink()])
+            joined.append((chat_id, call_id, LISTENER_PEER + k, ssrc))
+            await host.wait_connected(chat_id)
+        print("ready", flush=True)
+        t0 = t1 = None
+        while True:
+            line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+            if line == "start":
+                with host.lock:
+                    host.received.clear()
+                host.counting, t0 = True, time.monotonic()
+            elif line == "stop":
+                host.counting, t1 = False, time.monotonic()
+                with host.lock:
+                    got = [host.received.get(CHAT_ID - k, 0) for k in range(len(ids))]
+                window = t1 - t0 if t0 is not None else 0.0
+                expected = window * SAMPLE_RATE * 2  # bytes of s16 mono per call
+                print(json.dumps({
+                    "seconds": window,
+                    "delivered": [g / expected if expected else None for g in got],
+                    "not_connected": [c for c, *_ in joined if host.states.get(c) != "CONNECTED"],
+                }), flush=True)
+            elif line in ("quit", ""):
+                break
+    finally:
+        await host.leave_all(api, joined)
+
+
+async def many_calls(args):
+    """N calls, one NTgCalls instance speaking in all of them; listeners in a child process."""
+    api = Api(args.control)
+    n = args.participants
+    host = Host()
+    joined = []
+    child = None
+    with tempfile.TemporaryDirectory(prefix="groupcall-ntgcalls-load-") as tmp:
+        signal = os.path.join(tmp, "signal-s16le-48k-mono.raw")
+        write_signal(signal, int(args.warmup + args.seconds + 10 * CONNECT_LIMIT + 60))
+        ids = []
+        for _ in range(n):
+            status, call = await api.call("POST", "/calls", {"peer": 1, "title": "ntgcalls many calls"})
+            if status != 200 or "id" not in call:
+                raise RuntimeError(f"cannot create a call: HTTP {status}: {call}")
+            ids.append(call["id"])
+        print(
+            f"ntgcalls load: {n} calls in one NTgCalls instance, each with a speaker (measured) "
+            f"and a listener (a child process); {args.seconds} s measured after {args.warmup} s "
+            f"of warm-up; server {args.control}",
+            flush=True,
+        )
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, os.path.abspath(__file__), "--control", args.control,
+            "--listen-calls", ",".join(str(i) for i in ids),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+
+        async def child_line():
+            line = await asyncio.wait_for(child.stdout.readline(), CONNECT_LIMIT * (n + 1))
+            if not line:
+                raise RuntimeError("the listeners' process ended early (see its errors above)")
+            return line.decode().strip()
+
+        try:
+            if await child_line() != "ready":
+                raise RuntimeError("the listeners' process did not get ready")
+            rss_before = memory_kb("VmRSS")
+            join_ms = []
+            for k, call_id in enumerate(ids):
+                chat_id = CHAT_ID - k
+                ssrc, started = await host.join(api, call_id, chat_id, FIRST_USER + k, [speaker_source(signal)])
+                joined.append((chat_id, call_id, FIRST_USER + k, ssrc))
+                at = await host.wait_connected(chat_id)
+                join_ms.append(1000.0 * (at - started))
+            rss_connected = memory_kb("VmRSS")
+            print(
+                f"all {n} calls connected; join-to-connected median {percentile(join_ms, 50):.1f} ms, "
+                f"p95 {percentile(join_ms, 95):.1f} ms",
+                flush=True,
+            )
+            await asyncio.sleep(args.warmup)
+            child.stdin.write(b"start\n")
+            await child.stdin.drain()
+            cpu0, t0 = cpu_seconds(), time.monotonic()
+            await asyncio.sleep(args.seconds)
+            cpu1, t1 = cpu_seconds(), time.monotonic()
+            child.stdin.write(b"stop\n")
+            await child.stdin.drain()
+            heard = json.loads(await child_line())
+            rss_end = memory_kb("VmRSS")
+            peak = memory_kb("VmHWM")
+        finally:
+            await host.leave_all(api, joined)
+            if child.returncode is None:
+                try:
+                    child.stdin.write(b"quit\n")
+                    await child.stdin.drain()
+                    await asyncio.wait_for(child.wait(), STOP_LIMIT * 2)
+                except Exception:
+                    child.kill()
+
+    window = t1 - t0
+    cpu = cpu1 - cpu0
+    per = cpu / (n * window)
+    rss_per = None if rss_before is None or rss_end is None else (rss_end - rss_before) / 1024.0 / n
+    delivered = [d for d in heard["delivered"] if d is not None]
+    worst = min(delivered) if delivered else None
+    mean = sum(delivered) / len(delivered) if delivered else None
+    bad = [c for c, *_ in joined if host.states.get(c) != "CONNECTED"]
+    print(f"---- ntgcalls load: {n} calls, many-calls ----")
+    print(f"CPU over {window:.1f} s: process {cpu:.2f} s")
+    print(f"CPU per call: {100 * per:.3f} % of a core")
+    print(
+        f"RSS: before joining {show(mib(rss_before), 'MiB')}, all connected "
+        f"{show(mib(rss_connected), 'MiB')}, at the end {show(mib(rss_end), 'MiB')}, peak "
+        f"(VmHWM) {show(mib(peak), 'MiB')}; per call {show(rss_per, 'MiB')}"
+    )
+    print(
+        f"audio that reached the listeners: mean {show(None if mean is None else 100 * mean, '%')}, "
+        f"worst call {show(None if worst is None else 100 * worst, '%')}"
+    )
+    if bad or heard["not_connected"]:
+        print(f"not connected at the end: {len(bad)} speakers, {len(heard['not_connected'])} listeners")
+    print(json.dumps({
+        "tool": "ntgcalls",
+        "scenario": "many-calls",
+        "participants": 2 * n,
+        "calls": n,
+        "seconds": window,
+        "cpu_process_s": cpu,
+        "cpu_per_call_pct": 100 * per,
+        "cpu_per_participant_pct": 100 * per,
+        "rss_before_mib": mib(rss_before),
+        "rss_connected_mib": mib(rss_connected),
+        "rss_end_mib": mib(rss_end),
+        "peak_rss_mib": mib(peak),
+        "rss_per_participant_mib": rss_per,
+        "join_ms_median": percentile(join_ms, 50),
+        "join_ms_p95": percentile(join_ms, 95),
+        "delivered_mean": mean,
+        "delivered_worst": worst,
+        "not_connected_at_end": len(bad) + len(heard["not_connected"]),
+    }), flush=True)
 
 
 def percentile(values, p):
@@ -326,18 +575,31 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--control", required=True, help="control API base URL, http://127.0.0.1:PORT")
     parser.add_argument("-n", "--participants", type=int, default=10)
-    parser.add_argument("--scenario", choices=["one-speaker", "all-speak"], default="one-speaker")
+    parser.add_argument(
+        "--scenario", choices=["one-speaker", "all-speak", "many-calls"], default="one-speaker"
+    )
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds measured")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of audio before measuring")
     parser.add_argument(
         "--probes", type=int, default=None, help="listeners with a playback sink (default: all)"
     )
+    parser.add_argument("--listen-calls", help=argparse.SUPPRESS)  # many-calls' child
     args = parser.parse_args()
-    if args.participants < 2 or args.seconds <= 0 or args.warmup < 0 or (args.probes or 0) < 0:
-        parser.error("need --participants >= 2, --seconds > 0, --warmup >= 0, --probes >= 0")
+    if args.listen_calls:
+        rc = 0
+        try:
+            asyncio.run(listeners(args))
+        except Exception as e:
+            print(f"ntgcalls_load listeners: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            rc = 1
+        sys.stdout.flush()
+        os._exit(rc)
+    least = 1 if args.scenario == "many-calls" else 2  # calls, or participants in one call
+    if args.participants < least or args.seconds <= 0 or args.warmup < 0 or (args.probes or 0) < 0:
+        parser.error(f"need -n >= {least}, --seconds > 0, --warmup >= 0, --probes >= 0")
     rc = 0
     try:
-        asyncio.run(run(args))
+        asyncio.run(many_calls(args) if args.scenario == "many-calls" else run(args))
     except Exception as e:  # ntgcalls raises its own exception types
         print(f"ntgcalls_load: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         rc = 1

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use groupcall_engine::audio::source::RawFormat;
 use groupcall_engine::audio::{
     AppSink, Channels, FramePusher, ReceivedFrame, Source, SourceOptions,
 };
@@ -51,6 +52,10 @@ pub enum Scenario {
     OneSpeaker,
     /// Everyone speaks (and hears everyone else).
     AllSpeak,
+    /// N calls, each with one of this engine's participants playing (pushed frames, Opus
+    /// encoded) to one listener. The listeners run on the server's runtime, so their CPU is
+    /// not counted: what is measured is what a bot host pays per call.
+    ManyCalls,
 }
 
 impl Scenario {
@@ -58,14 +63,16 @@ impl Scenario {
         match self {
             Scenario::OneSpeaker => "one-speaker",
             Scenario::AllSpeak => "all-speak",
+            Scenario::ManyCalls => "many-calls",
         }
     }
 }
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Participants in the call, speakers included.
-    #[arg(short = 'n', long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    /// Participants in the call, speakers included (with `many-calls`: calls, each with a
+    /// speaker and a listener).
+    #[arg(short = 'n', long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     participants: u32,
     #[arg(long, value_enum, default_value_t = Scenario::OneSpeaker)]
     scenario: Scenario,
@@ -115,15 +122,22 @@ struct Participant {
 
 pub async fn run(args: Args) -> Result<(), String> {
     let n = args.participants as usize;
+    if n < 2 && args.scenario != Scenario::ManyCalls {
+        return Err(format!(
+            "-n {n}: a call needs at least 2 participants (one to speak, one to hear)"
+        ));
+    }
     let speakers = match args.scenario {
         Scenario::OneSpeaker => 1,
-        Scenario::AllSpeak => n,
+        Scenario::AllSpeak | Scenario::ManyCalls => n,
     };
     let probes = args.probes.map_or(n, |p| p as usize);
     let probes: Vec<usize> = match args.scenario {
         // Listeners are participants 1..n.
         Scenario::OneSpeaker => (1..n).take(probes).collect(),
         Scenario::AllSpeak => (0..n).take(probes).collect(),
+        // Participant 2k speaks in call k, 2k + 1 listens.
+        Scenario::ManyCalls => (0..n).take(probes).map(|k| 2 * k + 1).collect(),
     };
 
     let server_rt = tokio::runtime::Builder::new_multi_thread()
@@ -160,17 +174,35 @@ async fn run_with_server(
             LocalSignaling::new(control.clone(), PeerId::User(user)).map_err(|e| e.to_string())?,
         ))
     };
-    let info = backend(1)?
-        .create_call(
-            None,
-            &CreateCall {
-                title: Some("groupcall bench-load".into()),
-                ..CreateCall::default()
-            },
-        )
-        .await
-        .map_err(|e| format!("cannot create the call: {e}"))?;
-    let call = CallRef::Id(info.id);
+    let many = args.scenario == Scenario::ManyCalls;
+    let signal_dir = tempfile::tempdir()
+        .map_err(|e| format!("cannot make a directory for the signal file: {e}"))?;
+    let signal_file = signal_dir.path().join("signal-s16le-48k-mono.raw");
+    if many {
+        let bytes: Vec<u8> = signal_second()
+            .iter()
+            .flatten()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        std::fs::write(&signal_file, bytes.repeat(10))
+            .map_err(|e| format!("cannot write {}: {e}", signal_file.display()))?;
+    }
+    let mut calls = Vec::new();
+    for _ in 0..if many { n } else { 1 } {
+        let info = backend(1)?
+            .create_call(
+                None,
+                &CreateCall {
+                    title: Some("groupcall bench-load".into()),
+                    ..CreateCall::default()
+                },
+            )
+            .await
+            .map_err(|e| format!("cannot create the call: {e}"))?;
+        calls.push(CallRef::Id(info.id));
+    }
+    // Participants: n in one call, or a speaker and a listener in each of n calls.
+    let total = if many { 2 * n } else { n };
     println!(
         "bench-load: {} participants, scenario {}, {} s measured after {} s of warm-up; server \
          {} (media {}), DTLS start delay {} ms",
@@ -189,10 +221,10 @@ async fn run_with_server(
     let rss_before = memory("VmRSS");
 
     // Join one after another: each join-to-connected time is then the engine's alone.
-    let mut participants = Vec::with_capacity(n);
+    let mut participants = Vec::with_capacity(total);
     let mut pushers: Vec<(u32, FramePusher)> = Vec::new();
-    let mut join_ms = Vec::with_capacity(n);
-    for i in 0..n {
+    let mut join_ms = Vec::with_capacity(total);
+    for i in 0..total {
         let mut config = CallConfig::default();
         if let Some(ms) = args.jitter_initial_ms {
             config.jitter.initial_delay = Duration::from_millis(ms);
@@ -200,9 +232,25 @@ async fn run_with_server(
         if let Some(ms) = args.jitter_min_ms {
             config.jitter.min_delay = Duration::from_millis(ms);
         }
-        let speaks = i < speakers;
+        let speaks = if many { i % 2 == 0 } else { i < speakers };
+        let call = if many { &calls[i / 2] } else { &calls[0] };
         let mut pusher = None;
-        if speaks {
+        if speaks && many {
+            // A bot playing a file: the same raw signal ntgcalls' FILE source plays.
+            let source = Source::raw_file(
+                &signal_file,
+                RawFormat {
+                    rate: RATE as u32,
+                    channels: 1,
+                },
+                SourceOptions {
+                    channels: Channels::Mono,
+                    looping: true,
+                },
+            )
+            .map_err(|e| format!("participant {i}: {e}"))?;
+            config.source = Some(source);
+        } else if speaks {
             let (source, p) = Source::pushed(
                 8,
                 SourceOptions {
@@ -219,13 +267,24 @@ async fn run_with_server(
         }
         let engine = Engine::new(backend(FIRST_USER + i as i64)?);
         let started = Instant::now();
-        let joined = engine
-            .join(call.clone(), config)
+        // A many-calls listener lives on the server's runtime: its call's task (spawned by
+        // join) and its own run there, and their CPU is counted as the server's.
+        let runtime = if many && !speaks {
+            server_rt.handle().clone()
+        } else {
+            tokio::runtime::Handle::current()
+        };
+        let joined = runtime
+            .spawn({
+                let call = call.clone();
+                async move { engine.join(call, config).await }
+            })
             .await
+            .map_err(|e| format!("participant {i}: the joining task failed: {e}"))?
             .map_err(|e| format!("participant {i} cannot join: {e}"))?;
         let ssrc = joined.ssrc();
         let (connected_tx, connected_rx) = oneshot::channel();
-        let task = tokio::spawn(participant(joined, connected_tx, stop_rx.clone()));
+        let task = runtime.spawn(participant(joined, connected_tx, stop_rx.clone()));
         let mut p = Participant {
             connected: connected_rx,
             task,
@@ -247,7 +306,7 @@ async fn run_with_server(
     }
     let rss_connected = memory("VmRSS");
     println!(
-        "all {n} connected; join-to-connected median {:.1} ms, p95 {:.1} ms",
+        "all {total} connected; join-to-connected median {:.1} ms, p95 {:.1} ms",
         percentile(&join_ms, 50.0).unwrap_or(f64::NAN),
         percentile(&join_ms, 95.0).unwrap_or(f64::NAN)
     );
@@ -290,9 +349,11 @@ async fn run_with_server(
     // ---- figures ----
     let cpu = cpu1.since(&cpu0);
     let engine_cpu = cpu.total - cpu.server - cpu.pusher;
+    // Per participant of the engine's own: with many-calls, per call (its one speaker).
     let participant_seconds = n as f64 * window;
     let per_participant = engine_cpu / participant_seconds;
     let mut lost = 0u64;
+    let mut jitter_max: Option<f64> = None;
     let mut received = 0u64;
     let mut sent = 0u64;
     let mut rejoins = 0u32;
@@ -302,6 +363,7 @@ async fn run_with_server(
         for s in &o.stats.speakers {
             lost += s.lost;
             received += s.packets;
+            jitter_max = Some(jitter_max.map_or(s.jitter_ms, |j| j.max(s.jitter_ms)));
         }
         sent += o.stats.packets_sent;
         rejoins += o.rejoins;
@@ -353,6 +415,13 @@ async fn run_with_server(
         "CPU per participant-second (whole process, server included): {:.3} % of a core",
         cpu.total / participant_seconds * 100.0
     );
+    if many {
+        println!(
+            "CPU per call (its speaker; the listeners run with the server and are not \
+             counted): {:.3} % of a core",
+            per_participant * 100.0
+        );
+    }
     println!(
         "RSS: before joining {}, all connected {}, at the end {}, peak (VmHWM) {}",
         show_mib(mib(rss_before)),
@@ -370,6 +439,9 @@ async fn run_with_server(
          overflows {}; rejoins {rejoins}; sink errors {sink_errors}",
         push_overflows.load(Ordering::Relaxed)
     );
+    if let Some(j) = jitter_max {
+        println!("interarrival jitter (RFC 3550) at the listeners: at most {j:.2} ms");
+    }
     println!(
         "join-to-connected: median {:.1} ms, p95 {:.1} ms, max {:.1} ms",
         percentile(&join_ms, 50.0).unwrap_or(f64::NAN),
@@ -393,7 +465,9 @@ async fn run_with_server(
     let json = serde_json::json!({
         "tool": "groupcall",
         "scenario": args.scenario.name(),
-        "participants": n,
+        "participants": total,
+        "calls": calls.len(),
+        "cpu_per_call_pct": if many { Some(per_participant * 100.0) } else { None },
         "speakers": speakers,
         "probes": probes.len(),
         "seconds": window,
@@ -413,6 +487,7 @@ async fn run_with_server(
         "packets_received": received,
         "packets_lost": lost,
         "loss_pct": loss_pct,
+        "jitter_ms_max": jitter_max,
         "push_overflows": push_overflows.load(Ordering::Relaxed),
         "rejoins": rejoins,
         "join_ms_median": percentile(&join_ms, 50.0),
