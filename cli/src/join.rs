@@ -109,6 +109,10 @@ pub struct Args {
     /// what lower settings save and cost in quality.
     #[arg(long, value_name = "0-10", value_parser = clap::value_parser!(u8).range(0..=10))]
     pub complexity: Option<u8>,
+    /// Audio per packet, 20 (the default), 40 or 60 ms: longer packets cost less CPU and
+    /// header overhead and add delay (ntgcalls sends 60 ms).
+    #[arg(long, value_name = "MS", value_parser = ["20", "40", "60"])]
+    pub packet_ms: Option<String>,
     /// No status line (events are still printed).
     #[arg(long)]
     pub quiet: bool,
@@ -283,6 +287,11 @@ fn encoder_config(args: &Args, channels: Channels) -> EncoderConfig {
             .bitrate
             .map_or(preset.bitrate, |k| k.saturating_mul(1000)),
         complexity: args.complexity.unwrap_or(preset.complexity),
+        packet_ms: args
+            .packet_ms
+            .as_deref()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(preset.packet_ms),
         ..preset
     }
 }

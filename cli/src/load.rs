@@ -100,6 +100,12 @@ pub struct Args {
     /// Worker threads of the server's own runtime.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     server_threads: u32,
+    /// The speakers' libopus complexity, 0 to 10 (default: the engine's, 10).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=10))]
+    complexity: Option<u8>,
+    /// The speakers' audio per packet: 20, 40 or 60 ms (default: the engine's, 20).
+    #[arg(long, value_parser = ["20", "40", "60"])]
+    packet_ms: Option<String>,
 }
 
 /// Burst push times per speaker SSRC, shared by the pusher and the probes.
@@ -231,6 +237,12 @@ async fn run_with_server(
         }
         if let Some(ms) = args.jitter_min_ms {
             config.jitter.min_delay = Duration::from_millis(ms);
+        }
+        if let Some(c) = args.complexity {
+            config.encoder.complexity = c;
+        }
+        if let Some(ms) = &args.packet_ms {
+            config.encoder.packet_ms = ms.parse().map_err(|_| format!("--packet-ms {ms}"))?;
         }
         let speaks = if many { i % 2 == 0 } else { i < speakers };
         let call = if many { &calls[i / 2] } else { &calls[0] };
@@ -472,6 +484,8 @@ async fn run_with_server(
         "probes": probes.len(),
         "seconds": window,
         "dtls_delay_ms": args.dtls_delay_ms,
+        "complexity": args.complexity.unwrap_or(CallConfig::default().encoder.complexity),
+        "packet_ms": args.packet_ms.as_deref().map_or(20, |m| m.parse().unwrap_or(20)),
         "cpu_process_s": cpu.total,
         "cpu_server_s": cpu.server,
         "cpu_pusher_s": cpu.pusher,

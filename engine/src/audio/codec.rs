@@ -40,6 +40,10 @@ pub struct EncoderConfig {
     /// what a speaking call costs; `engine/benches/audio.rs` measures the levels' cost and
     /// `docs/performance.md` has the figures, with what each does to the sound.
     pub complexity: u8,
+    /// Audio per packet: 20 (the default), 40 or 60 ms. Longer packets mean fewer packets,
+    /// so less work per second outside libopus (SRTP, sends, wake-ups) and less header
+    /// overhead on the wire, for that much more delay: ntgcalls sends 60 ms.
+    pub packet_ms: u8,
 }
 
 impl Default for EncoderConfig {
@@ -53,6 +57,7 @@ impl Default for EncoderConfig {
             dtx: false,
             application: Application::Voip,
             complexity: 10,
+            packet_ms: 20,
         }
     }
 }
@@ -74,14 +79,17 @@ impl EncoderConfig {
             dtx: false,
             application: Application::Audio,
             complexity: 10,
+            packet_ms: 20,
         }
     }
 }
 
-/// A libopus encoder for 20 ms frames at 48 kHz.
+/// A libopus encoder for 20, 40 or 60 ms frames at 48 kHz.
 pub struct Encoder {
     inner: opus::Encoder,
     channels: Channels,
+    /// 20 ms frames per packet.
+    frames: usize,
     dtx: bool,
     out: Box<[u8; MAX_OPUS_PAYLOAD]>,
 }
@@ -101,6 +109,22 @@ impl Encoder {
             return Err(Error::InvalidConfig(format!(
                 "Opus bitrate {} bit/s is outside 6000..=510000",
                 config.bitrate
+            )));
+        }
+        if ![20, 40, 60].contains(&config.packet_ms) {
+            return Err(Error::InvalidConfig(format!(
+                "{} ms per packet: the encoder sends 20, 40 or 60 ms",
+                config.packet_ms
+            )));
+        }
+        // libopus caps a packet at the buffer it is given; a rate that needs more is refused
+        // here rather than silently lowered.
+        let most = config.bitrate as usize * config.packet_ms as usize / 8000;
+        if most > MAX_OPUS_PAYLOAD {
+            return Err(Error::InvalidConfig(format!(
+                "{} kbit/s in {} ms packets needs {most} bytes a packet, over the {MAX_OPUS_PAYLOAD} that fit the path; use shorter packets or a lower rate",
+                config.bitrate / 1000,
+                config.packet_ms
             )));
         }
         if config.complexity > 10 {
@@ -139,6 +163,7 @@ impl Encoder {
         Ok(Encoder {
             inner,
             channels: config.channels,
+            frames: config.packet_ms as usize / 20,
             dtx: config.dtx,
             out: Box::new([0; MAX_OPUS_PAYLOAD]),
         })
@@ -148,11 +173,16 @@ impl Encoder {
         self.channels
     }
 
-    /// Encodes one 20 ms frame (960 samples per channel, interleaved). With DTX on, a silent
-    /// frame comes back as a packet of at most 2 bytes, which is not to be sent
+    /// 20 ms frames in each packet.
+    pub fn frames_per_packet(&self) -> usize {
+        self.frames
+    }
+
+    /// Encodes one packet's audio (960 samples per channel and 20 ms, interleaved). With DTX
+    /// on, a silent packet comes back as at most 2 bytes, which is not to be sent
     /// ([`Encoder::is_dtx_packet`]).
     pub fn encode(&mut self, pcm: &[i16]) -> Result<&[u8]> {
-        let expected = self.channels.frame_len();
+        let expected = self.channels.frame_len() * self.frames;
         if pcm.len() != expected {
             return Err(Error::FrameSize {
                 expected,

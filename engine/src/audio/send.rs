@@ -103,6 +103,11 @@ pub struct AudioSender {
     probe: Option<Decoder>,
     probe_pcm: Vec<i16>,
     payload: Vec<u8>,
+    /// 20 ms frames gathered for a packet of several ([`EncoderConfig::packet_ms`]), with the
+    /// loudest level among them and the voice bit of the last.
+    pending: Vec<i16>,
+    pending_frames: usize,
+    pending_level: u8,
     stats: SendStats,
 }
 
@@ -131,6 +136,11 @@ impl AudioSender {
             probe: None,
             probe_pcm: vec![0; MAX_PACKET_SAMPLES * config.channels.count()],
             payload: Vec::with_capacity(super::codec::MAX_OPUS_PAYLOAD),
+            pending: Vec::with_capacity(
+                config.channels.frame_len() * (config.packet_ms as usize / 20).max(1),
+            ),
+            pending_frames: 0,
+            pending_level: SILENT_LEVEL,
             stats: SendStats::default(),
         })
     }
@@ -141,22 +151,45 @@ impl AudioSender {
             Frame::Pcm(pcm) => {
                 let level = frame_level(pcm);
                 let voice = self.vad.update(level);
+                let frames = self.encoder.frames_per_packet();
+                let pcm = if frames == 1 {
+                    pcm
+                } else {
+                    // Gathered until the packet is full; no allocation (the buffer holds one
+                    // packet's worth from the start).
+                    self.pending.extend_from_slice(pcm);
+                    self.pending_frames += 1;
+                    self.pending_level = self.pending_level.min(level);
+                    if self.pending_frames < frames {
+                        return Ok(None);
+                    }
+                    &self.pending[..]
+                };
+                let level = if frames == 1 {
+                    level
+                } else {
+                    std::mem::replace(&mut self.pending_level, SILENT_LEVEL)
+                };
+                let samples = (FRAME_SAMPLES * frames) as u32;
                 let dtx = self.encoder.dtx();
                 let packet = self.encoder.encode(pcm)?;
+                self.pending_frames = 0;
+                self.pending.clear();
                 if dtx && packet.len() <= 2 {
                     self.stats.dtx_skipped += 1;
-                    self.packetizer.skip(FRAME_SAMPLES as u32);
+                    self.packetizer.skip(samples);
                     return Ok(None);
                 }
                 self.stats.packets += 1;
                 self.stats.payload_bytes += packet.len() as u64;
                 Ok(Some(self.packetizer.packet(
                     packet,
-                    FRAME_SAMPLES as u32,
+                    samples,
                     AudioLevel { level, voice },
                 )))
             }
             Frame::Opus { packet, .. } => {
+                self.drop_pending();
                 let samples = match packet_samples(packet) {
                     Some(n) if fits_wire(packet) => n,
                     _ => {
@@ -206,7 +239,20 @@ impl AudioSender {
     /// Lets `samples` pass without sending (idle source, mute): receivers keep their timing and
     /// the next packet starts a talk spurt.
     pub fn skip(&mut self, samples: u32) {
+        self.drop_pending();
         self.packetizer.skip(samples);
+    }
+
+    /// A part-gathered packet is not sent when what follows is not more of the same audio
+    /// (a skip, a passed-through packet): the timeline moves past it.
+    fn drop_pending(&mut self) {
+        if self.pending_frames > 0 {
+            self.packetizer
+                .skip((FRAME_SAMPLES * self.pending_frames) as u32);
+            self.pending_frames = 0;
+            self.pending.clear();
+            self.pending_level = SILENT_LEVEL;
+        }
     }
 
     pub fn stats(&self) -> SendStats {
@@ -215,7 +261,9 @@ impl AudioSender {
 
     /// The RTP timestamp of the current moment (the next packet's), for sender reports.
     pub fn rtp_timestamp(&self) -> u32 {
-        self.packetizer.timestamp()
+        self.packetizer
+            .timestamp()
+            .wrapping_add((FRAME_SAMPLES * self.pending_frames) as u32)
     }
 
     pub fn set_bitrate(&mut self, bitrate: u32) -> Result<()> {
@@ -232,6 +280,53 @@ mod tests {
         (start..start + n)
             .map(|i| (amp * (2.0 * std::f64::consts::PI * freq * i as f64 / 48000.0).sin()) as i16)
             .collect()
+    }
+
+    /// 60 ms packets: three frames make one packet of 2880 samples, stamped with its first
+    /// frame's time and the loudest frame's level; a skip drops a part-gathered packet and the
+    /// timeline moves on by it, so the next packet is stamped where its audio belongs.
+    #[test]
+    fn sixty_ms_packets_gather_three_frames_and_keep_the_timeline() {
+        let config = EncoderConfig {
+            packet_ms: 60,
+            ..Default::default()
+        };
+        let mut s = AudioSender::new(5, 111, &config, 0, 1000).unwrap();
+        let quiet = tone(440.0, 300.0, 0, 960);
+        let loud = tone(440.0, 20000.0, 960, 960);
+        assert!(s.send(Frame::Pcm(&quiet)).unwrap().is_none());
+        assert_eq!(
+            s.rtp_timestamp(),
+            1960,
+            "the moment includes what is gathered"
+        );
+        assert!(s.send(Frame::Pcm(&loud)).unwrap().is_none());
+        let (ts, level, samples) = {
+            let p = s
+                .send(Frame::Pcm(&quiet))
+                .unwrap()
+                .expect("the third frame sends");
+            (
+                p.timestamp,
+                p.audio_level.unwrap().level,
+                packet_samples(p.payload),
+            )
+        };
+        assert_eq!((ts, samples), (1000, Some(2880)));
+        assert_eq!(level, frame_level(&loud), "the loudest frame's level");
+        assert_eq!(s.stats().packets, 1);
+
+        // Two frames gathered, then a skip (mute, an idle source): they are not sent.
+        assert!(s.send(Frame::Pcm(&quiet)).unwrap().is_none());
+        assert!(s.send(Frame::Pcm(&quiet)).unwrap().is_none());
+        s.skip(960);
+        assert_eq!(s.rtp_timestamp(), 1000 + 2880 + 3 * 960);
+        for _ in 0..2 {
+            assert!(s.send(Frame::Pcm(&quiet)).unwrap().is_none());
+        }
+        let ts = s.send(Frame::Pcm(&quiet)).unwrap().unwrap().timestamp;
+        assert_eq!(ts, 1000 + 2880 + 3 * 960);
+        assert_eq!(s.stats().packets, 2);
     }
 
     #[test]

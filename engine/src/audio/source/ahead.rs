@@ -10,12 +10,16 @@
 //!
 //! Frames travel in buffers that go back to the thread after use (a second bounded channel),
 //! so steady playback allocates nothing per frame.
+//!
+//! The thread fills the queue in batches: once it is full, the thread sleeps until the call
+//! has taken half of it, instead of waking for every frame taken (a blocking send would). A
+//! bot host runs one such thread per playing call, and a wake-up every 20 ms per call was a
+//! measurable share of its CPU (`docs/performance.md`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{
-    sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError,
-};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::thread::Thread;
 use std::time::Duration;
 
 use super::{Frame, Next, Pipeline};
@@ -25,6 +29,13 @@ use crate::error::{Error, Result};
 /// packets), about 190 KB of stereo PCM. Enough to ride out a short stall of the input; a
 /// longer one plays as silence (underruns) while the call goes on.
 pub(crate) const AHEAD_FRAMES: usize = 50;
+
+/// A full queue wakes its thread again once the call has taken it down to this many frames.
+const LOW_WATER: usize = AHEAD_FRAMES / 2;
+
+/// A sleeping thread looks around this often even if nobody woke it: a backstop only, every
+/// wake-up it waits for (frames taken, a seek, the source dropped) unparks it.
+const BACKSTOP: Duration = Duration::from_secs(1);
 
 /// How long a file source's constructor waits for the thread to fill its queue, so that the
 /// first pulls find frames. Past it the source starts anyway and is `Idle` until the input
@@ -78,11 +89,64 @@ enum Msg {
 /// A seek asked of the thread: its number and where to.
 type SeekRequest = Arc<Mutex<Option<(u64, Duration)>>>;
 
+/// What the thread and the call's side share to sleep and wake without a lock.
+#[derive(Default)]
+struct Gate {
+    /// Messages in the queue (counted before they go in, so never below the truth).
+    queued: AtomicUsize,
+    /// The thread is asleep (or about to be) on a full queue or an ended file.
+    waiting: AtomicBool,
+    /// The source was dropped.
+    closed: AtomicBool,
+}
+
+impl Gate {
+    /// Puts `msg` in the queue; on a full one, sleeps until the call has taken it down to
+    /// [`LOW_WATER`]. `false` when the source is gone.
+    fn send(&self, tx: &SyncSender<Msg>, mut msg: Msg, mut on_full: impl FnMut()) -> bool {
+        loop {
+            self.queued.fetch_add(1, Ordering::SeqCst);
+            match tx.try_send(msg) {
+                Ok(()) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(m)) => {
+                    self.queued.fetch_sub(1, Ordering::SeqCst);
+                    msg = m;
+                    on_full();
+                    self.sleep(|| self.queued.load(Ordering::SeqCst) > LOW_WATER);
+                    if self.closed.load(Ordering::SeqCst) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps while `still` holds, saying so first (a wake-up between the check and the
+    /// sleep is kept by the thread's park token, so none is lost).
+    fn sleep(&self, still: impl Fn() -> bool) {
+        self.waiting.store(true, Ordering::SeqCst);
+        if still() && !self.closed.load(Ordering::SeqCst) {
+            std::thread::park_timeout(BACKSTOP);
+        }
+        self.waiting.store(false, Ordering::SeqCst);
+    }
+
+    /// The call's side: wakes the thread if it sleeps.
+    fn wake(&self, thread: &Thread) {
+        if self.waiting.swap(false, Ordering::SeqCst) {
+            thread.unpark();
+        }
+    }
+}
+
 /// The call's side of a source read on a thread.
 pub(crate) struct ReadAhead {
     name: String,
     rx: Receiver<Msg>,
     recycle: SyncSender<OwnedFrame>,
+    gate: Arc<Gate>,
+    thread: Thread,
     /// The frame handed out by the last pull; its buffer goes back to the thread on the next.
     current: Option<OwnedFrame>,
     skipped: Arc<AtomicU64>,
@@ -108,7 +172,9 @@ impl ReadAhead {
         let seekable = pipeline.can_seek();
         let seek: SeekRequest = Arc::default();
         let seek_thread = seek.clone();
-        std::thread::Builder::new()
+        let gate = Arc::new(Gate::default());
+        let gate_thread = gate.clone();
+        let handle = std::thread::Builder::new()
             .name("groupcall-source".into())
             .spawn(move || {
                 let mut primed = Some(primed_tx);
@@ -127,7 +193,7 @@ impl ReadAhead {
                             Err(e) => Msg::Failed(e),
                         };
                         let failed = matches!(msg, Msg::Failed(_));
-                        if tx.send(msg).is_err() || failed {
+                        if !gate_thread.send(&tx, msg, &mut signal) || failed {
                             return;
                         }
                     }
@@ -149,35 +215,29 @@ impl ReadAhead {
                     skipped_thread.store(pipeline.skipped(), Ordering::Relaxed);
                     let last = !matches!(msg, Msg::Frame(_));
                     let ended = matches!(msg, Msg::End);
-                    match tx.try_send(msg) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(msg)) => {
-                            signal();
-                            // The source was dropped: stop reading (and drop the input).
-                            if tx.send(msg).is_err() {
-                                return;
-                            }
-                        }
-                        Err(TrySendError::Disconnected(_)) => return,
+                    // The source was dropped: stop reading (and drop the input).
+                    if !gate_thread.send(&tx, msg, &mut signal) {
+                        return;
                     }
                     if last {
                         signal();
                         if !(ended && seekable) {
                             return;
                         }
-                        // A file that played to its end may still be sought back into: wait
-                        // for a seek, or for the source to be dropped (its recycling channel
-                        // then disconnects).
+                        // A file that played to its end may still be sought back into: sleep
+                        // until a seek, or until the source is dropped.
                         loop {
-                            match recycled.recv_timeout(Duration::from_millis(10)) {
-                                Err(RecvTimeoutError::Disconnected) => return,
-                                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                            let asked = || {
+                                seek_thread
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .is_some()
+                            };
+                            gate_thread.sleep(|| !asked());
+                            if gate_thread.closed.load(Ordering::SeqCst) {
+                                return;
                             }
-                            if seek_thread
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .is_some()
-                            {
+                            if asked() {
                                 break;
                             }
                         }
@@ -196,6 +256,8 @@ impl ReadAhead {
             name: name.to_owned(),
             rx,
             recycle,
+            gate,
+            thread: handle.thread().clone(),
             current: None,
             skipped,
             seekable,
@@ -225,7 +287,17 @@ impl ReadAhead {
         self.seeks += 1;
         self.awaiting = true;
         *self.seek.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.seeks, to));
+        // A thread asleep on a full queue or an ended file goes at once.
+        self.thread.unpark();
         Ok(())
+    }
+
+    /// One message taken from the queue: the thread may wake for the next batch.
+    fn took(&self) {
+        let left = self.gate.queued.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left <= LOW_WATER {
+            self.gate.wake(&self.thread);
+        }
     }
 
     /// The next frame without waiting: `Idle` when the thread has none ready.
@@ -235,7 +307,11 @@ impl ReadAhead {
             let _ = self.recycle.try_send(done);
         }
         while self.awaiting {
-            match self.rx.try_recv() {
+            let got = self.rx.try_recv();
+            if got.is_ok() {
+                self.took();
+            }
+            match got {
                 // Decoded before the jump.
                 Ok(Msg::Frame(old)) => {
                     let _ = self.recycle.try_send(old);
@@ -252,7 +328,11 @@ impl ReadAhead {
                 Err(TryRecvError::Disconnected) => break,
             }
         }
-        match self.rx.try_recv() {
+        let got = self.rx.try_recv();
+        if got.is_ok() {
+            self.took();
+        }
+        match got {
             Ok(Msg::Frame(frame)) => Ok(Next::Frame(self.current.insert(frame).view())),
             Ok(Msg::Seeked(_)) => Ok(Next::Idle),
             // A file's thread stays, in case it is sought back into.
@@ -276,5 +356,102 @@ impl ReadAhead {
     /// Packets the pipeline skipped so far (Ogg/Opus packets no decoder accepts).
     pub(crate) fn skipped(&self) -> u64 {
         self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ReadAhead {
+    /// The thread may sleep on a full queue or an ended file: tell it to go now (it then
+    /// drops the input, which kills and reaps an ffmpeg child).
+    fn drop(&mut self) {
+        self.gate.closed.store(true, Ordering::SeqCst);
+        self.thread.unpark();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{PcmReader, ReadOutcome, SourceOptions};
+    use super::*;
+    use crate::audio::Channels;
+    use std::time::Instant;
+
+    /// An endless input that counts the samples read from it.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl PcmReader for Counting {
+        fn read(&mut self, out: &mut [i16]) -> Result<ReadOutcome> {
+            out.fill(1000);
+            self.0.fetch_add(out.len(), Ordering::SeqCst);
+            Ok(ReadOutcome::Samples(out.len()))
+        }
+        fn rewind(&mut self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The count once it has not moved for 100 ms.
+    fn settled(read: &AtomicUsize) -> usize {
+        let mut last = read.load(Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = read.load(Ordering::SeqCst);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    /// A full queue does not wake its thread for each frame taken (a blocking send would, 50
+    /// times a second per playing call): the thread reads nothing more until half the queue is
+    /// gone, then fills it again in one go.
+    #[test]
+    fn a_full_queue_is_refilled_in_batches_not_frame_by_frame() {
+        let read = Arc::new(AtomicUsize::new(0));
+        let options = SourceOptions {
+            channels: Channels::Mono,
+            looping: false,
+        };
+        let pipeline = Pipeline::pcm(
+            "counting",
+            Box::new(Counting(read.clone())),
+            48_000,
+            1,
+            options,
+        )
+        .unwrap();
+        let mut ahead = ReadAhead::spawn("counting", pipeline, true).unwrap();
+        let full = settled(&read);
+        assert!(full >= AHEAD_FRAMES * 960, "only {full} samples read ahead");
+
+        // On a busy machine the thread may still be filling: wait for each frame a little.
+        let take = |ahead: &mut ReadAhead, n: usize| {
+            for _ in 0..n {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !matches!(ahead.pull().unwrap(), Next::Frame(_)) {
+                    assert!(Instant::now() < deadline, "no frame within 2 s");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        };
+        take(&mut ahead, AHEAD_FRAMES - LOW_WATER - 1);
+        assert_eq!(
+            settled(&read),
+            full,
+            "the thread read on before the low-water mark"
+        );
+
+        take(&mut ahead, 2);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while read.load(Ordering::SeqCst) < full + LOW_WATER * 960 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let refilled = settled(&read) - full;
+        assert!(
+            refilled >= LOW_WATER * 960,
+            "only {refilled} samples read after the queue fell to its low-water mark"
+        );
+        // And it goes on.
+        take(&mut ahead, AHEAD_FRAMES);
     }
 }
