@@ -105,12 +105,12 @@ pub struct Args {
     /// Opus bitrate in kbit/s (default: the preset's, 32 for voice, 128 for music).
     #[arg(long, value_name = "KBITS")]
     pub bitrate: Option<u32>,
-    /// libopus complexity, 0 (least CPU) to 10 (the default); docs/performance.md measures
-    /// what lower settings save and cost in quality.
+    /// libopus complexity, 0 (least CPU) to 10 (default: the preset's, 3 for voice, 5 for
+    /// music); docs/performance.md measures what each costs and sounds like.
     #[arg(long, value_name = "0-10", value_parser = clap::value_parser!(u8).range(0..=10))]
     pub complexity: Option<u8>,
-    /// Audio per packet, 20 (the default), 40 or 60 ms: longer packets cost less CPU and
-    /// header overhead and add delay (ntgcalls sends 60 ms).
+    /// Audio per packet, 20 (the default), 40 or 60 ms: longer packets mean fewer packets and
+    /// more delay (ntgcalls sends 60 ms).
     #[arg(long, value_name = "MS", value_parser = ["20", "40", "60"])]
     pub packet_ms: Option<String>,
     /// No status line (events are still printed).

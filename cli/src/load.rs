@@ -100,7 +100,7 @@ pub struct Args {
     /// Worker threads of the server's own runtime.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     server_threads: u32,
-    /// The speakers' libopus complexity, 0 to 10 (default: the engine's, 10).
+    /// The speakers' libopus complexity, 0 to 10 (default: the engine's voice preset, 3).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=10))]
     complexity: Option<u8>,
     /// The speakers' audio per packet: 20, 40 or 60 ms (default: the engine's, 20).

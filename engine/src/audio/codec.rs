@@ -36,13 +36,17 @@ pub struct EncoderConfig {
     /// Discontinuous transmission: near-silent frames are not sent at all.
     pub dtx: bool,
     pub application: Application,
-    /// libopus' effort, 0 (cheapest) to 10 (its default, and ours). The encoder is most of
-    /// what a speaking call costs; `engine/benches/audio.rs` measures the levels' cost and
-    /// `docs/performance.md` has the figures, with what each does to the sound.
+    /// libopus' effort, 0 (cheapest) to 10 (libopus' own default). The encoder is most of
+    /// what a speaking call costs. The voice preset uses 3: on speech and music clips through
+    /// the whole path it scores within 0.1 dB (log-spectral distance) of 10 for two thirds of
+    /// the CPU; below 2 libopus narrows the band to 8 kHz, which is audible (LSD +0.5 dB).
+    /// `docs/performance.md` has the figures and the commands (`benches/quality.sh`,
+    /// `engine/benches/audio.rs`).
     pub complexity: u8,
-    /// Audio per packet: 20 (the default), 40 or 60 ms. Longer packets mean fewer packets,
-    /// so less work per second outside libopus (SRTP, sends, wake-ups) and less header
-    /// overhead on the wire, for that much more delay: ntgcalls sends 60 ms.
+    /// Audio per packet: 20 (the default), 40 or 60 ms. Longer packets mean fewer packets and
+    /// less header overhead on the wire, for that much more delay (ntgcalls sends 60 ms); they
+    /// do not save CPU: libopus spends more per second on 40 and 60 ms frames at complexity 3
+    /// and above than the fewer packets save (`docs/performance.md`).
     pub packet_ms: u8,
 }
 
@@ -56,20 +60,21 @@ impl Default for EncoderConfig {
             expected_loss_percent: 10,
             dtx: false,
             application: Application::Voip,
-            complexity: 10,
+            complexity: 3,
             packet_ms: 20,
         }
     }
 }
 
 impl EncoderConfig {
-    /// Speech, as Telegram's apps send it: 32 kbit/s mono, libopus VOIP, in-band FEC.
+    /// Speech, as Telegram's apps send it: 32 kbit/s mono, libopus VOIP, in-band FEC;
+    /// complexity 3.
     pub fn voice() -> Self {
         Self::default()
     }
 
     /// Music: 128 kbit/s stereo, libopus AUDIO (full band, no speech model). In-band FEC is
-    /// off: at this rate libopus codes in CELT mode, which carries none.
+    /// off: at this rate libopus codes in CELT mode, which carries none. Complexity 5.
     pub fn music() -> Self {
         EncoderConfig {
             channels: Channels::Stereo,
@@ -78,7 +83,7 @@ impl EncoderConfig {
             expected_loss_percent: 0,
             dtx: false,
             application: Application::Audio,
-            complexity: 10,
+            complexity: 5,
             packet_ms: 20,
         }
     }
