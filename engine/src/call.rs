@@ -346,6 +346,9 @@ pub struct CallStats {
     pub events_coalesced: u64,
     /// Senders forgotten after [`CallConfig::speaker_timeout`] of silence.
     pub speakers_expired: u64,
+    /// Times the call's task woke up so far: a datagram, a timer, the 20 ms tick (which runs
+    /// only while there is audio to send or play out), a command. What an idle call costs.
+    pub wakeups: u64,
     /// Senders whose state (jitter buffer, decoder, file) is kept now.
     pub speakers_tracked: usize,
     /// Packets of new senders refused because a call keeps at most 1,024 senders.

@@ -37,6 +37,12 @@ use crate::receive::Receivers;
 use crate::requests::{self, Reply};
 
 const TICK: Duration = Duration::from_millis(20);
+/// The tick of a call with nothing to send and nothing to play out (no source, nobody
+/// speaking, no mix file or speaker): statistics and the ledger only. A bot idle in a silent
+/// call then wakes once a second for itself, not fifty times.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+/// An RTCP report every this many idle ticks (5 s, as when busy).
+const IDLE_REPORT_TICKS: u32 = 5;
 /// Speaking levels and the stats snapshot every this many ticks (100 ms).
 const LEVEL_TICKS: u32 = 5;
 /// An RTCP sender report every this many ticks (5 s, as libwebrtc sends them).
@@ -159,6 +165,8 @@ pub(crate) async fn start(
         replies: reply_rx,
         lookups_asked: HashSet::new(),
         ticks: 0,
+        idle_ticks: 0,
+        wakeups: 0,
         levels: HashMap::new(),
         packets_sent_before: 0,
         transport_disconnected: false,
@@ -283,6 +291,9 @@ struct Driver {
     /// SSRCs we asked the server to name (once each, while they send).
     lookups_asked: HashSet<u32>,
     ticks: u32,
+    idle_ticks: u32,
+    /// Times the task woke (anything the loop waits on), for [`CallStats::wakeups`].
+    wakeups: u64,
     levels: HashMap<u32, f32>,
     /// Packets sent on earlier connections (each rejoin has a new sender).
     packets_sent_before: u64,
@@ -311,6 +322,7 @@ impl Driver {
 
     async fn run(mut self) {
         let mut buf = vec![0u8; RECV_BUFFER];
+        let mut ticking = true;
         let mut tick = tokio::time::interval_at(next_on_grid(Instant::now()).into(), TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
         // One timer for the transport's and the machine's deadlines, moved when they change
@@ -326,6 +338,18 @@ impl Driver {
             self.drain_transport();
             if let Some(reason) = self.carry_out() {
                 break reason;
+            }
+            // The 20 ms clock runs only while it has work; it starts again on the grid.
+            let busy = self.outgoing.source.is_some() || self.receivers.needs_tick();
+            if busy != ticking {
+                ticking = busy;
+                let (period, missed) = if busy {
+                    (TICK, MissedTickBehavior::Burst)
+                } else {
+                    (IDLE_TICK, MissedTickBehavior::Skip)
+                };
+                tick = tokio::time::interval_at(next_on_grid(Instant::now()).into(), period);
+                tick.set_missed_tick_behavior(missed);
             }
             let wake = {
                 let transport = self
@@ -365,6 +389,7 @@ impl Driver {
                 }
             };
             let now = Instant::now();
+            self.wakeups += 1;
             match wake {
                 Wake::Datagram(n, from) => {
                     if let Some(c) = self.connection.as_mut() {
@@ -390,7 +415,8 @@ impl Driver {
                     }
                     self.machine.handle_timeout(now);
                 }
-                Wake::Tick => self.on_tick(now),
+                Wake::Tick if ticking => self.on_tick(now),
+                Wake::Tick => self.on_idle_tick(),
                 Wake::Command(None) => break EndReason::Left,
                 Wake::Command(Some(Command::Leave(reply))) => {
                     self.machine.leave();
@@ -398,7 +424,12 @@ impl Driver {
                     let _ = reply.send(summary);
                     return;
                 }
-                Wake::Command(Some(c)) => self.on_command(c),
+                Wake::Command(Some(c)) => {
+                    self.on_command(c);
+                    if !ticking {
+                        self.publish_stats();
+                    }
+                }
                 Wake::Update(None) => {
                     tracing::warn!("the signaling backend stopped sending updates; resubscribing");
                     self.updates = None;
@@ -489,7 +520,15 @@ impl Driver {
         while let Some(action) = self.machine.poll_action() {
             let now = Instant::now();
             match action {
-                Action::Emit(e) => self.events.send(e),
+                Action::Emit(e) => {
+                    // An idle call refreshes its statistics once a second: a change of state
+                    // is published at once, so `stats()` agrees with the event.
+                    let state = matches!(e, CallEvent::State(_));
+                    self.events.send(e);
+                    if state {
+                        self.publish_stats();
+                    }
+                }
                 Action::CloseConnection => self.close_connection(now),
                 Action::Join => {
                     self.join = Some(Box::pin(join_once(
@@ -655,6 +694,20 @@ impl Driver {
         }
     }
 
+    /// Once a second while there is nothing to send or play out: what the application reads
+    /// (statistics, the position, the ledger) stays fresh, and the server still hears from us.
+    fn on_idle_tick(&mut self) {
+        self.publish_position();
+        self.publish_stats();
+        self.update_ledger();
+        self.idle_ticks = self.idle_ticks.wrapping_add(1);
+        if self.idle_ticks.is_multiple_of(IDLE_REPORT_TICKS) {
+            if let Some(c) = self.connection.as_mut() {
+                c.send_report();
+            }
+        }
+    }
+
     /// Frees everything kept for `ssrc`: its receiver and file, its statistics, its lookup.
     fn forget(&mut self, ssrc: u32) {
         if let Err(e) = self.receivers.remove(ssrc) {
@@ -693,6 +746,7 @@ impl Driver {
             source_duration: self.outgoing.source.as_ref().and_then(|s| s.duration()),
             queued: self.outgoing.queue.len(),
             mix_started_at: self.receivers.mix_started_at,
+            wakeups: self.wakeups,
             ..CallStats::default()
         };
         if let Some(c) = &self.connection {

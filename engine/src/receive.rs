@@ -258,6 +258,16 @@ impl Receivers {
         self.speakers.len()
     }
 
+    /// Whether the 20 ms tick has work here: senders to play out or meter, a mix file whose
+    /// timeline goes on through silence, a speaker device that needs its silence.
+    pub fn needs_tick(&self) -> bool {
+        #[cfg(feature = "devices")]
+        if self.speaker.is_some() {
+            return true;
+        }
+        !self.speakers.is_empty() || self.mix.is_some()
+    }
+
     /// The owner of `ssrc` left (or went silent for good): its buffer goes, its file is closed.
     pub fn remove(&mut self, ssrc: u32) -> Result<()> {
         self.speakers.remove(&ssrc);

@@ -903,3 +903,71 @@ async fn normalised_tracks_reach_the_listener_at_one_level() {
         levels[1]
     );
 }
+
+/// A call with nothing to send and nobody to hear (a bot idle in a silent call) does not run
+/// its 20 ms clock: it wakes a few times a second, not fifty. When someone speaks, the clock
+/// starts again at once and what it says is recorded whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_call_sleeps_and_wakes_when_someone_speaks() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    std::fs::create_dir(&rec).unwrap();
+    let mut idle = s
+        .join(
+            2002,
+            CallConfig {
+                record_dir: Some(rec.clone()),
+                ..CallConfig::default()
+            },
+        )
+        .await;
+    connected(&mut idle).await;
+    let mut other = s.join(1001, CallConfig::default()).await;
+    connected(&mut other).await;
+
+    let before = idle.stats().wakeups;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Fresh statistics: a command publishes them at once on an idle call.
+    idle.pause().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let woke = idle.stats().wakeups - before;
+    eprintln!("an idle call woke {woke} times in 3 s");
+    // Ticking, it wakes 150 times in 3 s for the clock alone.
+    assert!(woke < 40, "an idle call woke {woke} times in 3 s");
+
+    let wav = dir.path().join("tone.wav");
+    let tone: Vec<i16> = (0..RATE as usize * 2)
+        .map(|i| {
+            (8000.0 * (2.0 * std::f64::consts::PI * 700.0 * i as f64 / RATE as f64).sin()) as i16
+        })
+        .collect();
+    write_wav(&wav, RATE, 1, &tone);
+    other.set_source(Some(wav_source(&wav))).unwrap();
+    other.unmute().await.unwrap();
+    source_ended(&mut other).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ssrc = other.ssrc();
+    let summary = idle.leave().await.unwrap();
+    let file = summary
+        .recordings
+        .iter()
+        .find(|(s, _)| *s == ssrc)
+        .map(|(_, p)| p.clone())
+        .expect("the speaker was recorded");
+    let (samples, _) = read_wav(&file);
+    let loud: Vec<i16> = samples.iter().copied().filter(|s| s.abs() > 2000).collect();
+    assert!(
+        loud.len() > RATE as usize * 18 / 10,
+        "{} loud samples of the 2 s tone",
+        loud.len()
+    );
+    let start = samples.iter().position(|s| s.abs() > 2000).unwrap() + RATE as usize / 10;
+    assert_frequency(
+        &samples[start..start + RATE as usize],
+        RATE,
+        700.0,
+        "the idle call's recording",
+    );
+    other.leave().await.unwrap();
+}
