@@ -111,8 +111,8 @@ pub struct Args {
     pub complexity: Option<u8>,
     /// Audio per packet, 20 (the default), 40 or 60 ms: longer packets mean fewer packets and
     /// more delay (ntgcalls sends 60 ms).
-    #[arg(long, value_name = "MS", value_parser = ["20", "40", "60"])]
-    pub packet_ms: Option<String>,
+    #[arg(long, value_name = "MS", value_parser = parse_packet_ms)]
+    pub packet_ms: Option<u8>,
     /// No status line (events are still printed).
     #[arg(long)]
     pub quiet: bool,
@@ -148,6 +148,16 @@ pub struct RawArgs {
 }
 
 /// A number of seconds that a timer can hold (finite, not negative, under a year).
+/// `--packet-ms`: what the encoder takes (`EncoderConfig::packet_ms`).
+pub(crate) fn parse_packet_ms(s: &str) -> Result<u8, String> {
+    match s.trim() {
+        "20" => Ok(20),
+        "40" => Ok(40),
+        "60" => Ok(60),
+        _ => Err(format!("{s:?}: packets are 20, 40 or 60 ms")),
+    }
+}
+
 fn parse_seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
@@ -287,11 +297,7 @@ fn encoder_config(args: &Args, channels: Channels) -> EncoderConfig {
             .bitrate
             .map_or(preset.bitrate, |k| k.saturating_mul(1000)),
         complexity: args.complexity.unwrap_or(preset.complexity),
-        packet_ms: args
-            .packet_ms
-            .as_deref()
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(preset.packet_ms),
+        packet_ms: args.packet_ms.unwrap_or(preset.packet_ms),
         ..preset
     }
 }

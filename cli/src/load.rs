@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use groupcall_engine::audio::source::RawFormat;
 use groupcall_engine::audio::{
-    AppSink, Channels, FramePusher, ReceivedFrame, Source, SourceOptions,
+    AppSink, Channels, EncoderConfig, FramePusher, ReceivedFrame, Source, SourceOptions,
 };
 use groupcall_engine::error::Error as EngineError;
 use groupcall_engine::signaling::local::LocalSignaling;
@@ -105,8 +105,8 @@ pub struct Args {
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=10))]
     complexity: Option<u8>,
     /// The speakers' audio per packet: 20, 40 or 60 ms (default: the engine's, 20).
-    #[arg(long, value_parser = ["20", "40", "60"])]
-    packet_ms: Option<String>,
+    #[arg(long, value_parser = crate::join::parse_packet_ms)]
+    packet_ms: Option<u8>,
 }
 
 /// Burst push times per speaker SSRC, shared by the pusher and the probes.
@@ -251,8 +251,8 @@ async fn run_with_server(
         if let Some(c) = args.complexity {
             config.encoder.complexity = c;
         }
-        if let Some(ms) = &args.packet_ms {
-            config.encoder.packet_ms = ms.parse().map_err(|_| format!("--packet-ms {ms}"))?;
+        if let Some(ms) = args.packet_ms {
+            config.encoder.packet_ms = ms;
         }
         let speaks = if many { i % 2 == 0 } else { i < speakers };
         let call = if many { &calls[i / 2] } else { &calls[0] };
@@ -494,8 +494,8 @@ async fn run_with_server(
         "probes": probes.len(),
         "seconds": window,
         "dtls_delay_ms": args.dtls_delay_ms,
-        "complexity": args.complexity.unwrap_or(CallConfig::default().encoder.complexity),
-        "packet_ms": args.packet_ms.as_deref().map_or(20, |m| m.parse().unwrap_or(20)),
+        "complexity": args.complexity.unwrap_or(EncoderConfig::voice().complexity),
+        "packet_ms": args.packet_ms.unwrap_or(EncoderConfig::voice().packet_ms),
         "cpu_process_s": cpu.total,
         "cpu_server_s": cpu.server,
         "cpu_pusher_s": cpu.pusher,

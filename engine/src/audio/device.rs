@@ -309,53 +309,27 @@ fn reporter(
     }
 }
 
-/// Calls `f` with the callback's samples as `f32` (-1..1), whatever the device's format.
-macro_rules! with_f32 {
-    ($data:expr, $scratch:expr, $f:expr) => {{
-        use cpal::Sample;
-        let scratch: &mut Vec<f32> = $scratch;
-        scratch.clear();
-        match $data.sample_format() {
-            SampleFormat::F32 => scratch.extend_from_slice($data.as_slice::<f32>().unwrap_or(&[])),
-            SampleFormat::I16 => scratch.extend(
-                $data
-                    .as_slice::<i16>()
-                    .unwrap_or(&[])
-                    .iter()
-                    .map(|s| s.to_sample::<f32>()),
-            ),
-            SampleFormat::I32 => scratch.extend(
-                $data
-                    .as_slice::<i32>()
-                    .unwrap_or(&[])
-                    .iter()
-                    .map(|s| s.to_sample::<f32>()),
-            ),
-            SampleFormat::U8 => scratch.extend(
-                $data
-                    .as_slice::<u8>()
-                    .unwrap_or(&[])
-                    .iter()
-                    .map(|s| s.to_sample::<f32>()),
-            ),
-            SampleFormat::U16 => scratch.extend(
-                $data
-                    .as_slice::<u16>()
-                    .unwrap_or(&[])
-                    .iter()
-                    .map(|s| s.to_sample::<f32>()),
-            ),
-            SampleFormat::F64 => scratch.extend(
-                $data
-                    .as_slice::<f64>()
-                    .unwrap_or(&[])
-                    .iter()
-                    .map(|s| s.to_sample::<f32>()),
-            ),
-            _ => {}
-        }
-        $f(&scratch[..])
-    }};
+/// The callback's samples as `f32` (-1..1) in `scratch`, whatever the device's format.
+fn read_frames<'a>(data: &cpal::Data, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+    use cpal::Sample;
+    scratch.clear();
+    macro_rules! take {
+        ($t:ty) => {
+            if let Some(input) = data.as_slice::<$t>() {
+                scratch.extend(input.iter().map(|s| s.to_sample::<f32>()));
+            }
+        };
+    }
+    match data.sample_format() {
+        SampleFormat::F32 => take!(f32),
+        SampleFormat::I16 => take!(i16),
+        SampleFormat::I32 => take!(i32),
+        SampleFormat::U8 => take!(u8),
+        SampleFormat::U16 => take!(u16),
+        SampleFormat::F64 => take!(f64),
+        _ => {}
+    }
+    scratch
 }
 
 /// What the microphone needs to know.
@@ -444,15 +418,13 @@ pub(crate) fn open_microphone(
                 move |data, _| {
                     shared.beat();
                     chunk_seen.fetch_max(data.len() / channels, Ordering::Relaxed);
-                    with_f32!(data, &mut scratch, |samples: &[f32]| {
-                        // Down to mono: the average of the channels.
-                        for frame in samples.chunks_exact(channels) {
-                            let s = frame.iter().sum::<f32>() / channels as f32;
-                            if tx.push(s).is_err() {
-                                shared.overflowed.fetch_add(1, Ordering::Relaxed);
-                            }
+                    // Down to mono: the average of the channels.
+                    for frame in read_frames(data, &mut scratch).chunks_exact(channels) {
+                        let s = frame.iter().sum::<f32>() / channels as f32;
+                        if tx.push(s).is_err() {
+                            shared.overflowed.fetch_add(1, Ordering::Relaxed);
                         }
-                    })
+                    }
                 },
                 reporter(name.clone(), failures),
                 Some(Duration::from_secs(5)),
