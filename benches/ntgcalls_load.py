@@ -90,36 +90,6 @@ class Api:
         return await asyncio.to_thread(self.request, method, path, body)
 
 
-class Participant:
-    def __init__(self, index):
-        self.index = index
-        self.peer = FIRST_USER + index
-        self.calls = NTgCalls()
-        self.lock = threading.Lock()
-        self.connected = threading.Event()
-        self.connected_at = None
-        self.states = []
-        self.frames = 0
-        self.ssrc = None
-        self.started = None
-        self.calls.on_connection_change(self._on_connection)
-
-    def count_frames(self):
-        self.calls.on_frames(self._on_frames)
-
-    def _on_connection(self, chat_id, info):
-        now = time.monotonic()
-        with self.lock:
-            self.states.append(info.state.name)
-            if info.state == ConnectionState.CONNECTED and self.connected_at is None:
-                self.connected_at = now
-                self.connected.set()
-
-    def _on_frames(self, chat_id, mode, device, frames):
-        with self.lock:
-            self.frames += len(frames)
-
-
 def signal_second():
     """bench-load's signal: a quiet two-tone voice, and the burst in the first 20 ms."""
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
@@ -422,36 +392,6 @@ def show(v, unit):
     return "n/a" if v is None else f"{v:.2f} {unit}"
 
 
-async def join(api, call_id, p, sources):
-    """create_call, the media sources (a list of (mode, media)), then POST /join and connect:
-    py-tgcalls' order."""
-    p.started = time.monotonic()
-    payload = await p.calls.create_call(CHAT_ID)
-    for mode, media in sources:
-        await p.calls.set_stream_sources(CHAT_ID, mode, media)
-    try:
-        p.ssrc = json.loads(payload)["ssrc"] & 0xFFFFFFFF
-    except (ValueError, KeyError, TypeError) as e:
-        raise RuntimeError(f"participant {p.index}: ntgcalls' join payload has no ssrc ({e})")
-    status, answer = await api.call(
-        "POST", f"/calls/{call_id}/join", {"peer": p.peer, "params": payload}
-    )
-    if status != 200 or not isinstance(answer.get("params"), str):
-        raise RuntimeError(f"participant {p.index}: join refused: HTTP {status}: {answer}")
-    await p.calls.connect(CHAT_ID, answer["params"], False)
-
-
-async def wait_connected(p):
-    deadline = time.monotonic() + CONNECT_LIMIT
-    while time.monotonic() < deadline:
-        if p.connected.is_set():
-            return
-        await asyncio.sleep(0.002)
-    raise RuntimeError(
-        f"participant {p.index} did not connect within {CONNECT_LIMIT:.0f} s; states {p.states}"
-    )
-
-
 async def run(args):
     api = Api(args.control)
     n = args.participants
@@ -477,27 +417,20 @@ async def run(args):
         )
         rss_before = memory_kb("VmRSS")
         join_ms = []
+        joined = []  # (host, (chat id, call id, peer, ssrc))
         try:
             for i in range(n):
-                p = Participant(i)
-                parts.append(p)
-                sources = []
-                if i < speakers:
-                    sources.append((StreamMode.CAPTURE, MediaDescription(
-                        microphone=AudioDescription(MediaSource.FILE, SAMPLE_RATE, 1, signal, False),
-                        speaker=None, camera=None, screen=None,
-                    )))
+                # One NTgCalls instance per participant, as N bots would have.
+                host = Host()
+                parts.append(host)
+                sources = [speaker_source(signal)] if i < speakers else []
                 if i in probes:
-                    # In PLAYBACK mode the other participants' audio comes out of the
-                    # `microphone` slot (docs/protocol.md §12.7).
-                    p.count_frames()
-                    sources.append((StreamMode.PLAYBACK, MediaDescription(
-                        microphone=AudioDescription(MediaSource.EXTERNAL, SAMPLE_RATE, 1, "", False),
-                        speaker=None, camera=None, screen=None,
-                    )))
-                await join(api, call_id, p, sources)
-                await wait_connected(p)
-                join_ms.append(1000.0 * (p.connected_at - p.started))
+                    host.count_frames()
+                    sources.append(playback_sink())
+                ssrc, started = await host.join(api, call_id, CHAT_ID, FIRST_USER + i, sources)
+                joined.append((host, (CHAT_ID, call_id, FIRST_USER + i, ssrc)))
+                at = await host.wait_connected(CHAT_ID)
+                join_ms.append(1000.0 * (at - started))
             rss_connected = memory_kb("VmRSS")
             print(
                 f"all {n} connected; join-to-connected median {percentile(join_ms, 50):.1f} ms, "
@@ -505,22 +438,19 @@ async def run(args):
                 flush=True,
             )
             await asyncio.sleep(args.warmup)
-            frames0 = sum(p.frames for p in parts)
+            for host in parts:
+                host.counting = True
             cpu0, t0 = cpu_seconds(), time.monotonic()
             await asyncio.sleep(args.seconds)
             cpu1, t1 = cpu_seconds(), time.monotonic()
-            frames1 = sum(p.frames for p in parts)
+            for host in parts:
+                host.counting = False
+            heard_bytes = sum(sum(h.received.values()) for h in parts)
             rss_end = memory_kb("VmRSS")
             peak = memory_kb("VmHWM")
         finally:
-            for p in parts:
-                try:
-                    await asyncio.wait_for(p.calls.stop(CHAT_ID), STOP_LIMIT)
-                except Exception:
-                    pass  # never connected, or gone already
-                if p.ssrc is not None:
-                    source = p.ssrc - (1 << 32) if p.ssrc >= 1 << 31 else p.ssrc
-                    await api.call("POST", f"/calls/{call_id}/leave", {"peer": p.peer, "source": source})
+            for host, entry in joined:
+                await host.leave_all(api, [entry])
 
     window = t1 - t0
     cpu = cpu1 - cpu0
@@ -529,7 +459,7 @@ async def run(args):
     rss_per_connected = (
         None if rss_before is None or rss_connected is None else (rss_connected - rss_before) / 1024.0 / n
     )
-    states_bad = [p.index for p in parts if p.states and p.states[-1] not in ("CONNECTED",)]
+    states_bad = [i for i, h in enumerate(parts) if h.states.get(CHAT_ID) != "CONNECTED"]
     print(f"---- ntgcalls load: {n} participants, {args.scenario} ----")
     print(f"CPU over {window:.1f} s: process {cpu:.2f} s")
     print(
@@ -548,7 +478,11 @@ async def run(args):
         f"join-to-connected: median {percentile(join_ms, 50):.1f} ms, p95 {percentile(join_ms, 95):.1f} ms, "
         f"max {max(join_ms):.1f} ms"
     )
-    print(f"frames received by {len(probes)} probes while measuring: {frames1 - frames0}")
+    heard_s = heard_bytes / 2 / SAMPLE_RATE
+    print(
+        f"audio received by {len(probes)} probes while measuring: {heard_s:.1f} s "
+        f"({heard_s / max(len(probes), 1) / window:.3f} of real time each)"
+    )
     if states_bad:
         print(f"not connected at the end: participants {states_bad}")
     print(
@@ -570,7 +504,7 @@ async def run(args):
                 "rss_per_participant_mib": rss_per,
                 "join_ms_median": percentile(join_ms, 50),
                 "join_ms_p95": percentile(join_ms, 95),
-                "probe_frames": frames1 - frames0,
+                "probe_audio_s": heard_s,
                 "not_connected_at_end": len(states_bad),
             }
         ),
