@@ -280,31 +280,9 @@ def write_wav(path, x):
 
 
 def read_wav(path):
-    """A 16-bit PCM WAV as a float array [samples, channels] and its rate. Like
-    compare_receive.read_wav (which averages the channels), a data size of 0 or past the end of
-    the file means the rest of the file (a recorder killed before it finalised the header)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError(f"{path}: not a RIFF/WAVE file")
-    pos, channels, rate = 12, None, None
-    while pos + 8 <= len(data):
-        cid, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-        body = pos + 8
-        if cid == b"fmt ":
-            fmt, channels, rate = struct.unpack("<HHI", data[body : body + 8])
-            bits = struct.unpack("<H", data[body + 14 : body + 16])[0]
-            if fmt not in (1, 0xFFFE) or bits != 16:
-                raise ValueError(f"{path}: format {fmt}, {bits} bits; expected 16-bit PCM")
-        elif cid == b"data":
-            if channels is None:
-                raise ValueError(f"{path}: data before fmt")
-            end = len(data) if size == 0 or body + size > len(data) else body + size
-            n = (end - body) // (2 * channels)
-            pcm = np.frombuffer(data[body : body + 2 * n * channels], dtype="<i2").astype(np.float64) / 32768.0
-            return pcm.reshape(n, channels), rate
-        pos = body + size + (size & 1)
-    raise ValueError(f"{path}: no data chunk")
+    """A 16-bit PCM WAV as (frames, channels) floats and its rate: compare_receive's reader,
+    which this keeps the channels of (its read_wav averages them)."""
+    return cr.read_wav_channels(path)
 
 
 def as_2d(x):

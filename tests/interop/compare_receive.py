@@ -226,8 +226,8 @@ def write_wav(path, x):
         f.write(header + pcm)
 
 
-def read_wav(path):
-    """A 16-bit PCM WAV as a float mono array (channels averaged) and its rate. Tolerates a
+def read_wav_channels(path):
+    """A 16-bit PCM WAV as a float array of shape (frames, channels) and its rate. Tolerates a
     header that was never finalised (a recorder killed mid-way): a data size of 0 or past the
     end of the file means "the rest of the file"."""
     with open(path, "rb") as f:
@@ -247,11 +247,18 @@ def read_wav(path):
             if channels is None:
                 raise ValueError(f"{path}: data before fmt")
             end = len(data) if size == 0 or body + size > len(data) else body + size
-            n = (end - body) // (2 * channels) * channels
-            pcm = np.frombuffer(data[body : body + 2 * n], dtype="<i2").astype(np.float64) / 32768.0
-            return pcm.reshape(-1, channels).mean(axis=1), rate, channels
+            n = (end - body) // (2 * channels)
+            pcm = np.frombuffer(data[body : body + 2 * n * channels], dtype="<i2").astype(np.float64) / 32768.0
+            return pcm.reshape(n, channels), rate
         pos = body + size + (size & 1)
     raise ValueError(f"{path}: no data chunk")
+
+
+def read_wav(path):
+    """A 16-bit PCM WAV as a float mono array (channels averaged), its rate and its channel
+    count (see read_wav_channels)."""
+    pcm, rate = read_wav_channels(path)
+    return pcm.mean(axis=1), rate, pcm.shape[1]
 
 
 # ---------------------------------------------------------------------------------------------
