@@ -13,6 +13,12 @@
 //! timestamp each burst's first loud sample; speaker-to-listener latency is that moment minus
 //! the moment the burst was pushed. A listener that is not a probe takes no audio at all, so
 //! the engine neither buffers nor decodes what it receives.
+//!
+//! `--scenario many-calls` is a bot host instead: N calls, in each one participant playing a
+//! raw PCM file (read ahead on its thread, Opus encoded) to one listener. The listeners run on
+//! the server's runtime, so their CPU is counted as the server's and left out; ten of them take
+//! the audio unless `--probes` says otherwise. No latency is measured there (nothing is
+//! pushed); pacing shows in the listeners' interarrival jitter.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -695,7 +695,8 @@ impl Driver {
     }
 
     /// Once a second while there is nothing to send or play out: what the application reads
-    /// (statistics, the position, the ledger) stays fresh, and the server still hears from us.
+    /// (statistics, the position a removed source left, the ledger) stays fresh, and the
+    /// server still hears from us.
     fn on_idle_tick(&mut self) {
         self.publish_position();
         self.publish_stats();
