@@ -36,8 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
+from control_api import Api
 
 try:
     import numpy as np
@@ -60,34 +59,7 @@ BURST_HZ = 1000.0
 CHAT_ID = -1001234567890  # ntgcalls' key for the call; never reaches Telegram
 FIRST_USER = 10000
 CONNECT_LIMIT = 10.0
-HTTP_TIMEOUT = 10.0
 STOP_LIMIT = 5.0
-
-
-class Api:
-    """The server's control API (sfu/README.md) over plain urllib."""
-
-    def __init__(self, base):
-        self.base = base.rstrip("/")
-
-    def request(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.base + path, data=data, method=method, headers={"content-type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as r:
-                return r.status, json.load(r)
-        except urllib.error.HTTPError as e:
-            try:
-                return e.code, json.load(e)
-            except ValueError:
-                return e.code, {"error": {"type": "not JSON", "message": str(e)}}
-        except (urllib.error.URLError, OSError) as e:
-            return 0, {"error": {"type": "unreachable", "message": f"{self.base}: {e}"}}
-
-    async def call(self, method, path, body=None):
-        return await asyncio.to_thread(self.request, method, path, body)
 
 
 def signal_second():

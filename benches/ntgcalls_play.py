@@ -41,13 +41,11 @@ import shlex  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
+from control_api import Api  # noqa: E402
 
 SAMPLE_RATE = 48000
 CHAT_ID = -1001234567890  # ntgcalls' key for the call; never reaches Telegram
 CONNECT_LIMIT = 10.0
-HTTP_TIMEOUT = 10.0
 STOP_LIMIT = 5.0
 
 
@@ -58,32 +56,6 @@ def now_us():
 def emit(event, unix_us=None, **extra):
     print(json.dumps({"event": event, "unix_us": now_us() if unix_us is None else unix_us, **extra}),
           flush=True)
-
-
-class Api:
-    """The server's control API (sfu/README.md) over plain urllib."""
-
-    def __init__(self, base):
-        self.base = base.rstrip("/")
-
-    def request(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.base + path, data=data, method=method, headers={"content-type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as r:
-                return r.status, json.load(r)
-        except urllib.error.HTTPError as e:
-            try:
-                return e.code, json.load(e)
-            except ValueError:
-                return e.code, {"error": {"type": "not JSON", "message": str(e)}}
-        except (urllib.error.URLError, OSError) as e:
-            return 0, {"error": {"type": "unreachable", "message": f"{self.base}: {e}"}}
-
-    async def call(self, method, path, body=None):
-        return await asyncio.to_thread(self.request, method, path, body)
 
 
 def shell_command(ffmpeg, path, channels):
