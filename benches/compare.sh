@@ -22,7 +22,7 @@
 # share too, so the ratio of RSS per participant is, if anything, unfavourable to groupcall.
 #
 # Environment: GROUPCALL_BIN (skip the build, use this binary), NTGCALLS_PYTHON (a python
-# with ntgcalls 3.0.5 and numpy; default: .venv-interop, then python3).
+# with ntgcalls 3.0.5 and numpy; default: .venv-interop, then python3, else .venv-interop is made).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,31 +50,16 @@ for v in "$N" "$SECS" "$WARMUP" "${PROBES:-0}" "$DTLS_DELAY_MS"; do
   esac
 done
 
-has_deps() { "$1" -c 'import ntgcalls, numpy' >/dev/null 2>&1; }
-if [ -n "${NTGCALLS_PYTHON:-}" ]; then
-  PY=$NTGCALLS_PYTHON
-elif [ -x .venv-interop/bin/python ] && has_deps .venv-interop/bin/python; then
-  PY=.venv-interop/bin/python
-else
-  PY=python3
-fi
-if ! has_deps "$PY"; then
-  echo "compare: $PY cannot import ntgcalls and numpy; tests/interop/run.sh sets up" \
-    ".venv-interop, or: pip install ntgcalls==3.0.5 numpy" >&2
-  exit 1
-fi
-
-if [ -n "${GROUPCALL_BIN:-}" ]; then
-  BIN=$GROUPCALL_BIN
-else
-  echo "compare: building the release binary" >&2
-  cargo build --release -q -p groupcall-cli --bin groupcall
-  BIN=${CARGO_TARGET_DIR:-target}/release/groupcall
-fi
-[ -x "$BIN" ] || { echo "compare: $BIN is not an executable" >&2; exit 1; }
+# A Python with ntgcalls and numpy, picked (or set up) as the interop test does;
+# NTGCALLS_PYTHON names one.
+# shellcheck source=../scripts/python-env.sh
+. scripts/python-env.sh
+INTEROP_PYTHON=${NTGCALLS_PYTHON:-${INTEROP_PYTHON:-}}
+pick_python
 
 # shellcheck source=../scripts/local-server.sh
 . scripts/local-server.sh
+groupcall_binary compare
 OUT=$(mktemp -d -t groupcall-compare.XXXXXX)
 cleanup() {
   local rc=$?

@@ -32,7 +32,7 @@
 # The last line is one JSON object with the figures; the exit status is 1 if a run was BROKEN.
 #
 # Environment: GROUPCALL_BIN (skip the build, use this binary), NTGCALLS_PYTHON (a python with
-# ntgcalls 3.0.5 and numpy; default: .venv-interop, then python3), FFMPEG (default ffmpeg).
+# ntgcalls 3.0.5 and numpy; default: .venv-interop, then python3, else .venv-interop is made), FFMPEG (default ffmpeg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,31 +67,16 @@ case "$MIN_RMS_DBFS" in
 esac
 command -v "$FFMPEG" >/dev/null || { echo "playback: $FFMPEG is not on the PATH" >&2; exit 1; }
 
-has_deps() { "$1" -c 'import ntgcalls, numpy' >/dev/null 2>&1; }
-if [ -n "${NTGCALLS_PYTHON:-}" ]; then
-  PY=$NTGCALLS_PYTHON
-elif [ -x .venv-interop/bin/python ] && has_deps .venv-interop/bin/python; then
-  PY=.venv-interop/bin/python
-else
-  PY=python3
-fi
-if ! has_deps "$PY"; then
-  echo "playback: $PY cannot import ntgcalls and numpy; tests/interop/run.sh sets up" \
-    ".venv-interop, or: pip install ntgcalls==3.0.5 numpy" >&2
-  exit 1
-fi
-
-if [ -n "${GROUPCALL_BIN:-}" ]; then
-  BIN=$GROUPCALL_BIN
-else
-  echo "playback: building the release binary" >&2
-  cargo build --release -q -p groupcall-cli --bin groupcall
-  BIN=${CARGO_TARGET_DIR:-target}/release/groupcall
-fi
-[ -x "$BIN" ] || { echo "playback: $BIN is not an executable" >&2; exit 1; }
+# A Python with ntgcalls and numpy, picked (or set up) as the interop test does;
+# NTGCALLS_PYTHON names one.
+# shellcheck source=../scripts/python-env.sh
+. scripts/python-env.sh
+INTEROP_PYTHON=${NTGCALLS_PYTHON:-${INTEROP_PYTHON:-}}
+pick_python
 
 # shellcheck source=../scripts/local-server.sh
 . scripts/local-server.sh
+groupcall_binary playback
 OUT=$(mktemp -d -t groupcall-playback.XXXXXX)
 PIDS=()
 

@@ -38,17 +38,9 @@ done
 . scripts/python-env.sh
 pick_python
 
-if [ -n "${GROUPCALL_BIN:-}" ]; then
-  BIN=$GROUPCALL_BIN
-else
-  echo "quality: building the release binary" >&2
-  cargo build --release -q -p groupcall-cli --bin groupcall
-  BIN=${CARGO_TARGET_DIR:-target}/release/groupcall
-fi
-[ -x "$BIN" ] || { echo "quality: $BIN is not an executable (set GROUPCALL_BIN, or unset it to build)" >&2; exit 1; }
-
 # shellcheck source=../scripts/local-server.sh
 . scripts/local-server.sh
+groupcall_binary quality
 LOG=$(mktemp -t groupcall-quality-server.XXXXXX)
 cleanup() {
   local rc=$?

@@ -29,17 +29,9 @@ for a in "$@"; do
   esac
 done
 
-if [ -n "${GROUPCALL_BIN:-}" ]; then
-  BIN=$GROUPCALL_BIN
-else
-  echo "compare-receive: building the release binary" >&2
-  cargo build --release -q -p groupcall-cli --bin groupcall
-  BIN=${CARGO_TARGET_DIR:-target}/release/groupcall
-fi
-[ -x "$BIN" ] || { echo "compare-receive: $BIN is not an executable" >&2; exit 1; }
-
 # shellcheck source=local-server.sh
 . scripts/local-server.sh
+groupcall_binary compare-receive
 LOG=$(mktemp -t groupcall-compare-receive-server.XXXXXX)
 cleanup() {
   local rc=$?

@@ -6,8 +6,22 @@
 #     message if the server does not come up within 10 s.
 #   stop_local_server
 #     stops it (TERM, then KILL after 1 s); safe to call twice. Call it from the EXIT trap.
+#   groupcall_binary TOOL
+#     sets BIN: $GROUPCALL_BIN, or the release binary, built here; exits with a message naming
+#     TOOL if it is not an executable.
 
 SERVER_PID=
+
+groupcall_binary() {
+  if [ -n "${GROUPCALL_BIN:-}" ]; then
+    BIN=$GROUPCALL_BIN
+  else
+    echo "$1: building the release binary" >&2
+    cargo build --release -q -p groupcall-cli --bin groupcall
+    BIN=${CARGO_TARGET_DIR:-target}/release/groupcall
+  fi
+  [ -x "$BIN" ] || { echo "$1: $BIN is not an executable (set GROUPCALL_BIN, or unset it to build)" >&2; exit 1; }
+}
 
 start_local_server() {
   local bin=$1 py=$2 log=$3
