@@ -1,17 +1,17 @@
 //! `groupcall join`: join a call, play a source, record, until the end, a duration or Ctrl+C.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[cfg(feature = "devices")]
 use groupcall_engine::audio::device::{MicrophoneConfig, SpeakerConfig};
-use groupcall_engine::audio::source::RawFormat;
+use groupcall_engine::audio::source::{OpenOptions, RawFormat};
 #[cfg(feature = "devices")]
 use groupcall_engine::audio::ProcessingConfig;
 use groupcall_engine::audio::{Channels, EncoderConfig, LoudnessConfig, Source, SourceOptions};
 use groupcall_engine::signaling::JoinOptions;
-use groupcall_engine::{Call, CallConfig, CallEvent, CallSummary, Engine, Error};
+use groupcall_engine::{Call, CallConfig, CallEvent, CallSummary, Engine};
 
 use crate::backend::{parse_peer, BackendArgs};
 use crate::status;
@@ -172,105 +172,21 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Opens what `--play` names.
+/// Opens what `--play` names (see `Source::open`).
 pub async fn open_source(
     spec: &str,
     raw: RawArgs,
     options: SourceOptions,
 ) -> Result<Source, String> {
-    if spec.starts_with("http://") || spec.starts_with("https://") {
-        return open_url(spec, options).await;
-    }
-    // Opening a file reads and primes it: off the runtime's workers.
-    let owned = spec.to_owned();
-    tokio::task::spawn_blocking(move || open_file(&owned, raw, options))
-        .await
-        .unwrap_or_else(|e| Err(format!("cannot open {spec}: {e}")))
-}
-
-/// A file, standard input, or a URL of another scheme (ffmpeg's).
-fn open_file(spec: &str, raw: RawArgs, options: SourceOptions) -> Result<Source, String> {
-    let format = RawFormat {
-        rate: raw.raw_rate,
-        channels: raw.raw_channels,
+    let open = OpenOptions {
+        raw: RawFormat {
+            rate: raw.raw_rate,
+            channels: raw.raw_channels,
+        },
+        ffmpeg: raw.ffmpeg,
+        source: options,
     };
-    let result = if spec == "-" {
-        Source::stdin(format, options)
-    } else {
-        let path = Path::new(spec);
-        if !path.exists() && !spec.contains("://") {
-            return Err(format!(
-                "cannot play {spec}: no such file; give a path to an audio file, a URL, or - for standard input"
-            ));
-        }
-        let ext = path
-            .extension()
-            .map(|e| e.to_string_lossy().to_ascii_lowercase())
-            .unwrap_or_default();
-        match ext.as_str() {
-            _ if spec.contains("://") || raw.ffmpeg => Source::ffmpeg(spec, None, options),
-            "wav" | "wave" => Source::wav(path, options),
-            // Ogg/Opus is sent without re-encoding; other Ogg (Vorbis) is decoded.
-            "ogg" | "opus" | "oga" => match Source::ogg_opus(path, options) {
-                Err(e @ Error::BadOggOpus { .. }) => Source::decoded(path, options).map_err(|_| e),
-                other => other,
-            },
-            "raw" | "pcm" | "s16" | "s16le" => Source::raw_file(path, format, options),
-            // MP3, AAC, FLAC, Vorbis, ALAC... in-process; ffmpeg for what symphonia cannot read.
-            _ => match Source::decoded(path, options) {
-                Err(Error::UnsupportedFormat { .. }) => Source::ffmpeg(spec, None, options),
-                other => other,
-            },
-        }
-    };
-    result.map_err(|e| e.to_string())
-}
-
-/// An HTTP(S) URL: audio streamed in-process; a web page (a video site's) through `yt-dlp`
-/// when it is on the PATH, which gives the page's audio URL.
-async fn open_url(url: &str, options: SourceOptions) -> Result<Source, String> {
-    match Source::http(url, options).await {
-        Err(e @ Error::HttpContentType { .. }) => {
-            let direct = yt_dlp(url, &e).await?;
-            eprintln!("{url}: playing the audio yt-dlp found for it");
-            Source::http(&direct, options)
-                .await
-                .map_err(|e| format!("{url} (through yt-dlp): {e}"))
-        }
-        other => other.map_err(|e| e.to_string()),
-    }
-}
-
-/// Asks `yt-dlp` (if installed) for the direct URL of a page's best audio.
-async fn yt_dlp(url: &str, not_audio: &Error) -> Result<String, String> {
-    let run = tokio::process::Command::new("yt-dlp")
-        .args(["--no-playlist", "-f", "bestaudio/best", "-g", url])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = match tokio::time::timeout(Duration::from_secs(60), run).await {
-        Err(_) => return Err(format!("{url}: yt-dlp did not answer within 60 s")),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!(
-            "{not_audio} (yt-dlp is not on the PATH; install it to play pages of sites it knows)"
-        ))
-        }
-        Ok(Err(e)) => return Err(format!("{url}: cannot run yt-dlp: {e}")),
-        Ok(Ok(out)) => out,
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    match stdout
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("http"))
-    {
-        Some(direct) if out.status.success() => Ok(direct.to_owned()),
-        _ => Err(format!(
-            "{url}: yt-dlp found no audio ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-    }
+    Source::open(spec, open).await.map_err(|e| e.to_string())
 }
 
 /// A device named on the command line: empty is the default one.

@@ -545,6 +545,23 @@ impl Call {
         Ok(())
     }
 
+    /// Sets this participant's volume as others hear it (Telegram's per-participant volume,
+    /// `phone.editGroupCallParticipant`): `percent` 1 to 200, 100 as sent. The audio sent is
+    /// not changed; the server and clients apply it.
+    pub async fn set_volume(&self, percent: u32) -> Result<()> {
+        if !(1..=200).contains(&percent) {
+            return Err(Error::InvalidConfig(format!(
+                "volume {percent}% is out of range: give 1 to 200"
+            )));
+        }
+        let edit = ParticipantEdit {
+            volume: Some(percent * 100),
+            ..Default::default()
+        };
+        self.signaling.edit_self(&self.call, &edit).await?;
+        Ok(())
+    }
+
     /// Holds the source where it is; nothing is sent until [`resume`](Self::resume).
     pub fn pause(&self) -> Result<()> {
         self.send(Command::SetPaused(true))

@@ -11,6 +11,14 @@ use std::path::PathBuf;
 /// Errors returned by the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// What was given to play is neither a file that exists, nor `-`, nor a URL.
+    #[error("cannot play {input}: no such file; give a path to an audio file, a URL, or - for standard input")]
+    NoSuchInput { input: String },
+
+    /// A web page's audio could not be found through `yt-dlp`.
+    #[error("{url}: yt-dlp: {reason}")]
+    YtDlp { url: String, reason: String },
+
     /// An input file could not be opened.
     #[error("cannot open {path}: {source}; check that the file exists and is readable")]
     OpenInput {

@@ -4,8 +4,9 @@
 //! `phone.joinGroupCall` and writes the server's answer back as a line.
 //!
 //! Lines the engine writes (one JSON object each):
-//! - `{"payload": {…}}`: a join payload to send (`phone.joinGroupCall.params`). A rejoin
-//!   writes a new one and waits for its answer.
+//! - `{"payload": {…}, "muted": false, "video_stopped": true}`: a join payload to send
+//!   (`phone.joinGroupCall.params`), with the request's flags. A rejoin writes a new one and
+//!   waits for its answer.
 //! - `{"leave": {"source": N}}`: the engine left; call `phone.leaveGroupCall`.
 //! - `{"edit": {"muted": true}}`: the engine muted or unmuted itself; call
 //!   `phone.editGroupCallParticipant` for yourself.
@@ -474,7 +475,7 @@ fn parse_participant(p: &Value) -> std::result::Result<Participant, String> {
 }
 
 impl StdioSignaling {
-    async fn request_answer(&self, payload: &JoinPayload) -> Result<String> {
+    async fn request_answer(&self, payload: &JoinPayload, options: &JoinOptions) -> Result<String> {
         // An answer left over from an earlier join is stale: drop it.
         let mut answers = self.inner.answers.lock().await;
         while answers.try_recv().is_ok() {}
@@ -483,7 +484,12 @@ impl StdioSignaling {
             .expect_sources(STDIO_CALL.id, &payload.all_sources());
         let value: Value = serde_json::from_str(&payload.to_json())
             .map_err(|e| Error::InvalidArgument(format!("the join payload is not JSON: {e}")))?;
-        self.write_line(&json!({ "payload": value })).await?;
+        self.write_line(&json!({
+            "payload": value,
+            "muted": options.muted,
+            "video_stopped": options.video_stopped,
+        }))
+        .await?;
         let waited = self.inner.policy.answer_timeout;
         match tokio::time::timeout(waited, answers.recv()).await {
             Ok(Some(r)) => r,
@@ -508,7 +514,7 @@ impl Signaling for StdioSignaling {
         }
         let (payload, params, attempts) =
             join_with_retries(&self.inner.policy, METHOD, payloads, |payload| async move {
-                self.request_answer(&payload).await
+                self.request_answer(&payload, options).await
             })
             .await?;
         let answer = ServerAnswer::parse(&params).map_err(Error::BadAnswer)?;

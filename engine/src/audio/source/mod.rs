@@ -12,6 +12,7 @@ mod ffmpeg;
 #[cfg(feature = "http")]
 mod http;
 mod ogg_opus;
+mod open;
 mod pushed;
 mod raw;
 mod wav;
@@ -23,6 +24,7 @@ pub use ffmpeg::DEFAULT_FFMPEG;
 #[cfg(feature = "http")]
 pub use http::HttpOptions;
 pub use ogg_opus::{OpusHead, OpusTags};
+pub use open::OpenOptions;
 pub use pushed::FramePusher;
 
 use self::ahead::ReadAhead;
