@@ -53,9 +53,7 @@ pub async fn run(
                 if let Some(line) = status::event("call", &e) {
                     eprintln!("{line}");
                 }
-                if let Some(v) = status::event_json(&e) {
-                    say(v).await;
-                }
+                say(e.to_json()).await;
                 match e {
                     CallEvent::Ended { reason } => {
                         return Err(format!("the call ended: {}", status::end_reason(&reason)));

@@ -259,6 +259,65 @@ pub enum CallEvent {
     },
 }
 
+impl CallEvent {
+    /// The event as one JSON object, `{"event": "speaking", …}`: the events of the stdio line
+    /// protocol (`groupcall join --signaling stdio`) and of the Python package. Sources are signed 32-bit, as
+    /// Telegram writes them; peers are dialog ids.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let participant = |kind: &str, p: &ParticipantInfo| json!({"event": kind, "source": p.source as i32, "peer": p.peer.dialog_id(), "muted": p.muted});
+        match self {
+            CallEvent::State(ConnectionState::Connecting) => json!({"event": "connecting"}),
+            CallEvent::State(ConnectionState::Connected) => json!({"event": "connected"}),
+            CallEvent::State(ConnectionState::Disconnected) => json!({"event": "disconnected"}),
+            CallEvent::State(ConnectionState::Rejoining { attempt, cause }) => {
+                json!({"event": "rejoining", "attempt": attempt, "cause": cause.code(), "reason": cause.to_string()})
+            }
+            CallEvent::Rejoined { ssrc } => json!({"event": "rejoined", "source": *ssrc as i32}),
+            CallEvent::ParticipantJoined(p) => participant("participant_joined", p),
+            CallEvent::ParticipantLeft(p) => participant("participant_left", p),
+            CallEvent::ParticipantUpdated(p) => participant("participant_updated", p),
+            CallEvent::Speaking {
+                ssrc,
+                peer,
+                level,
+                voice,
+            } => json!({
+                "event": "speaking", "source": *ssrc as i32,
+                "peer": peer.map(|p| p.dialog_id()), "level": level, "voice": voice
+            }),
+            CallEvent::SourceEnded { source } => json!({"event": "source_ended", "name": source}),
+            CallEvent::SourceError { source, error } => {
+                json!({"event": "source_error", "name": source, "error": error.to_string()})
+            }
+            CallEvent::DeviceFailed { device, error } => {
+                json!({"event": "device_failed", "device": device, "error": error})
+            }
+            CallEvent::RecordingError { error } => {
+                json!({"event": "recording_error", "error": error.to_string()})
+            }
+            CallEvent::Ended { reason } => {
+                json!({"event": "ended", "cause": reason.code(), "reason": reason.to_string()})
+            }
+        }
+    }
+}
+
+/// A call's events on a handle of their own ([`Call::take_events`]).
+pub struct CallEvents(EventReceiver);
+
+impl CallEvents {
+    /// The next event; `None` after [`CallEvent::Ended`] (or once the call is left).
+    pub async fn next(&mut self) -> Option<CallEvent> {
+        self.0.recv().await
+    }
+
+    /// An event if one is queued, without waiting.
+    pub fn try_next(&mut self) -> Option<CallEvent> {
+        self.0.try_recv()
+    }
+}
+
 /// Why a call ended.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -487,6 +546,14 @@ impl Call {
     /// The next event; `None` after [`CallEvent::Ended`].
     pub async fn next_event(&mut self) -> Option<CallEvent> {
         self.events.recv().await
+    }
+
+    /// Takes the call's events onto a handle of their own, so that one task waits for events
+    /// while another controls the call (a binding's event loop, say). [`Call::next_event`]
+    /// answers `None` from then on.
+    pub fn take_events(&mut self) -> CallEvents {
+        let (_, closed) = crate::events::channel(1);
+        CallEvents(std::mem::replace(&mut self.events, closed))
     }
 
     /// An event if one is queued, without waiting.

@@ -25,8 +25,8 @@ mod receive;
 mod requests;
 
 pub use call::{
-    Call, CallConfig, CallEvent, CallStats, CallSummary, ConnectionState, EndReason, Engine,
-    ParticipantInfo, RejoinCause, RejoinPolicy, SpeakerStats,
+    Call, CallConfig, CallEvent, CallEvents, CallStats, CallSummary, ConnectionState, EndReason,
+    Engine, ParticipantInfo, RejoinCause, RejoinPolicy, SpeakerStats,
 };
 pub use error::{Error, Result, SharedError};
 pub use events::DEFAULT_EVENT_CAPACITY;

@@ -110,9 +110,11 @@ async fn yt_dlp(url: &str, not_audio: &Error) -> Result<String> {
         .output();
     let out = match tokio::time::timeout(std::time::Duration::from_secs(60), run).await {
         Err(_) => return Err(fail("it did not answer within 60 s".into())),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Err(fail(format!(
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(fail(format!(
             "{not_audio} (yt-dlp is not on the PATH; install it to play pages of sites it knows)"
-        ))),
+        )))
+        }
         Ok(Err(e)) => return Err(fail(format!("cannot run it: {e}"))),
         Ok(Ok(out)) => out,
     };
