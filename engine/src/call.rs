@@ -597,6 +597,13 @@ impl Call {
         self.set_muted(false).await
     }
 
+    /// Stops (or resumes) sending without telling the server: for an application that owns
+    /// the signaling and tells the server itself (`phone.editGroupCallParticipant` through
+    /// its own MTProto client), so that it sees that request's answer.
+    pub fn mute_locally(&self, muted: bool) -> Result<()> {
+        self.send(Command::SetMuted(muted))
+    }
+
     async fn set_muted(&self, muted: bool) -> Result<()> {
         if muted {
             self.send(Command::SetMuted(true))?;

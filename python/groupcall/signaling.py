@@ -44,6 +44,10 @@ DiscardedCallback = Callable[[], None]
 _CHANNEL_ID_BASE = 1_000_000_000_000
 
 
+#: Errors of phone.leaveGroupCall that mean the participant is already out of the call.
+LEFT_ALREADY = frozenset({"GROUPCALL_JOIN_MISSING", "GROUPCALL_FORBIDDEN", "GROUPCALL_INVALID"})
+
+
 class SignalingError(Exception):
     """A Telegram RPC error from a signaling call, in a form that does not depend on the library.
 
@@ -107,7 +111,8 @@ class Signaling:
 
     async def leave(self, source: int) -> None:
         """Sends ``phone.leaveGroupCall`` naming the audio ``source`` (SSRC) the join used.
-        ``source`` may be unsigned; it is sent as the signed 32-bit integer TL wants."""
+        ``source`` may be unsigned; it is sent as the signed 32-bit integer TL wants. A
+        participant already out of the call (``LEFT_ALREADY``) has left: not an error."""
         raise NotImplementedError
 
     async def edit_self(
@@ -371,7 +376,15 @@ class MTProtoSignaling(Signaling):
         return connection_params(result)
 
     async def leave(self, source: int) -> None:
-        await self._send(self.LeaveGroupCall(call=await self.input_call(), source=signed32(source)))
+        # Leaving a call that ended, or that already dropped this participant (the media
+        # connection closing can reach the server first), is done, not an error.
+        try:
+            await self._send(
+                self.LeaveGroupCall(call=await self.input_call(), source=signed32(source))
+            )
+        except SignalingError as e:
+            if e.name not in LEFT_ALREADY:
+                raise
 
     async def edit_self(
         self, *, muted: Optional[bool] = None, volume: Optional[int] = None
