@@ -171,7 +171,12 @@ impl NativeCall {
     fn next_event<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let events = self.events.clone();
         on_media(py, async move {
-            Ok(events.lock().await.next().await.map(|e| e.to_json().to_string()))
+            Ok(events
+                .lock()
+                .await
+                .next()
+                .await
+                .map(|e| e.to_json().to_string()))
         })
     }
 
@@ -190,7 +195,7 @@ impl NativeCall {
     /// Pushes 48 kHz signed 16-bit little-endian PCM (interleaved when stereo), waiting while
     /// the queue is full. Needs `push=True`.
     fn push<'py>(&self, py: Python<'py>, pcm: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        if pcm.len() % 2 != 0 {
+        if !pcm.len().is_multiple_of(2) {
             return Err(ConfigError::new_err(format!(
                 "{} bytes is not whole 16-bit samples: push signed 16-bit little-endian PCM",
                 pcm.len()
@@ -325,11 +330,8 @@ impl NativeCall {
     /// Leaves the call and closes its recordings; the summary as a JSON object. Leaving again
     /// answers the same summary.
     fn leave<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let (call, summary, pusher) = (
-            self.call.clone(),
-            self.summary.clone(),
-            self.pusher.clone(),
-        );
+        let (call, summary, pusher) =
+            (self.call.clone(), self.summary.clone(), self.pusher.clone());
         on_media(py, async move {
             pusher.lock().unwrap_or_else(|p| p.into_inner()).take();
             let taken = call.write().await.take();

@@ -9,7 +9,12 @@ use groupcall_engine::Error;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
-pyo3::create_exception!(_native, GroupcallError, PyException, "Any failure of the engine.");
+pyo3::create_exception!(
+    _native,
+    GroupcallError,
+    PyException,
+    "Any failure of the engine."
+);
 pyo3::create_exception!(
     _native,
     SourceError,

@@ -44,9 +44,9 @@ where
 {
     let handle = media().spawn(fut);
     pyo3_async_runtimes::tokio::future_into_py(py, async move {
-        handle.await.map_err(|e| {
-            errors::GroupcallError::new_err(format!("an engine task failed: {e}"))
-        })?
+        handle
+            .await
+            .map_err(|e| errors::GroupcallError::new_err(format!("an engine task failed: {e}")))?
     })
 }
 

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use groupcall_engine::audio::source::{OpenOptions, RawFormat};
-use groupcall_engine::audio::{AppSink, Channels, EncoderConfig, FramePusher, Source, SourceOptions};
+use groupcall_engine::audio::{
+    AppSink, Channels, EncoderConfig, FramePusher, Source, SourceOptions,
+};
 use groupcall_engine::signaling::{JoinOptions, PeerId};
 use groupcall_engine::CallConfig;
 use pyo3::prelude::*;
@@ -214,9 +216,7 @@ pub(crate) async fn open(
     };
     let mut source = Source::open(spec, open).await.map_err(to_py)?;
     if let Some(s) = start {
-        source
-            .seek(Duration::from_secs_f64(s))
-            .map_err(to_py)?;
+        source.seek(Duration::from_secs_f64(s)).map_err(to_py)?;
     }
     Ok(source)
 }

@@ -164,6 +164,9 @@ impl LineBackend {
         options: &Bound<'py, Options>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let options = options.get().clone();
-        on_media(py, join(self.engine.clone(), CallRef::Id(STDIO_CALL), options))
+        on_media(
+            py,
+            join(self.engine.clone(), CallRef::Id(STDIO_CALL), options),
+        )
     }
 }
