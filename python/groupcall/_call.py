@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Union
 
 from . import _native
+from ._bridge import run
 from ._pump import LinePump
 from .signaling import Signaling
 
@@ -119,7 +120,7 @@ class Call:
         self._native = native
         self._pump = pump
         self._events = _Fanout(self, self._next_event, "events")
-        self._frames = _Fanout(self, native.next_frame, "frames")
+        self._frames = _Fanout(self, lambda: run(native.next_frame), "frames")
         self._left: Optional[dict] = None
         self._handler_tasks: set[asyncio.Task] = set()
         self._reported: set[str] = set()
@@ -129,7 +130,7 @@ class Call:
         self.events_dropped = 0
 
     async def _next_event(self) -> Optional[Event]:
-        line = await self._native.next_event()
+        line = await run(self._native.next_event)
         return None if line is None else _event(line)
 
     # -- events and frames ---------------------------------------------------------------
@@ -203,62 +204,62 @@ class Call:
     async def play(self, source: str, *, loop: bool = False, start: Optional[float] = None) -> None:
         """Plays ``source`` (a path or an http(s) URL; MP3, AAC, FLAC, Vorbis, Opus, WAV, ...)
         from now on. Raises :class:`SourceError` when it cannot be opened."""
-        await self._native.play(str(source), looping=loop, start=start)
+        await run(self._native.play, str(source), looping=loop, start=start)
 
     async def enqueue(self, source: str) -> None:
         """Plays ``source`` after what plays and what is queued, with no gap."""
-        await self._native.enqueue(str(source))
+        await run(self._native.enqueue, str(source))
 
     async def skip(self) -> None:
-        await self._native.skip()
+        await run(self._native.skip)
 
     async def stop(self) -> None:
         """Stops what plays."""
-        await self._native.stop()
+        await run(self._native.stop)
 
     async def pause(self) -> None:
-        await self._native.pause()
+        await run(self._native.pause)
 
     async def resume(self) -> None:
-        await self._native.resume()
+        await run(self._native.resume)
 
     async def seek(self, seconds: float) -> None:
-        await self._native.seek(float(seconds))
+        await run(self._native.seek, float(seconds))
 
     async def mute(self) -> None:
         """Stops sending at once, then tells the server (which shows this participant muted).
         With a Signaling adapter, its ``edit_self`` is awaited: its errors are raised here."""
         if self._pump is None:
-            await self._native.mute()
+            await run(self._native.mute)
         else:
-            await self._native.mute_locally(True)
+            await run(self._native.mute_locally, True)
             await self._pump.signaling.edit_self(muted=True)
 
     async def unmute(self) -> None:
         """Tells the server, then sends again."""
         if self._pump is None:
-            await self._native.unmute()
+            await run(self._native.unmute)
         else:
             await self._pump.signaling.edit_self(muted=False)
-            await self._native.mute_locally(False)
+            await run(self._native.mute_locally, False)
 
     async def set_volume(self, percent: int) -> None:
         """This participant's volume as others hear it, 1 to 200 (%)."""
         if not 1 <= int(percent) <= 200:
             raise _native.ConfigError(f"volume {percent}% is out of range: give 1 to 200")
         if self._pump is None:
-            await self._native.set_volume(int(percent))
+            await run(self._native.set_volume, int(percent))
         else:
             await self._pump.signaling.edit_self(volume=int(percent) * 100)
 
     async def set_gain(self, gain: float) -> None:
         """Gain on what this call receives (recordings, frames); 1.0 unchanged."""
-        await self._native.set_gain(float(gain))
+        await run(self._native.set_gain, float(gain))
 
     async def push(self, pcm: Union[bytes, bytearray, memoryview]) -> None:
         """Sends 48 kHz signed 16-bit little-endian PCM (needs ``push=True``), waiting while a
         second of audio is already queued."""
-        await self._native.push(bytes(pcm))
+        await run(self._native.push, bytes(pcm))
 
     def end_push(self) -> None:
         """No more pushed audio: the source ends once what was pushed has played."""
@@ -279,7 +280,7 @@ class Call:
         returns the same summary."""
         if self._left is not None:
             return self._left
-        summary = json.loads(await self._native.leave())
+        summary = json.loads(await run(self._native.leave))
         if self._pump is not None:
             await self._pump.finish()
         for fan in (self._events, self._frames):
@@ -317,7 +318,7 @@ class Engine:
             raise _native.ConfigError(
                 "create_call needs a local server: Engine.local(url, user); on Telegram, start a video chat in the app"
             )
-        return await self._local.create_call()
+        return await run(self._local.create_call)
 
     async def join(
         self,
@@ -369,7 +370,7 @@ class Engine:
             pump = LinePump(backend, call)
             pump.start()
             try:
-                native = await backend.join(options)
+                native = await run(backend.join, options)
             except BaseException:
                 await pump.finish()
                 raise
@@ -379,7 +380,7 @@ class Engine:
                 raise _native.ConfigError(
                     f"call {call} is a local call id, but this engine has no local server: use Engine.local(url, user), or pass a Signaling adapter"
                 )
-            joined = Call(await self._local.join(call, options))
+            joined = Call(await run(self._local.join, call, options))
         else:
             raise TypeError(
                 f"join takes a local call id (int) or a groupcall.Signaling adapter, not {type(call).__name__}"

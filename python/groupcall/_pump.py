@@ -14,6 +14,7 @@ import json
 import logging
 from typing import Any, List, Optional
 
+from ._bridge import run
 from .signaling import Signaling, SignalingError
 
 log = logging.getLogger("groupcall")
@@ -48,7 +49,7 @@ class LinePump:
         self._write({"discarded": True})
 
     async def _run(self) -> None:
-        while (line := await self._backend.read_line()) is not None:
+        while (line := await run(self._backend.read_line)) is not None:
             try:
                 await self._handle(json.loads(line))
             except Exception as e:

@@ -17,6 +17,7 @@ use pyo3::types::PyBytes;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Mutex as AsyncMutex, RwLock};
 
+use crate::completions::Completions;
 use crate::errors::{to_py, CallEndedError, ConfigError};
 use crate::on_media;
 use crate::options::{open, Prepared};
@@ -148,9 +149,9 @@ fn left() -> PyErr {
 
 /// Runs `$body` with `$c` bound to the call, on the media runtime, as an awaitable.
 macro_rules! with_call {
-    ($self:ident, $py:ident, |$c:ident| $body:expr) => {{
+    ($self:ident, $done:ident, |$c:ident| $body:expr) => {{
         let call = $self.call.clone();
-        on_media($py, async move {
+        on_media($done, async move {
             let guard = call.read().await;
             let $c = guard.as_ref().ok_or_else(left)?;
             $body.map_err(to_py)
@@ -168,9 +169,9 @@ impl NativeCall {
     }
 
     /// The next event as a JSON object, `None` once the call has ended.
-    fn next_event<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn next_event<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
         let events = self.events.clone();
-        on_media(py, async move {
+        on_media(done, async move {
             Ok(events
                 .lock()
                 .await
@@ -181,20 +182,20 @@ impl NativeCall {
     }
 
     /// The next received frame, `None` once the call has ended. Needs `frames=True`.
-    fn next_frame<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn next_frame<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
         let Some(frames) = self.frames.clone() else {
             return Err(ConfigError::new_err(
                 "this call does not hand over frames: join with frames=True",
             ));
         };
-        on_media(py, async move {
+        on_media(done, async move {
             Ok(frames.rx.lock().await.recv().await.map(Frame::from))
         })
     }
 
     /// Pushes 48 kHz signed 16-bit little-endian PCM (interleaved when stereo), waiting while
     /// the queue is full. Needs `push=True`.
-    fn push<'py>(&self, py: Python<'py>, pcm: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    fn push<'py>(&self, done: &Bound<'py, Completions>, pcm: &[u8]) -> PyResult<u64> {
         if !pcm.len().is_multiple_of(2) {
             return Err(ConfigError::new_err(format!(
                 "{} bytes is not whole 16-bit samples: push signed 16-bit little-endian PCM",
@@ -206,7 +207,10 @@ impl NativeCall {
             .map(|b| i16::from_le_bytes([b[0], b[1]]))
             .collect();
         let pusher = self.pusher()?;
-        on_media(py, async move { pusher.push(samples).await.map_err(to_py) })
+        on_media(
+            done,
+            async move { pusher.push(samples).await.map_err(to_py) },
+        )
     }
 
     /// No more pushed frames: the source ends once what was pushed has played.
@@ -215,20 +219,20 @@ impl NativeCall {
     }
 
     /// Plays `spec` (a path, a URL) from now on, instead of what played.
-    #[pyo3(signature = (spec, *, looping=false, start=None))]
+    #[pyo3(signature = (done, spec, *, looping=false, start=None))]
     fn play<'py>(
         &self,
-        py: Python<'py>,
+        done: &Bound<'py, Completions>,
         spec: String,
         looping: bool,
         start: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<u64> {
         let options = SourceOptions {
             channels: self.channels,
             looping,
         };
         let call = self.call.clone();
-        on_media(py, async move {
+        on_media(done, async move {
             let source = open(&spec, options, start).await?;
             let guard = call.read().await;
             guard
@@ -240,13 +244,13 @@ impl NativeCall {
     }
 
     /// Plays `spec` after what plays and what is queued, with no gap.
-    fn enqueue<'py>(&self, py: Python<'py>, spec: String) -> PyResult<Bound<'py, PyAny>> {
+    fn enqueue<'py>(&self, done: &Bound<'py, Completions>, spec: String) -> PyResult<u64> {
         let options = SourceOptions {
             channels: self.channels,
             looping: false,
         };
         let call = self.call.clone();
-        on_media(py, async move {
+        on_media(done, async move {
             let source = open(&spec, options, None).await?;
             let guard = call.read().await;
             let c = guard.as_ref().ok_or_else(left)?;
@@ -255,53 +259,55 @@ impl NativeCall {
     }
 
     /// Stops what plays (the queue goes on).
-    fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        with_call!(self, py, |c| c.set_source(None))
+    fn stop<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
+        with_call!(self, done, |c| c.set_source(None))
     }
 
-    fn skip<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        with_call!(self, py, |c| c.skip())
+    fn skip<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
+        with_call!(self, done, |c| c.skip())
     }
 
-    fn pause<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        with_call!(self, py, |c| c.pause())
+    fn pause<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
+        with_call!(self, done, |c| c.pause())
     }
 
-    fn resume<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        with_call!(self, py, |c| c.resume())
+    fn resume<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
+        with_call!(self, done, |c| c.resume())
     }
 
-    fn seek<'py>(&self, py: Python<'py>, seconds: f64) -> PyResult<Bound<'py, PyAny>> {
+    fn seek<'py>(&self, done: &Bound<'py, Completions>, seconds: f64) -> PyResult<u64> {
         if !(seconds.is_finite() && (0.0..=31_536_000.0).contains(&seconds)) {
             return Err(ConfigError::new_err(format!(
                 "seek to {seconds} s: give a number of seconds from 0"
             )));
         }
-        with_call!(self, py, |c| c.seek(Duration::from_secs_f64(seconds)).await)
+        with_call!(self, done, |c| c
+            .seek(Duration::from_secs_f64(seconds))
+            .await)
     }
 
-    fn mute<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        with_call!(self, py, |c| c.mute().await)
+    fn mute<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
+        with_call!(self, done, |c| c.mute().await)
     }
 
-    fn unmute<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        with_call!(self, py, |c| c.unmute().await)
+    fn unmute<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
+        with_call!(self, done, |c| c.unmute().await)
     }
 
     /// Stops or resumes sending without telling the server (bring-your-own signaling tells
     /// it through the application's adapter).
-    fn mute_locally<'py>(&self, py: Python<'py>, muted: bool) -> PyResult<Bound<'py, PyAny>> {
-        with_call!(self, py, |c| c.mute_locally(muted))
+    fn mute_locally<'py>(&self, done: &Bound<'py, Completions>, muted: bool) -> PyResult<u64> {
+        with_call!(self, done, |c| c.mute_locally(muted))
     }
 
     /// This participant's volume as others hear it, 1 to 200 %.
-    fn set_volume<'py>(&self, py: Python<'py>, percent: u32) -> PyResult<Bound<'py, PyAny>> {
-        with_call!(self, py, |c| c.set_volume(percent).await)
+    fn set_volume<'py>(&self, done: &Bound<'py, Completions>, percent: u32) -> PyResult<u64> {
+        with_call!(self, done, |c| c.set_volume(percent).await)
     }
 
     /// Gain on what this call receives (recordings, frames), 1.0 unchanged.
-    fn set_gain<'py>(&self, py: Python<'py>, gain: f32) -> PyResult<Bound<'py, PyAny>> {
-        with_call!(self, py, |c| c.set_gain(gain))
+    fn set_gain<'py>(&self, done: &Bound<'py, Completions>, gain: f32) -> PyResult<u64> {
+        with_call!(self, done, |c| c.set_gain(gain))
     }
 
     /// Where in the playing source the call is, in seconds; `None` with nothing playing.
@@ -329,10 +335,10 @@ impl NativeCall {
 
     /// Leaves the call and closes its recordings; the summary as a JSON object. Leaving again
     /// answers the same summary.
-    fn leave<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn leave<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
         let (call, summary, pusher) =
             (self.call.clone(), self.summary.clone(), self.pusher.clone());
-        on_media(py, async move {
+        on_media(done, async move {
             pusher.lock().unwrap_or_else(|p| p.into_inner()).take();
             let taken = call.write().await.take();
             match taken {

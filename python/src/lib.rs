@@ -8,12 +8,14 @@
 //! No deadlocks by construction (docs/python.md):
 //! - calls run on their own tokio runtime ([`media`]), whose threads never touch Python: a
 //!   Python thread holding the GIL, or an event loop blocked by a handler, cannot stall audio;
-//! - every Python-facing operation returns an awaitable (pyo3-async-runtimes): the GIL is held
-//!   only to convert arguments and results, never while waiting on the engine;
-//! - results and events reach Python as the resolution of an awaitable, scheduled on the
-//!   asyncio loop by a separate bridge runtime; the engine never calls Python code.
+//! - every Python-facing operation starts a task there and returns at once: the GIL is held
+//!   only to convert arguments, never while waiting on the engine;
+//! - results and events are queued for the asyncio loop, which a byte on a socket wakes; the
+//!   loop converts them on its own thread (`completions.rs`). No engine thread ever takes
+//!   the GIL or calls Python code.
 
 mod call;
+mod completions;
 mod errors;
 mod options;
 mod signaling;
@@ -21,6 +23,9 @@ mod signaling;
 use std::sync::OnceLock;
 
 use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
+
+use crate::completions::Completions;
 
 /// The runtime calls run on: two workers, named so that `top -H` shows them.
 pub(crate) fn media() -> &'static tokio::runtime::Runtime {
@@ -35,37 +40,31 @@ pub(crate) fn media() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Runs `fut` on the media runtime and hands its result to Python as an awaitable. The
-/// awaitable's own task (on the bridge runtime) only waits for the result and converts it.
-pub(crate) fn on_media<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+/// Runs `fut` on the media runtime; its result reaches Python through `done` (see
+/// `completions.rs`). Returns the token the Python side waits on.
+pub(crate) fn on_media<F, T>(done: &Bound<'_, Completions>, fut: F) -> PyResult<u64>
 where
     F: std::future::Future<Output = PyResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    let handle = media().spawn(fut);
-    pyo3_async_runtimes::tokio::future_into_py(py, async move {
-        handle
-            .await
-            .map_err(|e| errors::GroupcallError::new_err(format!("an engine task failed: {e}")))?
-    })
+    let inner = done.get().inner.clone();
+    let token = inner.token();
+    media().spawn(async move {
+        let result = fut.await;
+        inner.complete(token, Box::new(move |py| result?.into_py_any(py)));
+    });
+    Ok(token)
 }
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // The bridge runtime: one worker that resolves Python awaitables. Apart from the media
-    // runtime, so waiting for the GIL here never delays a call.
-    let mut bridge = tokio::runtime::Builder::new_multi_thread();
-    bridge
-        .worker_threads(1)
-        .thread_name("groupcall-bridge")
-        .enable_all();
-    pyo3_async_runtimes::tokio::init(bridge);
     errors::register(m)?;
     m.add_class::<options::Options>()?;
     m.add_class::<signaling::LocalBackend>()?;
     m.add_class::<signaling::LineBackend>()?;
     m.add_class::<call::NativeCall>()?;
     m.add_class::<call::Frame>()?;
+    m.add_class::<completions::Completions>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

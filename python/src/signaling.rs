@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines};
 use tokio::sync::{mpsc, watch, Mutex as AsyncMutex};
 
 use crate::call::NativeCall;
+use crate::completions::Completions;
 use crate::errors::{signaling, to_py, ConfigError};
 use crate::options::Options;
 use crate::{media, on_media};
@@ -56,9 +57,9 @@ impl LocalBackend {
     }
 
     /// Creates a call (the user becomes its admin); its id.
-    fn create_call<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn create_call<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
         let s = self.signaling.clone();
-        on_media(py, async move {
+        on_media(done, async move {
             let info = s
                 .create_call(None, &CreateCall::default())
                 .await
@@ -69,17 +70,17 @@ impl LocalBackend {
 
     fn join<'py>(
         &self,
-        py: Python<'py>,
+        done: &Bound<'py, Completions>,
         call_id: i64,
         options: &Bound<'py, Options>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<u64> {
         let options = options.get().clone();
         let engine = Engine::new(self.signaling.clone() as Arc<dyn Signaling>);
         let call = CallRef::Id(CallId {
             id: call_id,
             access_hash: 0,
         });
-        on_media(py, join(engine, call, options))
+        on_media(done, join(engine, call, options))
     }
 }
 
@@ -123,10 +124,10 @@ impl LineBackend {
 
     /// The next line the engine wrote; `None` after [`finish`](Self::finish) once every line
     /// written before it has been read.
-    fn read_line<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn read_line<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
         let lines = self.from_engine.clone();
         let mut finished = self.finished.subscribe();
-        on_media(py, async move {
+        on_media(done, async move {
             let mut lines = lines.lock().await;
             // Biased: a line already in the pipe (the leave a call wrote before it returned)
             // is read before the end is noticed.
@@ -160,12 +161,12 @@ impl LineBackend {
     /// Joins through this pipe.
     fn join<'py>(
         &self,
-        py: Python<'py>,
+        done: &Bound<'py, Completions>,
         options: &Bound<'py, Options>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<u64> {
         let options = options.get().clone();
         on_media(
-            py,
+            done,
             join(self.engine.clone(), CallRef::Id(STDIO_CALL), options),
         )
     }

@@ -281,3 +281,39 @@ def test_bring_your_own_signaling_joins_plays_mutes_and_leaves(server, tmp_path)
     assert not signaling.failed, f"the server refused: {signaling.failed}"
     hz = dominant_hz(read_wav(recording_of(summary, ssrc)))
     assert abs(hz - 770.0) / 770.0 < 0.02, f"heard {hz:.1f} Hz for 770 Hz"
+
+
+EXIT_SCRIPT = """
+import asyncio, sys, groupcall
+
+async def main():
+    engine = groupcall.Engine.local(sys.argv[1], 4004)
+    call = await engine.join(int(sys.argv[2]), push=True)
+    events = call.events()
+    await call.push(bytes(1920 * 5))
+    call.end_push()
+    async for event in events:
+        if event.kind == "source_ended":
+            break
+    await call.leave()
+
+asyncio.run(main())
+print("exited")
+"""
+
+
+def test_a_process_that_exits_right_after_leaving_exits_cleanly(server, tmp_path):
+    """Results used to reach Python from a Rust thread, which CPython stops mid-way when it
+    asks for the GIL during shutdown: this script crashed (SIGSEGV) within a few runs. Now
+    no Rust thread takes the GIL; twenty runs in a row exit 0."""
+    import subprocess
+    import sys
+
+    call_id = asyncio.run(groupcall.Engine.local(server, 1).create_call())
+    script = tmp_path / "exit.py"
+    script.write_text(EXIT_SCRIPT)
+    for i in range(20):
+        r = subprocess.run(
+            [sys.executable, str(script), server, str(call_id)], capture_output=True, text=True, timeout=30
+        )
+        assert r.returncode == 0 and "exited" in r.stdout, f"run {i}: exit {r.returncode}\n{r.stderr}"
