@@ -37,6 +37,11 @@ if [ -x tests/interop/run.sh ]; then
   tests/interop/run.sh
 fi
 
+# The Python package: its wheel built with maturin, installed into a fresh venv, and its
+# pytest suite against a local server (python/README.md).
+echo "== python package"
+python/test.sh
+
 # The receive side against ntgcalls (NetEq) behind the same lossy downlink (docs/receive.md §8):
 # the clean path and 10 % loss + 40 ms jitter, with the targets checked. The debug
 # binary the tests built is enough for three participants.
