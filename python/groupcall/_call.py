@@ -347,6 +347,8 @@ class Engine:
         send); ``preset`` ``"voice"`` (32 kbit/s mono) or ``"music"`` (128 kbit/s stereo);
         ``record_dir`` one WAV per speaker, ``peer<PEER>_ssrc<SSRC>.wav``; ``record_mix`` the
         mix; ``frames=True`` to receive frames (:meth:`Call.frames`, :meth:`Call.on_frame`).
+        ``join_as`` (a dialog id) and ``invite_hash`` are for local calls; an adapter takes
+        them in its constructor (it sends the join).
         """
         options = _native.Options(
             play=None if play is None else str(play),
@@ -366,6 +368,11 @@ class Engine:
             invite_hash=invite_hash,
         )
         if isinstance(call, Signaling):
+            if join_as is not None or invite_hash is not None:
+                raise _native.ConfigError(
+                    "join_as and invite_hash go to the Signaling adapter, which sends the join: "
+                    "PyrogramSignaling(client, chat, join_as=..., invite_hash=...)"
+                )
             backend = _native.LineBackend()
             pump = LinePump(backend, call)
             pump.start()

@@ -198,6 +198,8 @@ def test_bad_input_is_refused_with_typed_errors(server, tmp_path):
             await call.mute()
         with pytest.raises(TypeError, match="call id"):
             await engine.join("1")
+        with pytest.raises(groupcall.ConfigError, match="adapter"):
+            await groupcall.Engine().join(HttpSignaling(server, 1, PLAYER), join_as=-1001234567890)
 
     asyncio.run(main())
 

@@ -182,6 +182,16 @@ impl Error {
         value: Option<u32>,
         message: Option<String>,
     ) -> Error {
+        if let Some(seconds) = value {
+            if code == 420 || name.starts_with("FLOOD_") {
+                // `max_wait` is filled in by the retry loop if it gives up.
+                return Error::FloodWait {
+                    method,
+                    seconds,
+                    max_wait: Duration::ZERO,
+                };
+            }
+        }
         match name {
             "CHAT_ADMIN_REQUIRED" => Error::ChatAdminRequired { method },
             "CHAT_WRITE_FORBIDDEN" => Error::ChatWriteForbidden { method },

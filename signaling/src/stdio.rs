@@ -15,7 +15,8 @@
 //! - `{"answer": …}`: `updateGroupCallConnection.params`, as a JSON object or as the string
 //!   Telegram delivers;
 //! - `{"error": "GROUPCALL_SSRC_DUPLICATE_MUCH"}` (or any Telegram error name, or
-//!   `{"error": {"type": …, "code": …, "message": …}}`): the join failed; a duplicate SSRC gets
+//!   `{"error": {"type": …, "code": …, "value": …, "message": …}}`, `value` being the number
+//!   of names such as `FLOOD_WAIT_X`): the join failed; a duplicate SSRC gets
 //!   a fresh payload line, anything else fails the join with that error;
 //! - `{"participants": [{"source": N, "peer": ID, "left": false, "muted": false}, …],
 //!   "version": V}`: the roster as `updateGroupCallParticipants` reports it (signed or unsigned
@@ -367,19 +368,23 @@ fn handle_line(
         };
         let _ = answers.send(Ok(text));
     } else if let Some(e) = obj.get("error") {
-        let (name, code, message) = match e {
-            Value::String(s) => (s.clone(), 400, None),
+        let (name, code, value, message) = match e {
+            Value::String(s) => (s.clone(), 400, None, None),
             Value::Object(o) => (
                 o.get("type")
                     .and_then(Value::as_str)
                     .ok_or("\"error\" needs a \"type\" (the Telegram error name)")?
                     .to_owned(),
                 o.get("code").and_then(Value::as_i64).unwrap_or(400) as i32,
+                // The number in names such as FLOOD_WAIT_X (seconds to wait).
+                o.get("value")
+                    .and_then(Value::as_u64)
+                    .and_then(|v| u32::try_from(v).ok()),
                 o.get("message").and_then(Value::as_str).map(str::to_owned),
             ),
             _ => return Err("\"error\" must be a Telegram error name or an object".into()),
         };
-        let _ = answers.send(Err(Error::from_rpc(METHOD, code, &name, None, message)));
+        let _ = answers.send(Err(Error::from_rpc(METHOD, code, &name, value, message)));
     } else if let Some(ps) = obj.get("participants") {
         let ps = ps.as_array().ok_or("\"participants\" must be an array")?;
         let version = match obj.get("version") {
@@ -716,6 +721,22 @@ mod tests {
         assert_eq!(next(&mut commands).await, StdioCommand::Mute(false));
         drop(writer.await.unwrap());
         assert_eq!(next(&mut commands).await, StdioCommand::Leave);
+    }
+
+    /// The Python package's pump writes FLOOD_WAIT as its name and the seconds apart, as
+    /// Pyrogram and Telethon report it: it must be the wait the retry logic sleeps through.
+    #[tokio::test]
+    async fn an_error_line_carries_the_number_of_names_such_as_flood_wait() {
+        let (sig, _commands) =
+            StdioSignaling::new(BufReader::new(tokio::io::empty()), tokio::io::sink());
+        let (answers, mut got) = mpsc::unbounded_channel();
+        let (commands, _) = mpsc::unbounded_channel();
+        let line = r#"{"error": {"type": "FLOOD_WAIT", "code": 420, "value": 7}}"#;
+        handle_line(line, &sig.inner, &answers, &commands).unwrap();
+        match got.recv().await {
+            Some(Err(Error::FloodWait { seconds, .. })) => assert_eq!(seconds, 7),
+            other => panic!("expected a 7 s FLOOD_WAIT, got {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -188,16 +188,6 @@ fn start(config: &TelegramConfig) -> Result<Started> {
 pub(crate) fn map_invocation(method: &'static str, e: InvocationError) -> Error {
     match e {
         InvocationError::Rpc(rpc) => {
-            if let Some(seconds) = rpc.value {
-                if rpc.code == 420 || rpc.name.starts_with("FLOOD_") {
-                    // `max_wait` is filled in by the retry loop if it gives up.
-                    return Error::FloodWait {
-                        method,
-                        seconds,
-                        max_wait: Duration::ZERO,
-                    };
-                }
-            }
             if rpc.code == 401 {
                 return Error::NotAuthorized;
             }
