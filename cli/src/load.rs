@@ -386,6 +386,8 @@ async fn run_with_server(
     let mut sent = 0u64;
     let mut rejoins = 0u32;
     let mut sink_errors = 0u32;
+    let mut late_packets = 0u64;
+    let mut send_late_max = Duration::ZERO;
     let mut ended = Vec::new();
     for (i, o) in outcomes.iter().enumerate() {
         for s in &o.stats.speakers {
@@ -394,6 +396,8 @@ async fn run_with_server(
             jitter_max = Some(jitter_max.map_or(s.jitter_ms, |j| j.max(s.jitter_ms)));
         }
         sent += o.stats.packets_sent;
+        late_packets += o.stats.late_packets;
+        send_late_max = send_late_max.max(o.stats.send_late_max);
         rejoins += o.rejoins;
         sink_errors += o.sink_errors;
         if let Some(r) = &o.ended_early {
@@ -471,6 +475,11 @@ async fn run_with_server(
         println!("interarrival jitter (RFC 3550) at the listeners: at most {j:.2} ms");
     }
     println!(
+        "pacing: {late_packets} packets sent more than 20 ms after their time; the latest {:.1} ms \
+         after (whole calls, joins included)",
+        send_late_max.as_secs_f64() * 1000.0
+    );
+    println!(
         "join-to-connected: median {:.1} ms, p95 {:.1} ms, max {:.1} ms",
         percentile(&join_ms, 50.0).unwrap_or(f64::NAN),
         percentile(&join_ms, 95.0).unwrap_or(f64::NAN),
@@ -518,6 +527,8 @@ async fn run_with_server(
         "packets_lost": lost,
         "loss_pct": loss_pct,
         "jitter_ms_max": jitter_max,
+        "late_packets": late_packets,
+        "send_late_max_ms": send_late_max.as_secs_f64() * 1000.0,
         "push_overflows": push_overflows.load(Ordering::Relaxed),
         "rejoins": rejoins,
         "join_ms_median": percentile(&join_ms, 50.0),

@@ -408,6 +408,11 @@ pub struct CallStats {
     /// Times the call's task woke up so far: a datagram, a timer, the 20 ms tick (which runs
     /// only while there is audio to send or play out), a command. What an idle call costs.
     pub wakeups: u64,
+    /// Packets sent more than 20 ms after their time (the 20 ms tick ran late: an overloaded
+    /// machine or runtime). Listeners' jitter buffers absorb some; a growing count does not.
+    pub late_packets: u64,
+    /// The latest a packet has been sent after its time, over the call.
+    pub send_late_max: Duration,
     /// Senders whose state (jitter buffer, decoder, file) is kept now.
     pub speakers_tracked: usize,
     /// Packets of new senders refused because a call keeps at most 1,024 senders.

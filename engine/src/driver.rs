@@ -41,6 +41,8 @@ const TICK: Duration = Duration::from_millis(20);
 /// speaking, no mix file or speaker): statistics and the ledger only. A bot idle in a silent
 /// call then wakes once a second for itself, not fifty times.
 const IDLE_TICK: Duration = Duration::from_secs(1);
+/// A packet sent later than this after its time counts in [`CallStats::late_packets`].
+const LATE: Duration = Duration::from_millis(20);
 /// An RTCP report every this many idle ticks (5 s, as when busy).
 const IDLE_REPORT_TICKS: u32 = 5;
 /// Speaking levels and the stats snapshot every this many ticks (100 ms).
@@ -167,6 +169,8 @@ pub(crate) async fn start(
         ticks: 0,
         idle_ticks: 0,
         wakeups: 0,
+        late_packets: 0,
+        send_late_max: Duration::ZERO,
         levels: HashMap::new(),
         packets_sent_before: 0,
         transport_disconnected: false,
@@ -294,6 +298,9 @@ struct Driver {
     idle_ticks: u32,
     /// Times the task woke (anything the loop waits on), for [`CallStats::wakeups`].
     wakeups: u64,
+    /// Packets sent more than [`LATE`] after their tick's time, and the latest any was sent.
+    late_packets: u64,
+    send_late_max: Duration,
     levels: HashMap<u32, f32>,
     /// Packets sent on earlier connections (each rejoin has a new sender).
     packets_sent_before: u64,
@@ -306,7 +313,8 @@ enum Wake {
     Datagram(usize, SocketAddr),
     SocketError(std::io::Error),
     Timeout,
-    Tick,
+    /// The 20 ms clock (or the idle one), with when it was due.
+    Tick(Instant),
     Command(Option<Command>),
     Update(Option<SignalingUpdate>),
     Joined(Box<Result<(Joined, LocalIdentity)>>),
@@ -381,7 +389,7 @@ impl Driver {
                         Err(e) => Wake::SocketError(e),
                     },
                     _ = &mut timer => Wake::Timeout,
-                    _ = tick.tick() => Wake::Tick,
+                    t = tick.tick() => Wake::Tick(t.into_std()),
                     c = self.commands.recv() => Wake::Command(c),
                     u = async { updates.expect("guarded").next().await }, if updates.is_some() => Wake::Update(u),
                     r = async { join.expect("guarded").await }, if join.is_some() => Wake::Joined(Box::new(r)),
@@ -415,8 +423,8 @@ impl Driver {
                     }
                     self.machine.handle_timeout(now);
                 }
-                Wake::Tick if ticking => self.on_tick(now),
-                Wake::Tick => self.on_idle_tick(),
+                Wake::Tick(due) if ticking => self.on_tick(now, due),
+                Wake::Tick(_) => self.on_idle_tick(),
                 Wake::Command(None) => break EndReason::Left,
                 Wake::Command(Some(Command::Leave(reply))) => {
                     self.machine.leave();
@@ -649,9 +657,20 @@ impl Driver {
         self.position.store(p, Ordering::Relaxed);
     }
 
-    fn on_tick(&mut self, now: Instant) {
+    /// `due`: when this tick should have run. A packet sent more than [`LATE`] after its
+    /// time is counted: the measure of whether pacing holds with many calls per thread.
+    fn on_tick(&mut self, now: Instant, due: Instant) {
         if let Some(c) = self.connection.as_mut() {
+            let before = c.sender.stats().packets;
             self.outgoing.tick(now, c, &self.events);
+            let sent = c.sender.stats().packets - before;
+            if sent > 0 {
+                let late = now.saturating_duration_since(due);
+                self.send_late_max = self.send_late_max.max(late);
+                if late > LATE {
+                    self.late_packets += sent;
+                }
+            }
         }
         self.publish_position();
         let report = self.receivers.tick(now, self.gain);
@@ -748,6 +767,8 @@ impl Driver {
             queued: self.outgoing.queue.len(),
             mix_started_at: self.receivers.mix_started_at,
             wakeups: self.wakeups,
+            late_packets: self.late_packets,
+            send_late_max: self.send_late_max,
             ..CallStats::default()
         };
         if let Some(c) = &self.connection {

@@ -970,3 +970,38 @@ async fn an_idle_call_sleeps_and_wakes_when_someone_speaks() {
     );
     other.leave().await.unwrap();
 }
+
+/// Pacing is measured where it can fail: a runtime thread held for 200 ms (an overloaded
+/// machine, a blocking call in someone's task) makes the next packets late, and the call says
+/// so in `late_packets` and `send_late_max`.
+#[tokio::test(flavor = "current_thread")]
+async fn packets_sent_late_are_counted() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("a.wav");
+    write_wav(
+        &wav,
+        RATE,
+        1,
+        &sine(500.0, 8000.0, RATE, 0, 5 * RATE as usize),
+    );
+    let mut a = s.join(1, playing(wav_source(&wav))).await;
+    connected(&mut a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent_before = a.stats().packets_sent;
+    // The one thread of this runtime, the call's too, is held.
+    std::thread::sleep(Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stats = a.stats();
+    assert!(stats.packets_sent > sent_before, "it went on sending");
+    assert!(
+        stats.late_packets >= 1,
+        "a 200 ms stall made no late packet: {stats:?}"
+    );
+    assert!(
+        stats.send_late_max >= Duration::from_millis(150),
+        "the latest packet was only {:?} late",
+        stats.send_late_max
+    );
+    a.leave().await.unwrap();
+}
