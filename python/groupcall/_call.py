@@ -83,7 +83,11 @@ class _Fanout:
 
     async def _run(self) -> None:
         while True:
-            item = await self._pull()
+            try:
+                item = await self._pull()
+            except Exception as e:  # the engine refused: end the iterators, say why once
+                log.error("groupcall: the %s stream stopped: %r", self._name, e)
+                item = None
             for q in list(self.queues):
                 if q.full():
                     q.get_nowait()
@@ -116,8 +120,9 @@ class Call:
     """One joined call. Made by :meth:`Engine.join`; leave it with :meth:`leave` (or
     ``async with``)."""
 
-    def __init__(self, native: Any, pump: Optional[LinePump] = None) -> None:
+    def __init__(self, native: Any, pump: Optional[LinePump] = None, frames: bool = False) -> None:
         self._native = native
+        self._has_frames = frames
         self._pump = pump
         self._events = _Fanout(self, self._next_event, "events")
         self._frames = _Fanout(self, lambda: run(native.next_frame), "frames")
@@ -142,7 +147,12 @@ class Call:
     def frames(self) -> AsyncIterator[Any]:
         """Every received frame (needs ``frames=True``): 20 ms of one speaker, with ``ssrc``,
         ``peer``, ``channels``, ``kind`` and ``pcm`` (48 kHz s16le bytes)."""
+        self._need_frames()
         return self._frames.iterate()
+
+    def _need_frames(self) -> None:
+        if not self._has_frames:
+            raise _native.ConfigError("this call does not hand over frames: join with frames=True")
 
     def on(self, kind: Optional[str] = None) -> Callable[[Handler], Handler]:
         """Decorates a handler of events of ``kind`` (all events with ``None``). Plain
@@ -157,6 +167,7 @@ class Call:
 
     def on_frame(self, handler: Handler) -> Handler:
         """Decorates a handler of received frames (needs ``frames=True``)."""
+        self._need_frames()
         self._frames.handlers.append((None, handler))
         self._frames.start()
         return handler
@@ -381,13 +392,13 @@ class Engine:
             except BaseException:
                 await pump.finish()
                 raise
-            joined = Call(native, pump)
+            joined = Call(native, pump, frames)
         elif isinstance(call, int) and not isinstance(call, bool):
             if self._local is None:
                 raise _native.ConfigError(
                     f"call {call} is a local call id, but this engine has no local server: use Engine.local(url, user), or pass a Signaling adapter"
                 )
-            joined = Call(await run(self._local.join, call, options))
+            joined = Call(await run(self._local.join, call, options), frames=frames)
         else:
             raise TypeError(
                 f"join takes a local call id (int) or a groupcall.Signaling adapter, not {type(call).__name__}"

@@ -191,6 +191,8 @@ def test_bad_input_is_refused_with_typed_errors(server, tmp_path):
         call = await engine.join(await engine.create_call())
         with pytest.raises(groupcall.ConfigError, match="push=True"):
             await call.push(b"\0\0")
+        with pytest.raises(groupcall.ConfigError, match="frames=True"):
+            call.frames()
         with pytest.raises(groupcall.ConfigError, match="volume"):
             await call.set_volume(500)
         await call.leave()
