@@ -465,6 +465,12 @@ pub(crate) enum Command {
     SetMicrophone(Option<Box<(Source, Option<rtrb::Producer<i16>>)>>),
     #[cfg(feature = "devices")]
     SetSpeaker(Option<Box<crate::audio::device::SpeakerOut>>),
+    /// Start recording mid-call: per-speaker files in a directory, the mix (opened off the
+    /// task).
+    StartRecording(
+        Box<(Option<PathBuf>, Option<crate::audio::MixRecorder>)>,
+        oneshot::Sender<Result<()>>,
+    ),
     Leave(oneshot::Sender<CallSummary>),
     /// Makes the call's task panic: how tests prove that a panic ends only that call, and that
     /// its recordings are still finalized.
@@ -512,8 +518,7 @@ impl Engine {
 pub struct Call {
     /// The playing source's position, in microseconds, written by the call's task.
     position: Arc<std::sync::atomic::AtomicU64>,
-    /// The call's channel layout (sources opened for it later use it).
-    #[cfg_attr(not(feature = "devices"), allow(dead_code))]
+    /// The call's channel layout (sources and recordings opened for it later use it).
     channels: crate::audio::Channels,
     commands: mpsc::Sender<Command>,
     events: EventReceiver,
@@ -723,6 +728,40 @@ impl Call {
                     reason: format!("the task that opened it failed: {e}"),
                 })??;
         self.send(Command::SetSpeaker(Some(Box::new(out))))
+    }
+
+    /// Starts recording now: one file per speaker in `dir` (named as with
+    /// [`CallConfig::record_dir`]) and/or the mix into `mix`. Each file starts with the next
+    /// 20 ms, so a recording started mid-call holds the call from then on. Files are created
+    /// before this returns (off the call's task); recording what is already recorded is an
+    /// error. They are closed, and listed in the summary, when the call ends.
+    pub async fn record(&self, dir: Option<PathBuf>, mix: Option<PathBuf>) -> Result<()> {
+        if dir.is_none() && mix.is_none() {
+            return Err(Error::InvalidConfig(
+                "record needs a directory for per-speaker files, a mix file, or both".into(),
+            ));
+        }
+        let (channels, format) = (self.channels, FileFormat::Wav);
+        let opened = tokio::task::spawn_blocking(move || -> Result<_> {
+            if let Some(d) = &dir {
+                std::fs::create_dir_all(d).map_err(|source| Error::CreateSink {
+                    path: d.clone(),
+                    source,
+                })?;
+            }
+            let mix = mix
+                .map(|p| crate::audio::MixRecorder::create(p, format, channels))
+                .transpose()?;
+            Ok((dir, mix))
+        })
+        .await
+        .map_err(|e| {
+            Error::InvalidConfig(format!("the task that opened the files failed: {e}"))
+        })??;
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::StartRecording(Box::new(opened), tx))?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::CallEnded("its task has stopped".into())))
     }
 
     /// Goes to `to` in the playing source (see [`Source::seek`]). Answers once the call's

@@ -643,6 +643,14 @@ impl Driver {
                 // The old device closes on its own thread when dropped here.
                 drop(self.receivers.set_speaker(s.map(|b| *b)));
             }
+            Command::StartRecording(what, reply) => {
+                let (dir, mix) = *what;
+                let format = self.config.record_format;
+                let r = self
+                    .receivers
+                    .start_recording(dir.map(|d| (d, format)), mix);
+                let _ = reply.send(r);
+            }
             #[cfg(any(test, feature = "fault-injection"))]
             Command::Panic => panic!("fault injected by a test"),
             // The loop handles leaving before it gets here.

@@ -98,14 +98,8 @@ impl Receivers {
         &mut self,
         speaker: Option<crate::audio::device::SpeakerOut>,
     ) -> Option<crate::audio::device::SpeakerOut> {
-        // Speakers heard before had nothing to decode for: they are decoded from now on.
-        if speaker.is_some() && !self.decode {
-            self.decode = true;
-            for s in self.speakers.values_mut().filter(|s| s.jitter.is_none()) {
-                if let Ok(d) = Decoder::new(self.channels) {
-                    s.jitter = Some(JitterBuffer::new(self.jitter_config, d));
-                }
-            }
+        if speaker.is_some() {
+            self.decode_from_now();
         }
         // A new speaker takes over the old one's echo reference (the microphone's canceller
         // goes on hearing what is played).
@@ -116,6 +110,45 @@ impl Receivers {
         }
         let mixer = crate::audio::Mixer::new(self.channels);
         std::mem::replace(&mut self.speaker, speaker.map(|s| (s, mixer))).map(|(s, _)| s)
+    }
+
+    /// Speakers heard before had nothing to decode for: they are decoded from now on.
+    fn decode_from_now(&mut self) {
+        if !self.decode {
+            self.decode = true;
+            for s in self.speakers.values_mut().filter(|s| s.jitter.is_none()) {
+                if let Ok(d) = Decoder::new(self.channels) {
+                    s.jitter = Some(JitterBuffer::new(self.jitter_config, d));
+                }
+            }
+        }
+    }
+
+    /// Starts recording mid-call: a file per speaker in `dir` and/or the mix into `mix`
+    /// (created by the caller, off the call's task). Each starts with the next tick; what
+    /// is already recorded is an error, and nothing is started then.
+    pub fn start_recording(
+        &mut self,
+        dir: Option<(PathBuf, crate::audio::FileFormat)>,
+        mix: Option<MixRecorder>,
+    ) -> Result<()> {
+        if let (Some(_), Some(current)) = (&mix, &self.mix) {
+            return Err(Error::InvalidConfig(format!(
+                "the call already records the mix into {}",
+                current.path().display()
+            )));
+        }
+        if let Some((dir, format)) = dir {
+            self.sinks.start_files(dir, format)?;
+            if let Some(m) = mix.as_ref().or(self.mix.as_ref()) {
+                self.sinks.share_writer(m.writer());
+            }
+        }
+        if mix.is_some() {
+            self.mix = mix;
+        }
+        self.decode_from_now();
+        Ok(())
     }
 
     /// Hands what the speaker plays to a (new) microphone's echo canceller.

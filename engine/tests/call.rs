@@ -1005,3 +1005,50 @@ async fn packets_sent_late_are_counted() {
     );
     a.leave().await.unwrap();
 }
+
+/// A recording started mid-call (`Call::record`) holds the call from then on: the second of
+/// two tones, played after it started, is in the speaker's file and in the mix; the first,
+/// played before, is not. Recording again what is recorded is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_started_mid_call_holds_what_follows() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("a.wav");
+    write_wav(&wav, RATE, 1, &two_tone(2.0, 440.0, 880.0));
+    let mut l = s.join(2, CallConfig::default()).await;
+    connected(&mut l).await;
+    let mut a = s.join(1, playing(wav_source(&wav))).await;
+    connected(&mut a).await;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let rec = dir.path().join("later");
+    let mix = dir.path().join("later-mix.wav");
+    l.record(Some(rec.clone()), Some(mix.clone()))
+        .await
+        .expect("record");
+    let again = l.record(None, Some(dir.path().join("again.wav"))).await;
+    assert!(
+        matches!(again, Err(groupcall_engine::Error::InvalidConfig(_))),
+        "{again:?}"
+    );
+    source_ended(&mut a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ssrc = a.ssrc();
+    a.leave().await.unwrap();
+    let summary = l.leave().await.unwrap();
+    assert_eq!(summary.mix.as_deref(), Some(mix.as_path()));
+    let file = recording_of(&summary, ssrc);
+    let (mixed, _) = read_wav(&mix);
+    for (name, got) in [("file", &file), ("mix", &mixed)] {
+        let heard = trim(got);
+        assert!(
+            heard.len() > RATE as usize / 2,
+            "{name}: only {} samples of tone",
+            heard.len()
+        );
+        let (hi, lo) = (tone_energy(heard, 880.0), tone_energy(heard, 440.0));
+        assert!(
+            hi > 20.0 * lo,
+            "{name}: the tone after the start (880 Hz, {hi:.3e}) against before it (440 Hz, {lo:.3e})"
+        );
+    }
+}

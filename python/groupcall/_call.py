@@ -267,6 +267,16 @@ class Call:
         """Gain on what this call receives (recordings, frames); 1.0 unchanged."""
         await run(self._native.set_gain, float(gain))
 
+    async def record(self, dir: Optional[str] = None, mix: Optional[str] = None) -> None:
+        """Starts recording now: one WAV per speaker in ``dir`` (``peer<PEER>_ssrc<SSRC>.wav``)
+        and/or the mix into ``mix``, from the next 20 ms on; closed and listed in the summary
+        when the call is left. Recording what is already recorded raises :class:`ConfigError`."""
+        await run(
+            self._native.record,
+            dir=None if dir is None else str(dir),
+            mix=None if mix is None else str(mix),
+        )
+
     async def push(self, pcm: Union[bytes, bytearray, memoryview]) -> None:
         """Sends 48 kHz signed 16-bit little-endian PCM (needs ``push=True``), waiting while a
         second of audio is already queued."""

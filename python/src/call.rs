@@ -5,6 +5,7 @@
 //! it, `leave` takes it alone. Events and frames have handles of their own, so waiting for
 //! the next event never holds up a control.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -308,6 +309,17 @@ impl NativeCall {
     /// Gain on what this call receives (recordings, frames), 1.0 unchanged.
     fn set_gain<'py>(&self, done: &Bound<'py, Completions>, gain: f32) -> PyResult<u64> {
         with_call!(self, done, |c| c.set_gain(gain))
+    }
+
+    /// Starts recording now: a file per speaker in `dir`, the mix into `mix`, or both.
+    #[pyo3(signature = (done, dir=None, mix=None))]
+    fn record<'py>(
+        &self,
+        done: &Bound<'py, Completions>,
+        dir: Option<PathBuf>,
+        mix: Option<PathBuf>,
+    ) -> PyResult<u64> {
+        with_call!(self, done, |c| c.record(dir, mix).await)
     }
 
     /// Where in the playing source the call is, in seconds; `None` with nothing playing.

@@ -177,6 +177,35 @@ def test_a_handler_blocking_the_loop_for_2_s_leaves_no_gap_in_the_audio(server, 
     assert gap <= 60, f"a {gap:.0f} ms gap in the recording"
 
 
+def test_a_recording_started_mid_call_holds_the_speaker_from_then_on(server, tmp_path):
+    async def main():
+        tone = write_tone(tmp_path / "tone.wav", 550.0, 3.0)
+        engine = groupcall.Engine.local(server, LISTENER)
+        call_id = await engine.create_call()
+        listener = await engine.join(call_id)
+        player = await groupcall.Engine.local(server, PLAYER).join(call_id, play=str(tone))
+        await wait_for(player, "connected")
+        await asyncio.sleep(1.0)
+        await listener.record(dir=str(tmp_path / "rec"), mix=str(tmp_path / "mix.wav"))
+        with pytest.raises(groupcall.ConfigError, match="already records"):
+            await listener.record(mix=str(tmp_path / "again.wav"))
+        await wait_for(player, "source_ended", 15)
+        await asyncio.sleep(0.3)
+        ssrc = player.ssrc
+        await player.leave()
+        return ssrc, await listener.leave()
+
+    ssrc, summary = asyncio.run(main())
+    path = recording_of(summary, ssrc)
+    assert path.name == f"peer{PLAYER}_ssrc{ssrc}.wav"
+    got = read_wav(path)
+    heard = (np.abs(got) > 2000).sum() / 48_000
+    assert 1.0 < heard < 2.6, f"{heard:.2f} s of the tone: the part after the start, not all 3 s"
+    assert abs(dominant_hz(got) - 550.0) / 550.0 < 0.02
+    assert summary["mix"] == str(tmp_path / "mix.wav")
+    assert (np.abs(read_wav(summary["mix"])) > 2000).sum() > 48_000
+
+
 def test_bad_input_is_refused_with_typed_errors(server, tmp_path):
     async def main():
         engine = groupcall.Engine.local(server, PLAYER)

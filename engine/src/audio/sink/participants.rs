@@ -89,12 +89,30 @@ impl ParticipantSinks {
         self
     }
 
+    /// Starts a file per speaker mid-call: each begins with the speaker's next frame. An
+    /// error if files are already being written.
+    pub fn start_files(&mut self, dir: PathBuf, format: FileFormat) -> Result<()> {
+        if let Some((current, _)) = &self.files {
+            return Err(Error::InvalidConfig(format!(
+                "the call already records each speaker into {}",
+                current.display()
+            )));
+        }
+        self.files = Some((dir, format));
+        Ok(())
+    }
+
     /// Writes the files on `writer`'s thread: one thread for all of a call's recordings (the
     /// mix's included, with [`super::MixRecorder::writer`]). Without it, a thread is started
     /// with the first file.
     pub fn with_writer(mut self, writer: RecordingWriter) -> Self {
         self.writer = Some(writer);
         self
+    }
+
+    /// Uses `writer` for files opened from now on, unless a writer is already in use.
+    pub fn share_writer(&mut self, writer: RecordingWriter) {
+        self.writer.get_or_insert(writer);
     }
 
     pub fn with_app(mut self, app: AppSink) -> Self {
