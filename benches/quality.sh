@@ -41,19 +41,7 @@ pick_python
 # shellcheck source=../scripts/local-server.sh
 . scripts/local-server.sh
 groupcall_binary quality
-LOG=$(mktemp -t groupcall-quality-server.XXXXXX)
-cleanup() {
-  local rc=$?
-  stop_local_server
-  if [ "$rc" -ne 0 ] && [ -s "$LOG" ]; then
-    echo "---- groupcall serve log (last 20 lines) ----" >&2
-    tail -n 20 "$LOG" >&2
-  fi
-  rm -f "$LOG"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+server_log quality
 
 # One SRTP profile offered, AEAD_AES_128_GCM (both engines take it: tests/interop/run.sh): the
 # relay that counts each sender's bytes then knows every packet's tag is 16 bytes, and reports

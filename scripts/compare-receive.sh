@@ -32,19 +32,7 @@ done
 # shellcheck source=local-server.sh
 . scripts/local-server.sh
 groupcall_binary compare-receive
-LOG=$(mktemp -t groupcall-compare-receive-server.XXXXXX)
-cleanup() {
-  local rc=$?
-  stop_local_server
-  if [ "$rc" -ne 0 ] && [ -s "$LOG" ]; then
-    echo "---- groupcall serve log (last 20 lines) ----" >&2
-    tail -n 20 "$LOG" >&2
-  fi
-  rm -f "$LOG"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+server_log compare-receive
 
 start_local_server "$BIN" "$PY" "$LOG"
 echo "compare-receive: groupcall serve on $CONTROL (media udp 127.0.0.1:$MEDIA_PORT), python $PY"

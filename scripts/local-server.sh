@@ -6,6 +6,9 @@
 #     message if the server does not come up within 10 s.
 #   stop_local_server
 #     stops it (TERM, then KILL after 1 s); safe to call twice. Call it from the EXIT trap.
+#   server_log TAG [LINES]
+#     sets LOG to a new temporary file for the server's output, and on exit stops the server,
+#     shows the log's last LINES (20) lines if the script failed, and removes it.
 #   groupcall_binary TOOL
 #     sets BIN: $GROUPCALL_BIN, or the release binary, built here; exits with a message naming
 #     TOOL if it is not an executable.
@@ -74,4 +77,22 @@ stop_local_server() {
   kill -9 "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
+}
+
+server_log() {
+  LOG=$(mktemp -t "groupcall-$1-server.XXXXXX")
+  SERVER_LOG_LINES=${2:-20}
+  trap _server_log_exit EXIT
+  trap 'exit 130' INT TERM
+}
+
+_server_log_exit() {
+  local rc=$?
+  stop_local_server
+  if [ "$rc" -ne 0 ] && [ -s "$LOG" ]; then
+    echo "---- groupcall serve log (last $SERVER_LOG_LINES lines) ----" >&2
+    tail -n "$SERVER_LOG_LINES" "$LOG" >&2
+  fi
+  rm -f "$LOG"
+  exit "$rc"
 }

@@ -26,19 +26,7 @@ fi
 
 # shellcheck source=../../scripts/local-server.sh
 . scripts/local-server.sh
-LOG=$(mktemp -t groupcall-interop-server.XXXXXX)
-cleanup() {
-  local rc=$?
-  stop_local_server
-  if [ "$rc" -ne 0 ] && [ -s "$LOG" ]; then
-    echo "---- groupcall serve log (last 40 lines) ----" >&2
-    tail -n 40 "$LOG" >&2
-  fi
-  rm -f "$LOG"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+server_log interop 40
 
 # docs/protocol.md §12.6: offered all three, libwebrtc picks AES_CM_128_HMAC_SHA1_80; each GCM profile
 # works when it is the only one offered. Run the test once per case and check, in the server's
