@@ -292,14 +292,6 @@ pub async fn run(args: Args) -> Result<(), String> {
             "--bitrate {kbits} is out of range: Opus takes 6 to 510 kbit/s"
         ));
     }
-    if let Some(dir) = &args.record_dir {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            format!(
-                "cannot create the recording directory {}: {e}",
-                dir.display()
-            )
-        })?;
-    }
     let has_source = source.is_some();
     // A player with nothing to record leaves when its source is done.
     let leave_at_end =

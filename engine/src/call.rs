@@ -44,7 +44,7 @@ pub struct CallConfig {
     /// Play the mix of everyone on this speaker (feature `devices`).
     #[cfg(feature = "devices")]
     pub speaker: Option<crate::audio::device::SpeakerConfig>,
-    /// One file per speaker in this directory (`peer<PEER>_ssrc<SSRC>.wav`; `…_part2.wav` and on
+    /// One file per speaker in this directory, created if missing (`peer<PEER>_ssrc<SSRC>.wav`; `…_part2.wav` and on
     /// for a speaker who comes back after being forgotten, see `speaker_timeout`).
     pub record_dir: Option<PathBuf>,
     /// The mix of every speaker in one file.

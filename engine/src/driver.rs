@@ -95,6 +95,13 @@ pub(crate) async fn start(
     config.join.muted = muted;
     let channels = config.encoder.channels;
     // Files first: a recording that cannot even be created is better refused before joining.
+    // The directory first: the mix may be in it.
+    if let Some(dir) = &config.record_dir {
+        std::fs::create_dir_all(dir).map_err(|source| Error::CreateSink {
+            path: dir.clone(),
+            source,
+        })?;
+    }
     let mix = match &config.record_mix {
         Some(path) => Some(MixRecorder::create(path, config.record_format, channels)?),
         None => None,

@@ -43,6 +43,16 @@ fn recording_of(summary: &CallSummary, ssrc: u32) -> Vec<i16> {
     samples
 }
 
+/// `samples` in a WAV file in a new temporary directory (kept alive by the caller), as a
+/// source: what most tests here play.
+fn wav_of(samples: &[i16]) -> (tempfile::TempDir, Source) {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("a.wav");
+    write_wav(&wav, RATE, 1, samples);
+    let source = wav_source(&wav);
+    (dir, source)
+}
+
 /// Trims leading and trailing near-silence (the jitter buffer's start-up, the tail).
 fn trim(v: &[i16]) -> &[i16] {
     let block = (RATE / 200) as usize;
@@ -248,17 +258,10 @@ fn tone_energy(x: &[i16], freq: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mute_stops_all_rtp_and_unmute_resumes_it() {
     let s = Setup::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("a.wav");
-    write_wav(
-        &wav,
-        RATE,
-        1,
-        &sine(700.0, 10000.0, RATE, 0, 10 * RATE as usize),
-    );
+    let (_dir, tone) = wav_of(&sine(700.0, 10000.0, RATE, 0, 10 * RATE as usize));
     let mut l = s.join(2, CallConfig::default()).await;
     connected(&mut l).await;
-    let mut a = s.join(1, playing(wav_source(&wav))).await;
+    let mut a = s.join(1, playing(tone)).await;
     connected(&mut a).await;
     let call_id = s.call_id();
     let ssrc = a.ssrc();
@@ -346,8 +349,8 @@ async fn a_recording_that_cannot_be_written_is_an_error_event_not_silence() {
         1,
         &sine(700.0, 10000.0, RATE, 0, 3 * RATE as usize),
     );
-    // A directory that does not exist stands for one that cannot be written: tests run as
-    // root, which ignores permission bits.
+    // The join creates the directory; removing it under the running call stands for one that
+    // cannot be written (tests run as root, which ignores permission bits).
     let missing = dir.path().join("no-such-dir");
     let mut l = s
         .join(
@@ -360,6 +363,8 @@ async fn a_recording_that_cannot_be_written_is_an_error_event_not_silence() {
         )
         .await;
     connected(&mut l).await;
+    assert!(missing.is_dir(), "the join creates the recording directory");
+    std::fs::remove_dir(&missing).unwrap();
     let mut a = s.join(1, playing(wav_source(&wav))).await;
     connected(&mut a).await;
     let (error, _) = wait_for(&mut l, 5, "a recording error", |e| match e {
@@ -395,6 +400,22 @@ async fn a_recording_that_cannot_be_written_is_an_error_event_not_silence() {
         .err()
         .expect("refused");
     assert!(e.to_string().contains("mix.wav"), "{e}");
+    // So does a recording directory that cannot be created (under a file).
+    let e = Engine::new(s.signaling(3))
+        .join(
+            s.call.clone(),
+            CallConfig {
+                record_dir: Some(wav.join("rec")),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&e, groupcall_engine::Error::CreateSink { path, .. } if path == &wav.join("rec")),
+        "{e:?}"
+    );
     a.leave().await.unwrap();
     l.leave().await.unwrap();
 }
@@ -977,15 +998,8 @@ async fn an_idle_call_sleeps_and_wakes_when_someone_speaks() {
 #[tokio::test(flavor = "current_thread")]
 async fn packets_sent_late_are_counted() {
     let s = Setup::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("a.wav");
-    write_wav(
-        &wav,
-        RATE,
-        1,
-        &sine(500.0, 8000.0, RATE, 0, 5 * RATE as usize),
-    );
-    let mut a = s.join(1, playing(wav_source(&wav))).await;
+    let (_dir, tone) = wav_of(&sine(500.0, 8000.0, RATE, 0, 5 * RATE as usize));
+    let mut a = s.join(1, playing(tone)).await;
     connected(&mut a).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent_before = a.stats().packets_sent;
@@ -1012,12 +1026,10 @@ async fn packets_sent_late_are_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_started_mid_call_holds_what_follows() {
     let s = Setup::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("a.wav");
-    write_wav(&wav, RATE, 1, &two_tone(2.0, 440.0, 880.0));
+    let (dir, tones) = wav_of(&two_tone(2.0, 440.0, 880.0));
     let mut l = s.join(2, CallConfig::default()).await;
     connected(&mut l).await;
-    let mut a = s.join(1, playing(wav_source(&wav))).await;
+    let mut a = s.join(1, playing(tones)).await;
     connected(&mut a).await;
     tokio::time::sleep(Duration::from_millis(2300)).await;
     let rec = dir.path().join("later");
