@@ -76,9 +76,9 @@ class LinePump:
             self._write({"answer": answer})
         elif "leave" in msg:
             await self.signaling.leave(int(msg["leave"]["source"]))
-        elif "edit" in msg:
-            edit = msg["edit"]
-            await self.signaling.edit_self(muted=edit.get("muted"), volume=edit.get("volume"))
+        else:
+            # Mute and volume do not come this way: Call calls edit_self itself (_call.py).
+            log.warning("groupcall: unexpected signaling line from the engine: %s", msg)
 
     async def finish(self) -> None:
         """Handles what the engine wrote before it left, then stops."""

@@ -73,9 +73,14 @@ impl Frame {
     /// The samples, interleaved, as bytes (`array('h', frame.pcm)` or
     /// `numpy.frombuffer(frame.pcm, '<i2')` reads them).
     #[getter]
-    fn pcm<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let bytes: Vec<u8> = self.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-        PyBytes::new(py, &bytes)
+    fn pcm<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        // Written straight into the bytes object: one copy per frame, not two.
+        PyBytes::new_with(py, self.samples.len() * 2, |out| {
+            for (dst, s) in out.chunks_exact_mut(2).zip(&self.samples) {
+                dst.copy_from_slice(&s.to_le_bytes());
+            }
+            Ok(())
+        })
     }
 
     fn __repr__(&self) -> String {

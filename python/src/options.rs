@@ -133,9 +133,10 @@ pub(crate) struct Prepared {
 
 impl Options {
     pub(crate) fn channels(&self) -> Channels {
-        match self.stereo.unwrap_or(self.music) {
-            true => Channels::Stereo,
-            false => Channels::Mono,
+        if self.stereo.unwrap_or(self.music) {
+            Channels::Stereo
+        } else {
+            Channels::Mono
         }
     }
 
@@ -166,14 +167,6 @@ impl Options {
             }
             (None, false) => None,
         };
-        if let Some(dir) = &self.record_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                crate::errors::DeviceError::new_err(format!(
-                    "cannot create the recording directory {}: {e}; check the path and its permissions",
-                    dir.display()
-                ))
-            })?;
-        }
         let (app_sink, frames) = if self.frames {
             let (sink, queue) = FrameQueue::new(self.frame_capacity);
             (Some(sink), Some(queue))

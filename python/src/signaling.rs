@@ -27,8 +27,7 @@ use crate::{media, on_media};
 const PIPE: usize = 2 << 20;
 
 async fn join(engine: Engine, call: CallRef, options: Options) -> PyResult<NativeCall> {
-    let prepared = options.prepare().await?;
-    let mut prepared = prepared;
+    let mut prepared = options.prepare().await?;
     let config = std::mem::take(&mut prepared.config);
     let call = engine.join(call, config).await.map_err(to_py)?;
     Ok(NativeCall::new(call, prepared))
