@@ -36,7 +36,8 @@ import sys
 import tempfile
 import threading
 import time
-from control_api import Api
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "interop"))
+from control_api import Api  # noqa: E402 (tests/interop/control_api.py, shared with the interop test)
 
 try:
     import numpy as np

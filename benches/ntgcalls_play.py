@@ -41,7 +41,8 @@ import shlex  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
-from control_api import Api  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "interop"))
+from control_api import Api  # noqa: E402 (tests/interop/control_api.py, shared with the interop test)
 
 SAMPLE_RATE = 48000
 CHAT_ID = -1001234567890  # ntgcalls' key for the call; never reaches Telegram

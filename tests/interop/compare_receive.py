@@ -50,10 +50,10 @@ import tempfile
 import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
 
 import numpy as np
+
+from control_api import Api
 
 FS = 48000  # every signal and record here is 48 kHz
 BLOCK = 960  # 20 ms, the scoring block
@@ -695,31 +695,6 @@ def rewrite_candidates(params, relay):
 # The control API and the groupcall subprocesses
 
 
-class Api:
-    """The server's control API (sfu/README.md) over plain urllib."""
-
-    def __init__(self, base):
-        self.base = base.rstrip("/")
-
-    def request(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"content-type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as r:
-                return r.status, json.load(r)
-        except urllib.error.HTTPError as e:
-            try:
-                return e.code, json.load(e)
-            except ValueError:
-                return e.code, {"error": {"message": str(e)}}
-        except (urllib.error.URLError, OSError) as e:
-            return 0, {"error": {"message": f"{self.base}: {e}"}}
-
-    async def call(self, method, path, body=None):
-        return await asyncio.to_thread(self.request, method, path, body)
-
-
 class Proc:
     """A subprocess with its stdout and stderr read line by line into a log file, and waiters
     for a line matching a pattern."""
@@ -1084,7 +1059,7 @@ class Ctx:
 
 
 async def main_async(args, rows, seeds, kinds, ctx):
-    ctx.api = Api(args.control)
+    ctx.api = Api(args.control, timeout=HTTP_TIMEOUT)
     ctx.ntg = NtgListener()
     results = []
     index = 0

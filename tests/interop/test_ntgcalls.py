@@ -23,10 +23,10 @@ import tempfile
 import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
 
 import numpy as np
+
+from control_api import Api
 import ntgcalls
 from ntgcalls import (
     AudioDescription,
@@ -76,36 +76,6 @@ class Checks:
             self.failed += 1
             print(f"FAIL  {what}" + (f": {detail}" if detail else ""), flush=True)
         return ok
-
-
-class Api:
-    """The server's control API (sfu/README.md) over plain urllib."""
-
-    def __init__(self, base):
-        self.base = base.rstrip("/")
-
-    def request(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={"content-type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as r:
-                return r.status, json.load(r)
-        except urllib.error.HTTPError as e:
-            try:
-                return e.code, json.load(e)
-            except ValueError:
-                return e.code, {"error": {"type": "not JSON", "message": str(e)}}
-        except (urllib.error.URLError, OSError) as e:
-            return 0, {"error": {"type": "unreachable", "message": f"{self.base}: {e}"}}
-
-    async def call(self, method, path, body=None):
-        # urllib blocks: keep the event loop (and ntgcalls' futures) running meanwhile.
-        return await asyncio.to_thread(self.request, method, path, body)
 
 
 class Participant:
@@ -340,7 +310,7 @@ def signed32(x):
 
 
 async def main_async(args, checks):
-    api = Api(args.control)
+    api = Api(args.control, timeout=HTTP_TIMEOUT)
     with tempfile.TemporaryDirectory(prefix="groupcall-interop-") as tmp:
         tone = os.path.join(tmp, "tone-1khz-s16le-48k-mono.raw")
         write_tone(tone)
