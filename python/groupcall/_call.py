@@ -63,9 +63,10 @@ Handler = Callable[[Any], Any]
 
 
 class _Fanout:
-    """One pull loop per stream (events or frames), handing each item to every handler and
-    every open iterator. Handlers run in the order they were added; an exception in one is
-    logged, counted and turned into a ``handler_error`` event, and the loop goes on."""
+    """One pull loop per stream (events or frames; each pull brings everything that waited),
+    handing each item to every handler and every open iterator. Handlers run in the order they
+    were added; an exception in one is logged, counted and turned into a ``handler_error``
+    event, and the loop goes on."""
 
     def __init__(self, call: "Call", pull: Callable[[], Any], name: str) -> None:
         self._call = call
@@ -84,21 +85,22 @@ class _Fanout:
     async def _run(self) -> None:
         while True:
             try:
-                item = await self._pull()
+                items = await self._pull()
             except Exception as e:  # the engine refused: end the iterators, say why once
                 log.error("groupcall: the %s stream stopped: %r", self._name, e)
-                item = None
-            for q in list(self.queues):
-                if q.full():
-                    q.get_nowait()
-                    self._call.events_dropped += 1
-                q.put_nowait(item)
-            if item is None:
-                return
-            kind = getattr(item, "kind", None)
-            for want, handler in list(self.handlers):
-                if want is None or want == kind:
-                    self._call._run_handler(handler, item)
+                items = None
+            for item in [None] if items is None else items:
+                for q in list(self.queues):
+                    if q.full():
+                        q.get_nowait()
+                        self._call.events_dropped += 1
+                    q.put_nowait(item)
+                if item is None:
+                    return
+                kind = getattr(item, "kind", None)
+                for want, handler in list(self.handlers):
+                    if want is None or want == kind:
+                        self._call._run_handler(handler, item)
 
     def iterate(self) -> AsyncIterator[Any]:
         q: asyncio.Queue = asyncio.Queue(EVENT_BACKLOG)
@@ -124,8 +126,8 @@ class Call:
         self._native = native
         self._has_frames = frames
         self._pump = pump
-        self._events = _Fanout(self, self._next_event, "events")
-        self._frames = _Fanout(self, lambda: run(native.next_frame), "frames")
+        self._events = _Fanout(self, self._next_events, "events")
+        self._frames = _Fanout(self, lambda: run(native.next_frames), "frames")
         self._left: Optional[dict] = None
         self._handler_tasks: set[asyncio.Task] = set()
         self._reported: set[str] = set()
@@ -134,9 +136,9 @@ class Call:
         #: Events or frames an unread iterator dropped (it keeps the newest 1000).
         self.events_dropped = 0
 
-    async def _next_event(self) -> Optional[Event]:
-        line = await run(self._native.next_event)
-        return None if line is None else _event(line)
+    async def _next_events(self) -> Optional[List[Event]]:
+        lines = await run(self._native.next_events)
+        return None if lines is None else [_event(line) for line in lines]
 
     # -- events and frames ---------------------------------------------------------------
 

@@ -23,6 +23,11 @@ use crate::errors::{to_py, CallEndedError, ConfigError};
 use crate::on_media;
 use crate::options::{open, Prepared};
 
+/// The most events or frames handed to Python at once. Whatever came since the loop last took
+/// some goes in one result: one wake-up of the asyncio loop (one task, one byte on the socket)
+/// for many speakers' frames, not one each.
+const BATCH: usize = 64;
+
 /// Received frames on their way to Python: a bounded queue the engine fills without ever
 /// waiting (a full queue drops the frame and counts it), so a slow or blocked event loop
 /// costs frames, never the call's timing.
@@ -174,28 +179,47 @@ impl NativeCall {
         Ok(guard.as_ref().ok_or_else(left)?.ssrc())
     }
 
-    /// The next event as a JSON object, `None` once the call has ended.
-    fn next_event<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
+    /// The events waiting (at least one, at most [`BATCH`]) as JSON objects, waiting for
+    /// one if none is; `None` once the call has ended.
+    fn next_events<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
         let events = self.events.clone();
         on_media(done, async move {
-            Ok(events
-                .lock()
-                .await
-                .next()
-                .await
-                .map(|e| e.to_json().to_string()))
+            let mut events = events.lock().await;
+            let Some(first) = events.next().await else {
+                return Ok(None);
+            };
+            let mut out = vec![first.to_json().to_string()];
+            while out.len() < BATCH {
+                match events.try_next() {
+                    Some(e) => out.push(e.to_json().to_string()),
+                    None => break,
+                }
+            }
+            Ok(Some(out))
         })
     }
 
-    /// The next received frame, `None` once the call has ended. Needs `frames=True`.
-    fn next_frame<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
+    /// The received frames waiting (at least one, at most [`BATCH`]), waiting for one if none
+    /// is; `None` once the call has ended. Needs `frames=True`.
+    fn next_frames<'py>(&self, done: &Bound<'py, Completions>) -> PyResult<u64> {
         let Some(frames) = self.frames.clone() else {
             return Err(ConfigError::new_err(
                 "this call does not hand over frames: join with frames=True",
             ));
         };
         on_media(done, async move {
-            Ok(frames.rx.lock().await.recv().await.map(Frame::from))
+            let mut rx = frames.rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return Ok(None);
+            };
+            let mut out = vec![Frame::from(first)];
+            while out.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(f) => out.push(Frame::from(f)),
+                    Err(_) => break,
+                }
+            }
+            Ok(Some(out))
         })
     }
 
