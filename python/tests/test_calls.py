@@ -206,6 +206,21 @@ def test_a_recording_started_mid_call_holds_the_speaker_from_then_on(server, tmp
     assert (np.abs(read_wav(summary["mix"])) > 2000).sum() > 48_000
 
 
+def test_set_volume_reaches_the_server(server):
+    async def main():
+        engine = groupcall.Engine.local(server, PLAYER)
+        call_id = await engine.create_call()
+        call = await engine.join(call_id)
+        await wait_for(call, "connected")
+        await call.set_volume(50)
+        with urllib.request.urlopen(f"{server}/calls/{call_id}", timeout=5) as r:
+            volumes = {p["peer"]: p["volume"] for p in json.loads(r.read())["participants"]}
+        await call.leave()
+        return volumes
+
+    assert asyncio.run(main())[PLAYER] == 5000, "50 % is Telegram's 5000"
+
+
 def test_bad_input_is_refused_with_typed_errors(server, tmp_path):
     async def main():
         engine = groupcall.Engine.local(server, PLAYER)
