@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use groupcall_engine::media::SrtpProfile;
+use groupcall_engine::media::{SrtpProfile, VideoCodec};
 use groupcall_sfu::{LocalServer, LocalServerConfig};
 
 #[derive(clap::Args)]
@@ -20,6 +20,27 @@ pub struct Args {
     /// SRTP profile to accept; repeat for several, in order of preference (default: all three).
     #[arg(long = "srtp", value_enum, value_name = "PROFILE")]
     srtp: Vec<Srtp>,
+    /// Video codec the answers offer; repeat for several (default: all three). Clients send
+    /// H.264 when it is offered and VP8 when only VP8 is.
+    #[arg(long = "video-codec", value_enum, value_name = "CODEC")]
+    video_codecs: Vec<Codec>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Codec {
+    Vp8,
+    Vp9,
+    H264,
+}
+
+impl From<Codec> for VideoCodec {
+    fn from(c: Codec) -> Self {
+        match c {
+            Codec::Vp8 => VideoCodec::Vp8,
+            Codec::Vp9 => VideoCodec::Vp9,
+            Codec::H264 => VideoCodec::H264,
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -51,6 +72,11 @@ pub async fn run(args: Args) -> Result<(), String> {
             SrtpProfile::ALL.to_vec()
         } else {
             args.srtp.iter().map(|&p| p.into()).collect()
+        },
+        video_codecs: if args.video_codecs.is_empty() {
+            VideoCodec::ALL.to_vec()
+        } else {
+            args.video_codecs.iter().map(|&c| c.into()).collect()
         },
     })
     .await

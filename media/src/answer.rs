@@ -708,9 +708,57 @@ pub fn telegram_audio_info() -> MediaInfo {
     }
 }
 
+/// A video codec a server may offer, at Telegram's fixed payload type (docs/protocol.md §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VideoCodec {
+    Vp8,
+    Vp9,
+    H264,
+}
+
+impl VideoCodec {
+    /// Every codec, in the order tgcalls numbers them.
+    pub const ALL: [VideoCodec; 3] = [VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264];
+
+    /// Its payload type; RTX is the next one. Fixed whatever else is offered: the server
+    /// forwards RTP verbatim, so the numbering is part of the wire protocol.
+    pub fn payload_type(self) -> u8 {
+        match self {
+            VideoCodec::Vp8 => 100,
+            VideoCodec::Vp9 => 102,
+            VideoCodec::H264 => 104,
+        }
+    }
+
+    /// The name in `payload-types`.
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoCodec::Vp8 => "VP8",
+            VideoCodec::Vp9 => "VP9",
+            VideoCodec::H264 => "H264",
+        }
+    }
+
+    /// The codec of a video payload type or of its RTX.
+    pub fn from_payload_type(pt: u8) -> Option<VideoCodec> {
+        VideoCodec::ALL
+            .into_iter()
+            .find(|c| pt & !1 == c.payload_type())
+    }
+}
+
 /// The `video` section: VP8/VP9/H264 at 100/102/104 with RTX at +1, extensions 2, 3, 13.
 /// libwebrtc clients reject an answer without one, even audio-only (docs/protocol.md §12).
 pub fn telegram_video_info(endpoint: &str, server_source: u32) -> VideoInfo {
+    telegram_video_info_with(endpoint, server_source, &VideoCodec::ALL)
+}
+
+/// [`telegram_video_info`] offering only `codecs` (each with its RTX), at their fixed numbers.
+pub fn telegram_video_info_with(
+    endpoint: &str,
+    server_source: u32,
+    codecs: &[VideoCodec],
+) -> VideoInfo {
     let fbs = || {
         [
             ("goog-remb", None),
@@ -727,7 +775,8 @@ pub fn telegram_video_info(endpoint: &str, server_source: u32) -> VideoInfo {
         .collect::<Vec<_>>()
     };
     let mut payload_types = Vec::new();
-    for (id, name) in [(100u8, "VP8"), (102, "VP9"), (104, "H264")] {
+    for c in VideoCodec::ALL.into_iter().filter(|c| codecs.contains(c)) {
+        let (id, name) = (c.payload_type(), c.name());
         payload_types.push(PayloadType {
             id,
             name: name.into(),

@@ -28,7 +28,7 @@ pub mod transport;
 #[cfg(feature = "driver")]
 pub mod driver;
 
-pub use answer::{RtcAnswer, ServerAnswer};
+pub use answer::{RtcAnswer, ServerAnswer, VideoCodec};
 pub use error::{Error, FailureCause, Result};
 pub use ice::IceTimeouts;
 pub use identity::{Fingerprint, IceCredentials, LocalIdentity};

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::calls::{
     signed_ssrc, CallId, Calls, CreateCall, EditParticipant, JoinRequest, Outcome,
-    ParticipantsQuery, PeerId, Update,
+    ParticipantsQuery, PeerId, PresentationRequest, Update,
 };
 use crate::error::{Error, Result};
 use crate::plane::{MediaEvent, MediaEventReceiver, MediaPlane};
@@ -245,6 +245,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/calls/{id}/start", post(start))
         .route("/calls/{id}/join", post(join))
         .route("/calls/{id}/leave", post(leave))
+        .route("/calls/{id}/presentation/join", post(join_presentation))
+        .route("/calls/{id}/presentation/leave", post(leave_presentation))
         .route("/calls/{id}/check", post(check))
         .route("/calls/{id}/participants", get(participants))
         .route("/calls/{id}/participants/edit", post(edit))
@@ -478,6 +480,35 @@ async fn leave(
     sh.apply(&mut st, id, out);
     info!(call = %id, peer = req.peer, "left");
     Ok(Json(json!({})))
+}
+
+async fn join_presentation(
+    State(sh): State<Arc<Shared>>,
+    CallPath(id): CallPath,
+    Body(req): Body<PresentationRequest>,
+) -> Answer {
+    let mut st = sh.lock();
+    let media = sh.media.clone();
+    let out = st
+        .calls
+        .join_presentation(id, &req, |payload| media.add_presentation(id, payload))?;
+    let joined = sh.apply(&mut st, id, out);
+    info!(call = %id, peer = joined.participant.peer, "screen share started");
+    Ok(Json(
+        json!({"params": joined.params, "participant": joined.participant}),
+    ))
+}
+
+async fn leave_presentation(
+    State(sh): State<Arc<Shared>>,
+    CallPath(id): CallPath,
+    Body(req): Body<PeerBody>,
+) -> Answer {
+    let mut st = sh.lock();
+    let out = st.calls.leave_presentation(id, req.peer)?;
+    let participant = sh.apply(&mut st, id, out);
+    info!(call = %id, peer = req.peer, "screen share ended");
+    Ok(Json(json!({ "participant": participant })))
 }
 
 async fn check(

@@ -63,6 +63,23 @@ pub(crate) mod signed_ssrc {
     }
 }
 
+/// [`signed_ssrc`] for an optional source.
+pub(crate) mod signed_ssrc_opt {
+    use groupcall_media::payload::WireSsrc;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&(*v as i32)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        Option::<WireSsrc>::deserialize(d).map(|w| w.map(|w| w.0))
+    }
+}
+
 /// `groupCall` as the control API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Call {
@@ -104,7 +121,7 @@ pub struct Participant {
     pub raise_hand_rating: Option<i64>,
     pub video_stopped: bool,
     pub video: Option<ParticipantVideo>,
-    /// Always `None`: the local server has no screen sharing yet.
+    /// The screen it shares (`joinGroupCallPresentation`), while it shares one.
     pub presentation: Option<ParticipantVideo>,
 }
 
@@ -114,6 +131,13 @@ pub struct ParticipantVideo {
     pub endpoint: String,
     pub source_groups: Vec<SsrcGroup>,
     pub paused: bool,
+    /// The presentation's own audio source (shared system sound); absent for a camera.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "signed_ssrc_opt"
+    )]
+    pub audio_source: Option<u32>,
 }
 
 /// One event of a call's update stream.
@@ -202,9 +226,17 @@ pub struct EditParticipant {
     pub video_stopped: Option<bool>,
     #[serde(default)]
     pub video_paused: Option<bool>,
-    /// Accepted; without screen sharing there is nothing to pause.
     #[serde(default)]
     pub presentation_paused: Option<bool>,
+}
+
+/// `joinGroupCallPresentation`: a second connection of a joined participant that sends its
+/// screen (docs/protocol.md §1.4). Its payload has its own ICE credentials, certificate and
+/// sources; its `ssrc` is the presentation's audio source.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PresentationRequest {
+    pub peer: PeerId,
+    pub params: String,
 }
 
 /// `getGroupParticipants`' filters and page.
@@ -248,16 +280,47 @@ struct Member {
     video_paused: bool,
     video_groups: Vec<SsrcGroup>,
     endpoint: String,
+    presentation: Option<Screen>,
+}
+
+/// A member's presentation connection.
+#[derive(Clone, Debug)]
+struct Screen {
+    /// Its audio source: the media plane's key of the connection.
+    source: u32,
+    sources: Vec<u32>,
+    groups: Vec<SsrcGroup>,
+    endpoint: String,
+    paused: bool,
 }
 
 impl Member {
+    /// Every source it owns: its main connection's and its presentation's.
+    fn all_sources(&self) -> impl Iterator<Item = &u32> {
+        self.sources
+            .iter()
+            .chain(self.presentation.iter().flat_map(|p| p.sources.iter()))
+    }
+
+    /// The media connections to drop when it goes.
+    fn connections(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.source).chain(self.presentation.as_ref().map(|p| p.source))
+    }
+
     fn view(&self) -> Participant {
         let video =
             (!self.video_groups.is_empty() && !self.video_stopped).then(|| ParticipantVideo {
                 endpoint: self.endpoint.clone(),
                 source_groups: self.video_groups.clone(),
                 paused: self.video_paused,
+                audio_source: None,
             });
+        let presentation = self.presentation.as_ref().map(|p| ParticipantVideo {
+            endpoint: p.endpoint.clone(),
+            source_groups: p.groups.clone(),
+            paused: p.paused,
+            audio_source: Some(p.source),
+        });
         Participant {
             peer: self.peer,
             source: self.source,
@@ -270,7 +333,7 @@ impl Member {
             raise_hand_rating: self.raise_hand_rating,
             video_stopped: self.video_stopped,
             video,
-            presentation: None,
+            presentation,
         }
     }
 
@@ -322,7 +385,7 @@ impl CallState {
     fn insert(&mut self, m: Member) {
         self.by_user.insert(m.user, m.seq);
         self.by_peer.insert(m.peer, m.seq);
-        for s in &m.sources {
+        for s in m.all_sources() {
             self.by_source.insert(*s, m.seq);
         }
         self.members.insert(m.seq, m);
@@ -332,7 +395,7 @@ impl CallState {
         let m = self.members.remove(&seq)?;
         self.by_user.remove(&m.user);
         self.by_peer.remove(&m.peer);
-        for s in &m.sources {
+        for s in m.all_sources() {
             if self.by_source.get(s) == Some(&seq) {
                 self.by_source.remove(s);
             }
@@ -564,12 +627,17 @@ impl Calls {
         let source = payload.audio_ssrc();
         let mut out_updates = Vec::new();
         let mut disconnect = Vec::new();
+        let mut presentation = None;
         if let Some(old) = c.by_user.get(&user).copied().and_then(|s| c.remove(s)) {
             if old.source != source || old.peer != peer {
                 out_updates.push(old.left_view());
             }
             if old.source != source {
-                disconnect.push(old.source);
+                // A new main connection ends the screen share of the old one: the client
+                // shares again after rejoining (docs/protocol.md §7.2).
+                disconnect.extend(old.connections());
+            } else {
+                presentation = old.presentation;
             }
         }
         let forced = c.force_muted.contains(&peer);
@@ -593,6 +661,7 @@ impl Calls {
             video_paused: false,
             video_groups: payload.ssrc_groups.clone(),
             endpoint,
+            presentation,
         };
         c.next_seq += 1;
         let participant = Participant {
@@ -661,8 +730,102 @@ impl Calls {
         let mut out = Outcome::new(());
         if let Some(m) = c.remove(seq) {
             out.updates.push(c.participants_update(vec![m.left_view()]));
-            out.disconnect.push(m.source);
+            out.disconnect.extend(m.connections());
         }
+        Ok(out)
+    }
+
+    /// `joinGroupCallPresentation`: starts (or replaces) the caller's screen share. The caller
+    /// must be joined; the presentation's sources must be free, as at a join. `connect` sets up
+    /// the presentation's media connection once every check has passed.
+    pub fn join_presentation(
+        &mut self,
+        id: CallId,
+        req: &PresentationRequest,
+        connect: impl FnOnce(&JoinPayload) -> Result<RtcAnswer>,
+    ) -> Result<Outcome<Joined>> {
+        let user = user(req.peer)?;
+        let (seq, payload, sources) = {
+            let c = self.live(id)?;
+            let Some(seq) = c.by_user.get(&user).copied() else {
+                return Err(c.join_missing(user, " (join the call before sharing a screen)".into()));
+            };
+            let payload = parse_payload(&req.params)?;
+            let sources = payload.all_sources();
+            let main = &c.members[&seq];
+            for s in &sources {
+                let taken = match c.by_source.get(s) {
+                    // Its own old presentation's sources may be reused; its main ones may not.
+                    Some(owner) if *owner == seq => main.sources.contains(s),
+                    Some(_) => true,
+                    None => false,
+                };
+                if taken {
+                    let holder = c.by_source.get(s).and_then(|o| c.members.get(o));
+                    return Err(Error::SsrcDuplicate {
+                        call: id,
+                        ssrc: *s,
+                        holder: holder.map_or(main.peer, |m| m.peer),
+                    });
+                }
+            }
+            (seq, payload, sources)
+        };
+        let answer = connect(&payload)?;
+        let c = self.live_mut(id)?;
+        let mut m = c
+            .remove(seq)
+            .expect("checked above, under the same borrow of self");
+        let mut out = Outcome::new(());
+        if let Some(old) = m.presentation.take() {
+            if old.source != payload.audio_ssrc() {
+                out.disconnect.push(old.source);
+            }
+        }
+        let endpoint = answer
+            .video
+            .as_ref()
+            .and_then(|v| v.endpoint.clone())
+            .unwrap_or_else(|| format!("{id}-screen-{}", payload.audio_ssrc()));
+        m.presentation = Some(Screen {
+            source: payload.audio_ssrc(),
+            sources,
+            groups: payload.ssrc_groups.clone(),
+            endpoint,
+            paused: false,
+        });
+        let participant = m.view();
+        c.insert(m);
+        out.updates
+            .push(c.participants_update(vec![participant.clone()]));
+        Ok(Outcome {
+            value: Joined {
+                params: answer.to_json(),
+                participant,
+            },
+            updates: out.updates,
+            disconnect: out.disconnect,
+        })
+    }
+
+    /// `leaveGroupCallPresentation`: ends the caller's screen share (a no-op when it shares none).
+    pub fn leave_presentation(&mut self, id: CallId, peer: PeerId) -> Result<Outcome<Participant>> {
+        let user = user(peer)?;
+        let c = self.live_mut(id)?;
+        let Some(seq) = c.by_user.get(&user).copied() else {
+            return Err(c.join_missing(user, String::new()));
+        };
+        if c.members[&seq].presentation.is_none() {
+            // Nothing to end: as a retried leave, not an error.
+            return Ok(Outcome::new(c.members[&seq].view()));
+        }
+        let mut m = c.remove(seq).expect("looked up above");
+        let screen = m.presentation.take().expect("checked above");
+        let view = m.view();
+        c.insert(m);
+        let mut out = Outcome::new(view.clone());
+        out.updates.push(c.participants_update(vec![view]));
+        out.disconnect.push(screen.source);
         Ok(out)
     }
 
@@ -701,7 +864,7 @@ impl Calls {
             .filter(|m| {
                 unfiltered
                     || q.peers.contains(&m.peer)
-                    || m.sources.iter().any(|s| q.sources.contains(s))
+                    || m.all_sources().any(|s| q.sources.contains(s))
             })
             .collect();
         let rest: Vec<&&Member> = matching.iter().filter(|m| m.seq > after).collect();
@@ -816,6 +979,9 @@ impl Calls {
         if let Some(v) = e.video_paused {
             m.video_paused = v;
         }
+        if let (Some(v), Some(p)) = (e.presentation_paused, m.presentation.as_mut()) {
+            p.paused = v;
+        }
 
         let view = m.view();
         let mut out = Outcome::new(view.clone());
@@ -883,7 +1049,7 @@ impl Calls {
             return Err(c.admin_required("discard the call"));
         }
         let mut out = Outcome::new(());
-        out.disconnect = c.members.values().map(|m| m.source).collect();
+        out.disconnect = c.members.values().flat_map(Member::connections).collect();
         c.members.clear();
         c.by_user.clear();
         c.by_peer.clear();
@@ -901,14 +1067,26 @@ impl Calls {
     pub fn remove_source(&mut self, id: CallId, source: u32) -> Option<Outcome<Participant>> {
         let c = self.live_mut(id).ok()?;
         let seq = *c.by_source.get(&source)?;
-        if c.members.get(&seq)?.source != source {
+        let m = c.members.get(&seq)?;
+        if m.presentation.as_ref().is_some_and(|p| p.source == source) {
+            // Only the screen share's connection went: the participant stays.
+            let mut m = c.remove(seq)?;
+            m.presentation = None;
+            let view = m.view();
+            c.insert(m);
+            let mut out = Outcome::new(view.clone());
+            out.updates.push(c.participants_update(vec![view]));
+            out.disconnect.push(source);
+            return Some(out);
+        }
+        if m.source != source {
             return None;
         }
         let m = c.remove(seq)?;
         let left = m.left_view();
         let mut out = Outcome::new(left.clone());
         out.updates.push(c.participants_update(vec![left]));
-        out.disconnect.push(m.source);
+        out.disconnect.extend(m.connections());
         Some(out)
     }
 }
@@ -1010,6 +1188,108 @@ mod tests {
 
     fn err_type<T: fmt::Debug>(r: Result<T>) -> &'static str {
         r.expect_err("expected an error").telegram_type()
+    }
+
+    fn screen(peer: PeerId, ssrc: i64) -> PresentationRequest {
+        let s = ssrc;
+        PresentationRequest {
+            peer,
+            params: payload(
+                ssrc,
+                &[
+                    ("SIM", &[s + 1, s + 3]),
+                    ("FID", &[s + 1, s + 2]),
+                    ("FID", &[s + 3, s + 4]),
+                ],
+            ),
+        }
+    }
+
+    #[test]
+    fn a_screen_share_is_a_second_connection_shown_as_presentation_until_it_ends() {
+        let (mut calls, id) = started();
+        // Not joined: nothing to share from.
+        assert_eq!(
+            err_type(calls.join_presentation(id, &screen(10, 500), connect_ok)),
+            "GROUPCALL_JOIN_MISSING"
+        );
+        join(&mut calls, id, 10, 100);
+        join(&mut calls, id, 11, 200);
+        // Its sources must be free: another's audio source is taken.
+        assert_eq!(
+            err_type(calls.join_presentation(id, &screen(10, 200), connect_ok)),
+            "GROUPCALL_SSRC_DUPLICATE_MUCH"
+        );
+
+        let out = calls
+            .join_presentation(id, &screen(10, 500), connect_ok)
+            .unwrap();
+        assert!(out.disconnect.is_empty());
+        let (_, ps) = participants_of(&out.updates[0]);
+        let shown = ps[0]
+            .presentation
+            .clone()
+            .expect("the update shows the share");
+        assert_eq!(shown.endpoint, "ep500", "the media plane's endpoint");
+        assert_eq!(shown.audio_source, Some(500));
+        let sim: Vec<u32> = shown.source_groups[0].sources.iter().map(|s| s.0).collect();
+        assert_eq!(sim, [501, 503]);
+        assert!(ps[0].video.is_none(), "the camera is not what is shared");
+        // Found by its presentation's sources too.
+        let page = calls
+            .participants(
+                id,
+                &ParticipantsQuery {
+                    sources: vec![503],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(page.participants[0].peer, 10);
+
+        // Pausing is the participant's own business and shows in the update.
+        let out = calls
+            .edit(
+                id,
+                &EditParticipant {
+                    peer: 10,
+                    participant: 10,
+                    presentation_paused: Some(true),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(out.value.presentation.unwrap().paused);
+
+        // Sharing again replaces it: the old connection goes.
+        let out = calls
+            .join_presentation(id, &screen(10, 600), connect_ok)
+            .unwrap();
+        assert_eq!(out.disconnect, [500]);
+
+        // The media plane losing the share's connection ends the share, not the participant.
+        let out = calls.remove_source(id, 600).unwrap();
+        assert_eq!(out.disconnect, [600]);
+        assert!(!out.value.left && out.value.presentation.is_none());
+
+        // Leaving the call drops both connections; a leave of no share is a no-op.
+        calls
+            .join_presentation(id, &screen(10, 700), connect_ok)
+            .unwrap();
+        let out = calls.leave_presentation(id, 10).unwrap();
+        assert_eq!(out.disconnect, [700]);
+        assert!(calls
+            .leave_presentation(id, 10)
+            .unwrap()
+            .disconnect
+            .is_empty());
+        calls
+            .join_presentation(id, &screen(10, 800), connect_ok)
+            .unwrap();
+        let out = calls.leave(id, 10, 0).unwrap();
+        assert_eq!(out.disconnect, [100, 800]);
+        // Its sources are free again.
+        join(&mut calls, id, 12, 800);
     }
 
     #[test]

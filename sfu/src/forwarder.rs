@@ -14,15 +14,18 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use groupcall_media::answer::{
-    telegram_audio_info, telegram_video_info, Candidate, RtcAnswer, TransportInfo,
+    telegram_audio_info, telegram_video_info_with, Candidate, RtcAnswer, TransportInfo, VideoCodec,
 };
 use groupcall_media::demux::{classify, PacketClass};
 use groupcall_media::ice::stun_username;
 use groupcall_media::payload::DtlsFingerprint;
+use groupcall_media::rtcp;
 use groupcall_media::{
     Event, FailureCause, IceCredentials, JoinPayload, LocalEndpoint, LocalIdentity, RemotePeer,
     SrtpProfile, State, Transport, TransportConfig,
 };
+
+use crate::feedback::{FeedbackRouter, Request, RequestKind};
 
 /// A participant of a call, identified as Telegram does: call id and audio source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +61,14 @@ pub struct ForwarderStats {
     pub rtp_foreign_ssrc: u64,
     /// The same for RTCP, by the packet's sender SSRC.
     pub rtcp_foreign_ssrc: u64,
+    /// Keyframe requests (PLI, FIR) from receivers, and those passed on to a publisher (the
+    /// rest were merged into a recent one: `feedback::KEYFRAME_REQUEST_INTERVAL`).
+    pub keyframe_requests: u64,
+    pub keyframe_requests_forwarded: u64,
+    /// NACKs passed on to the publisher of the lost packets.
+    pub nacks_forwarded: u64,
+    /// Feedback about a source nobody in the call declared (a publisher that left).
+    pub feedback_unrouted: u64,
 }
 
 /// Per-participant counters, for a person (or a test) checking who sends what.
@@ -73,8 +84,19 @@ pub struct ParticipantStats {
     pub receive_ssrcs: usize,
 }
 
+/// Which of a participant's connections this is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// The main connection (`joinGroupCall`): sends its audio and camera, receives everyone's.
+    #[default]
+    Main,
+    /// A screen share (`joinGroupCallPresentation`): only sends; nothing is forwarded to it.
+    Presentation,
+}
+
 struct Participant {
     transport: Transport,
+    role: Role,
     server_ufrag: String,
     addr: Option<SocketAddr>,
     stats: ParticipantStats,
@@ -85,6 +107,7 @@ struct Participant {
 pub struct Forwarder {
     local_addr: SocketAddr,
     identity: LocalIdentity,
+    video_codecs: Vec<VideoCodec>,
     config: TransportConfig,
     participants: HashMap<Key, Participant>,
     by_ufrag: HashMap<String, Key>,
@@ -94,6 +117,10 @@ pub struct Forwarder {
     stats: ForwarderStats,
     /// Reused per forwarded packet: the receivers of the sender's call.
     scratch_keys: Vec<Key>,
+    /// Which connection declared each source: where feedback about it goes.
+    owners: HashMap<u32, Key>,
+    feedback: FeedbackRouter,
+    scratch_requests: Vec<Request>,
 }
 
 impl Forwarder {
@@ -102,6 +129,7 @@ impl Forwarder {
         Ok(Forwarder {
             local_addr,
             identity: LocalIdentity::generate()?,
+            video_codecs: VideoCodec::ALL.to_vec(),
             config,
             participants: HashMap::new(),
             by_ufrag: HashMap::new(),
@@ -110,7 +138,17 @@ impl Forwarder {
             events: VecDeque::new(),
             stats: ForwarderStats::default(),
             scratch_keys: Vec::new(),
+            owners: HashMap::new(),
+            feedback: FeedbackRouter::default(),
+            scratch_requests: Vec::new(),
         })
+    }
+
+    /// Offer only these video codecs in answers (all three by default): a server that offers
+    /// only VP8 makes libwebrtc clients send VP8 instead of H.264.
+    pub fn with_video_codecs(mut self, codecs: &[VideoCodec]) -> Self {
+        self.video_codecs = codecs.to_vec();
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -118,7 +156,12 @@ impl Forwarder {
     }
 
     pub fn stats(&self) -> ForwarderStats {
-        self.stats
+        let f = self.feedback.stats();
+        ForwarderStats {
+            keyframe_requests: f.keyframe_requests_in,
+            keyframe_requests_forwarded: f.keyframe_requests_out,
+            ..self.stats
+        }
     }
 
     pub fn participant_stats(&self, key: Key) -> Option<ParticipantStats> {
@@ -130,8 +173,8 @@ impl Forwarder {
 
     /// Fresh server credentials for one participant and the answer that announces them. Pure:
     /// callers on another thread can answer the join at once and hand the credentials over.
-    pub fn prepare_answer(&self, payload: &JoinPayload) -> (IceCredentials, RtcAnswer) {
-        answer_for(self.local_addr, &self.identity, payload)
+    pub fn prepare_answer(&self, payload: &JoinPayload, role: Role) -> (IceCredentials, RtcAnswer) {
+        self.answerer().answer(payload, role)
     }
 
     /// A clone of what [`prepare_answer`](Self::prepare_answer) needs, to answer off-thread.
@@ -139,16 +182,18 @@ impl Forwarder {
         Answerer {
             local_addr: self.local_addr,
             identity: self.identity.clone(),
+            video_codecs: self.video_codecs.clone(),
         }
     }
 
-    /// Registers a participant with the credentials its answer announced.
+    /// Registers a participant's connection with the credentials its answer announced.
     pub fn add(
         &mut self,
         now: Instant,
         key: Key,
         payload: &JoinPayload,
         server_ice: IceCredentials,
+        role: Role,
     ) -> groupcall_media::Result<()> {
         self.remove(now, key);
         let remote = RemotePeer::from_payload(payload)?;
@@ -165,10 +210,14 @@ impl Forwarder {
             now,
         )?;
         self.by_ufrag.insert(server_ice.ufrag.clone(), key);
+        for s in payload.all_sources() {
+            self.owners.insert(s, key);
+        }
         self.participants.insert(
             key,
             Participant {
                 transport,
+                role,
                 server_ufrag: server_ice.ufrag,
                 addr: None,
                 stats: ParticipantStats::default(),
@@ -184,6 +233,12 @@ impl Forwarder {
             p.transport.close(now);
             self.drain(now, key, &mut p);
             self.by_ufrag.remove(&p.server_ufrag);
+            for s in &p.sources {
+                if self.owners.get(s) == Some(&key) {
+                    self.owners.remove(s);
+                    self.feedback.forget(*s);
+                }
+            }
             if let Some(a) = p.addr {
                 if self.by_addr.get(&a) == Some(&key) {
                     self.by_addr.remove(&a);
@@ -287,9 +342,16 @@ impl Forwarder {
                     p.stats.connected = false;
                     self.events.push_back(MediaEvent::Gone { key, cause });
                 }
-                // RTCP (reports, feedback) is counted, not acted on: audio forwarding does not
-                // need it; nor data-channel records.
-                Event::Rtcp(_) => p.stats.rtcp_received += 1,
+                // Reports are counted; video feedback goes to the publisher it is about.
+                Event::Rtcp(packets) => {
+                    p.stats.rtcp_received += 1;
+                    let mut requests = std::mem::take(&mut self.scratch_requests);
+                    self.feedback.route(now, &packets, &mut requests);
+                    for r in requests.drain(..) {
+                        self.send_feedback(key, r);
+                    }
+                    self.scratch_requests = requests;
+                }
                 _ => {}
             }
         }
@@ -301,7 +363,12 @@ impl Forwarder {
         receivers.extend(
             self.participants
                 .iter()
-                .filter(|(k, p)| k.call == from.call && **k != from && p.transport.is_connected())
+                .filter(|(k, p)| {
+                    k.call == from.call
+                        && **k != from
+                        && p.role == Role::Main
+                        && p.transport.is_connected()
+                })
                 .map(|(k, _)| *k),
         );
         for k in &receivers {
@@ -319,6 +386,30 @@ impl Forwarder {
             }
         }
         self.scratch_keys = receivers;
+    }
+
+    /// Passes a receiver's feedback on to the connection that declared its source. The
+    /// receiver itself is never the target: its own connection is out of the map while it
+    /// is drained, and asking oneself for a keyframe means nothing.
+    fn send_feedback(&mut self, from: Key, request: Request) {
+        let target = self
+            .owners
+            .get(&request.media_ssrc)
+            .copied()
+            .filter(|k| k.call == from.call && *k != from);
+        let Some(p) = target.and_then(|k| self.participants.get_mut(&k)) else {
+            self.stats.feedback_unrouted += 1;
+            return;
+        };
+        let packets: [Box<dyn rtcp::packet::Packet>; 1] = [request.packet];
+        if p.transport.send_rtcp(&packets).is_ok() {
+            if request.kind == RequestKind::Nack {
+                self.stats.nacks_forwarded += 1;
+            }
+            while let Some(t) = p.transport.poll_transmit() {
+                self.transmits.push_back((t.destination, t.contents));
+            }
+        }
     }
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
@@ -373,14 +464,33 @@ fn rtcp_sender_ssrc(data: &[u8]) -> Option<u32> {
 pub struct Answerer {
     local_addr: SocketAddr,
     identity: LocalIdentity,
+    video_codecs: Vec<VideoCodec>,
 }
 
 impl Answerer {
-    pub fn answer(&self, payload: &JoinPayload) -> (IceCredentials, RtcAnswer) {
-        answer_for(self.local_addr, &self.identity, payload)
+    /// A main connection's answer has `transport`, `audio` and `video` (with the camera's
+    /// endpoint); a presentation's has no `audio` and the screen's endpoint, as Telegram's
+    /// (docs/protocol.md §2.2).
+    pub fn answer(&self, payload: &JoinPayload, role: Role) -> (IceCredentials, RtcAnswer) {
+        let (ice, mut answer) = answer_for(self.local_addr, &self.identity, payload);
+        let source = payload.audio_ssrc();
+        let endpoint = match role {
+            Role::Main => format!("endpoint-{source}"),
+            Role::Presentation => {
+                answer.audio = None;
+                format!("screen-{source}")
+            }
+        };
+        answer.video = Some(telegram_video_info_with(
+            &endpoint,
+            source ^ 0x5a5a_5a5a,
+            &self.video_codecs,
+        ));
+        (ice, answer)
     }
 }
 
+/// The transport part of an answer (and Telegram's audio section); the caller adds `video`.
 fn answer_for(
     addr: SocketAddr,
     identity: &LocalIdentity,
@@ -407,10 +517,7 @@ fn answer_for(
             rtcp_mux: Some(true),
         },
         audio: Some(telegram_audio_info()),
-        video: Some(telegram_video_info(
-            &format!("endpoint-{}", payload.audio_ssrc()),
-            payload.audio_ssrc() ^ 0x5a5a_5a5a,
-        )),
+        video: None,
     };
     (ice, answer)
 }

@@ -60,12 +60,12 @@ pub fn join_payload(data: &[u8]) {
         let mut accepted = None;
         let joined = calls.join(0, call.id, &req, |p| {
             accepted = Some(p.clone());
-            let (ice, answer) = f.prepare_answer(p);
+            let (ice, answer) = f.prepare_answer(p, crate::forwarder::Role::Main);
             let key = Key {
                 call: call.id.0,
                 source: p.audio_ssrc(),
             };
-            f.add(now, key, p, ice)
+            f.add(now, key, p, ice, crate::forwarder::Role::Main)
                 .map_err(|e| Error::media(format!("{e}")))?;
             Ok(answer)
         });

@@ -22,6 +22,7 @@
 pub mod api;
 pub mod calls;
 pub mod error;
+pub mod feedback;
 pub mod forwarder;
 #[doc(hidden)]
 pub mod fuzz;

@@ -8,14 +8,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use groupcall_media::{IceCredentials, JoinPayload, RtcAnswer, TransportConfig};
+use groupcall_media::{IceCredentials, JoinPayload, RtcAnswer, TransportConfig, VideoCodec};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::calls::CallId;
 use crate::error::{Error, Result};
 use crate::forwarder::{
-    Answerer, Forwarder, ForwarderStats, Key, MediaEvent as FwdEvent, ParticipantStats,
+    Answerer, Forwarder, ForwarderStats, Key, MediaEvent as FwdEvent, ParticipantStats, Role,
 };
 use crate::plane::{MediaEvent, MediaEvents, MediaPlane};
 
@@ -24,6 +24,7 @@ enum Command {
         key: Key,
         payload: Box<JoinPayload>,
         ice: IceCredentials,
+        role: Role,
     },
     Remove(Key),
     Stats(Key, oneshot::Sender<Option<ParticipantStats>>),
@@ -46,10 +47,21 @@ impl UdpMediaPlane {
         config: TransportConfig,
         events: MediaEvents,
     ) -> io::Result<Self> {
+        Self::start_with(addr, config, &VideoCodec::ALL, events).await
+    }
+
+    /// [`start`](Self::start) offering only `video_codecs` in answers.
+    pub async fn start_with(
+        addr: SocketAddr,
+        config: TransportConfig,
+        video_codecs: &[VideoCodec],
+        events: MediaEvents,
+    ) -> io::Result<Self> {
         let socket = UdpSocket::bind(addr).await?;
         let local_addr = socket.local_addr()?;
-        let forwarder =
-            Forwarder::new(local_addr, config).map_err(|e| io::Error::other(e.to_string()))?;
+        let forwarder = Forwarder::new(local_addr, config)
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .with_video_codecs(video_codecs);
         let answerer = forwarder.answerer();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(socket, forwarder, rx, events));
@@ -88,9 +100,9 @@ impl UdpMediaPlane {
     }
 }
 
-impl MediaPlane for UdpMediaPlane {
-    fn add_participant(&self, call: CallId, payload: &JoinPayload) -> Result<RtcAnswer> {
-        let (ice, answer) = self.answerer.answer(payload);
+impl UdpMediaPlane {
+    fn add(&self, call: CallId, payload: &JoinPayload, role: Role) -> Result<RtcAnswer> {
+        let (ice, answer) = self.answerer.answer(payload, role);
         let key = Key {
             call: call.0,
             source: payload.audio_ssrc(),
@@ -100,9 +112,20 @@ impl MediaPlane for UdpMediaPlane {
                 key,
                 payload: Box::new(payload.clone()),
                 ice,
+                role,
             })
             .map_err(|_| Error::media("the media plane has stopped; restart the server"))?;
         Ok(answer)
+    }
+}
+
+impl MediaPlane for UdpMediaPlane {
+    fn add_participant(&self, call: CallId, payload: &JoinPayload) -> Result<RtcAnswer> {
+        self.add(call, payload, Role::Main)
+    }
+
+    fn add_presentation(&self, call: CallId, payload: &JoinPayload) -> Result<RtcAnswer> {
+        self.add(call, payload, Role::Presentation)
     }
 
     fn remove_participant(&self, call: CallId, source: u32) {
@@ -157,8 +180,8 @@ async fn run(
             // the client's first check must find the participant already there.
             biased;
             c = commands.recv() => match c {
-                Some(Command::Add { key, payload, ice }) => {
-                    if let Err(e) = fwd.add(Instant::now(), key, &payload, ice) {
+                Some(Command::Add { key, payload, ice, role }) => {
+                    if let Err(e) = fwd.add(Instant::now(), key, &payload, ice, role) {
                         tracing::warn!(call = key.call, source = key.source, "could not add participant: {e}");
                     }
                 }

@@ -30,6 +30,16 @@ pub trait MediaPlane: Send + Sync + 'static {
     /// it was.
     fn add_participant(&self, call: CallId, payload: &JoinPayload) -> Result<RtcAnswer>;
 
+    /// Sets up a participant's screen-share connection (`joinGroupCallPresentation`), keyed
+    /// by `(call, payload.audio_ssrc())` like a main connection, and returns its answer. It
+    /// only sends. A media plane without screen sharing refuses it, as this default does.
+    fn add_presentation(&self, call: CallId, payload: &JoinPayload) -> Result<RtcAnswer> {
+        let _ = (call, payload);
+        Err(crate::Error::media(
+            "this media plane does not carry screen sharing; use the UDP media plane of `groupcall serve`",
+        ))
+    }
+
     /// Drops the connection of `(call, source)`: the participant left, was replaced by a rejoin,
     /// was reported silent, or the call was discarded. Unknown keys are ignored (a connection
     /// may already be gone).

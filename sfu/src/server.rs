@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use groupcall_media::{SrtpProfile, TransportConfig};
+use groupcall_media::{SrtpProfile, TransportConfig, VideoCodec};
 
 use crate::api::{ControlServer, ServerConfig};
 use crate::calls::CallId;
@@ -28,6 +28,9 @@ pub struct LocalServerConfig {
     /// SRTP profiles the server accepts, in its order of preference (libwebrtc clients pick
     /// AES_CM_128_HMAC_SHA1_80 when it is offered; limit this to test the GCM profiles).
     pub srtp_profiles: Vec<SrtpProfile>,
+    /// Video codecs the answers offer (all three by default). libwebrtc clients send H.264 when
+    /// it is offered, VP8 when only VP8 is.
+    pub video_codecs: Vec<VideoCodec>,
 }
 
 impl Default for LocalServerConfig {
@@ -37,6 +40,7 @@ impl Default for LocalServerConfig {
             media_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             dtls_start_delay: TransportConfig::server().dtls_start_delay,
             srtp_profiles: SrtpProfile::ALL.to_vec(),
+            video_codecs: VideoCodec::ALL.to_vec(),
         }
     }
 }
@@ -57,12 +61,13 @@ impl LocalServer {
             srtp_profiles: config.srtp_profiles.clone(),
             ..TransportConfig::server()
         };
-        let media = UdpMediaPlane::start(config.media_addr, transport, events)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: config.media_addr,
-                source,
-            })?;
+        let media =
+            UdpMediaPlane::start_with(config.media_addr, transport, &config.video_codecs, events)
+                .await
+                .map_err(|source| Error::Bind {
+                    addr: config.media_addr,
+                    source,
+                })?;
         let control = ControlServer::start(
             ServerConfig::new(config.control_addr, Arc::new(media.clone()))
                 .with_media_events(receiver),
