@@ -90,18 +90,28 @@ impl FeedbackRouter {
         out: &mut Vec<Request>,
     ) {
         self.stats.keyframe_requests_in += 1;
-        if let Some(last) = self.last_keyframe_request.get(&ssrc) {
-            if now.saturating_duration_since(*last) < KEYFRAME_REQUEST_INTERVAL {
-                return;
-            }
+        if !self.may_request_keyframe(now, ssrc) {
+            return;
         }
-        self.last_keyframe_request.insert(ssrc, now);
-        self.stats.keyframe_requests_out += 1;
         out.push(Request {
             media_ssrc: ssrc,
             packet,
             kind: RequestKind::Keyframe,
         });
+    }
+
+    /// Whether a keyframe request for `ssrc` may go out now (none did for
+    /// [`KEYFRAME_REQUEST_INTERVAL`]); if so, it is counted as sent. The server's own requests
+    /// (a receiver switching layers) share the limit with receivers'.
+    pub fn may_request_keyframe(&mut self, now: Instant, ssrc: u32) -> bool {
+        if let Some(last) = self.last_keyframe_request.get(&ssrc) {
+            if now.saturating_duration_since(*last) < KEYFRAME_REQUEST_INTERVAL {
+                return false;
+            }
+        }
+        self.last_keyframe_request.insert(ssrc, now);
+        self.stats.keyframe_requests_out += 1;
+        true
     }
 
     /// Forgets a source whose publisher left (keeps the map bounded by the live sources).

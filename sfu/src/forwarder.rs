@@ -26,6 +26,10 @@ use groupcall_media::{
 };
 
 use crate::feedback::{FeedbackRouter, Request, RequestKind};
+use crate::simulcast::{rtp_payload, starts_keyframe, Decision, LayerSelector, Layout, Place};
+use groupcall_media::RtpPacket;
+use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 /// A participant of a call, identified as Telegram does: call id and audio source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -69,6 +73,8 @@ pub struct ForwarderStats {
     pub nacks_forwarded: u64,
     /// Feedback about a source nobody in the call declared (a publisher that left).
     pub feedback_unrouted: u64,
+    /// Keyframe requests the server made itself, for a receiver switching simulcast layers.
+    pub layer_keyframe_requests: u64,
 }
 
 /// Per-participant counters, for a person (or a test) checking who sends what.
@@ -102,6 +108,11 @@ struct Participant {
     stats: ParticipantStats,
     /// Every SSRC its join payload declared (audio, video groups): the only ones it may send.
     sources: Vec<u32>,
+    /// Its simulcast streams, as a publisher.
+    layout: Layout,
+    /// As a receiver: which layer of each publisher's simulcast stream it gets, by publisher
+    /// and stream. Entries go when the publisher does.
+    selectors: HashMap<(Key, usize), LayerSelector>,
 }
 
 pub struct Forwarder {
@@ -117,6 +128,8 @@ pub struct Forwarder {
     stats: ForwarderStats,
     /// Reused per forwarded packet: the receivers of the sender's call.
     scratch_keys: Vec<Key>,
+    /// Reused per rewritten simulcast packet.
+    scratch_rtp: Vec<u8>,
     /// Which connection declared each source: where feedback about it goes.
     owners: HashMap<u32, Key>,
     feedback: FeedbackRouter,
@@ -138,6 +151,7 @@ impl Forwarder {
             events: VecDeque::new(),
             stats: ForwarderStats::default(),
             scratch_keys: Vec::new(),
+            scratch_rtp: Vec::new(),
             owners: HashMap::new(),
             feedback: FeedbackRouter::default(),
             scratch_requests: Vec::new(),
@@ -222,6 +236,8 @@ impl Forwarder {
                 addr: None,
                 stats: ParticipantStats::default(),
                 sources: payload.all_sources(),
+                layout: Layout::from_groups(&payload.ssrc_groups),
+                selectors: HashMap::new(),
             },
         );
         Ok(())
@@ -238,6 +254,9 @@ impl Forwarder {
                     self.owners.remove(s);
                     self.feedback.forget(*s);
                 }
+            }
+            for r in self.participants.values_mut() {
+                r.selectors.retain(|(publisher, _), _| *publisher != key);
             }
             if let Some(a) = p.addr {
                 if self.by_addr.get(&a) == Some(&key) {
@@ -331,7 +350,7 @@ impl Forwarder {
                     // source would let one participant speak as another and get the owner's
                     // real packets dropped as replays. SRTP authenticates the header, so the
                     // SSRC checked before decryption is the one decrypted.
-                    self.forward(now, key, &pkt.raw);
+                    self.forward(now, key, p, &pkt);
                 }
                 Event::Connected { profile, .. } => {
                     p.stats.connected = true;
@@ -348,6 +367,7 @@ impl Forwarder {
                     let mut requests = std::mem::take(&mut self.scratch_requests);
                     self.feedback.route(now, &packets, &mut requests);
                     for r in requests.drain(..) {
+                        let r = self.translate_feedback(p, r);
                         self.send_feedback(key, r);
                     }
                     self.scratch_requests = requests;
@@ -357,7 +377,15 @@ impl Forwarder {
         }
     }
 
-    fn forward(&mut self, now: Instant, from: Key, raw: &[u8]) {
+    fn forward(&mut self, now: Instant, from: Key, sender: &mut Participant, pkt: &RtpPacket) {
+        let raw = &pkt.raw[..];
+        let place = sender.layout.place(pkt.ssrc);
+        let keyframe = match place {
+            Some(Place::Layer { .. }) => VideoCodec::from_payload_type(pkt.payload_type)
+                .zip(rtp_payload(raw))
+                .is_some_and(|(codec, payload)| starts_keyframe(codec, payload)),
+            _ => false,
+        };
         let mut receivers = std::mem::take(&mut self.scratch_keys);
         receivers.clear();
         receivers.extend(
@@ -371,9 +399,74 @@ impl Forwarder {
                 })
                 .map(|(k, _)| *k),
         );
+        let mut keyframe_wanted = None;
         for k in &receivers {
             if let Some(r) = self.participants.get_mut(k) {
-                match r.transport.send_rtp_raw(now, raw) {
+                let sent = match place {
+                    None => r.transport.send_rtp_raw(now, raw),
+                    Some(place) => {
+                        let (stream, out) = match place {
+                            Place::Layer { stream, .. } | Place::Rtx { stream, .. } => {
+                                (stream, &sender.layout.streams[stream])
+                            }
+                        };
+                        let sel = r
+                            .selectors
+                            .entry((from, stream))
+                            .or_insert_with(|| LayerSelector::new(usize::MAX));
+                        let rewritten = match place {
+                            Place::Layer { layer, .. } => {
+                                let d = sel.on_packet(
+                                    now,
+                                    layer,
+                                    pkt.sequence,
+                                    pkt.timestamp,
+                                    keyframe,
+                                );
+                                if let Some(l) = sel.needs_keyframe(now) {
+                                    keyframe_wanted = out.layers.get(l).copied();
+                                }
+                                match d {
+                                    Decision::Forward {
+                                        sequence,
+                                        timestamp,
+                                    } => rewrite(
+                                        &mut self.scratch_rtp,
+                                        raw,
+                                        out.layers[0],
+                                        sequence,
+                                        timestamp,
+                                        None,
+                                    ),
+                                    Decision::Drop => false,
+                                }
+                            }
+                            Place::Rtx { layer, .. } => {
+                                // Padding-only RTX (the publisher's bandwidth probes) carries no
+                                // original packet: it was for this hop only.
+                                let osn = rtp_payload(raw)
+                                    .and_then(|p| p.get(..2))
+                                    .map(|b| u16::from_be_bytes([b[0], b[1]]));
+                                match (osn.and_then(|o| sel.on_rtx(layer, o)), out.rtx[0]) {
+                                    (Some((osn, seq)), Some(rtx_ssrc)) => rewrite(
+                                        &mut self.scratch_rtp,
+                                        raw,
+                                        rtx_ssrc,
+                                        seq,
+                                        sel.timestamp(pkt.timestamp),
+                                        Some(osn),
+                                    ),
+                                    _ => false,
+                                }
+                            }
+                        };
+                        if !rewritten {
+                            continue;
+                        }
+                        r.transport.send_rtp_raw(now, &self.scratch_rtp)
+                    }
+                };
+                match sent {
                     Ok(()) => {
                         r.stats.rtp_sent += 1;
                         self.stats.rtp_forwarded += 1;
@@ -386,6 +479,79 @@ impl Forwarder {
             }
         }
         self.scratch_keys = receivers;
+        // A receiver waits for a keyframe of the layer it should get: ask its publisher.
+        if let Some(ssrc) = keyframe_wanted {
+            if self.feedback.may_request_keyframe(now, ssrc) {
+                let pli: [Box<dyn rtcp::packet::Packet>; 1] = [Box::new(PictureLossIndication {
+                    sender_ssrc: SERVER_RTCP_SSRC,
+                    media_ssrc: ssrc,
+                })];
+                if sender.transport.send_rtcp(&pli).is_ok() {
+                    self.stats.layer_keyframe_requests += 1;
+                }
+            }
+        }
+    }
+
+    /// A receiver's feedback about a rewritten simulcast stream names the stream's first SSRC
+    /// and the numbers it was sent with: it is about the layer being sent (or the one it waits
+    /// for), in that layer's numbers.
+    fn translate_feedback(&self, receiver: &Participant, r: Request) -> Request {
+        let Some(publisher_key) = self.owners.get(&r.media_ssrc).copied() else {
+            return r;
+        };
+        let Some(publisher) = self.participants.get(&publisher_key) else {
+            return r;
+        };
+        let Some(stream) = publisher
+            .layout
+            .streams
+            .iter()
+            .position(|s| s.layers[0] == r.media_ssrc)
+        else {
+            return r;
+        };
+        let Some(sel) = receiver.selectors.get(&(publisher_key, stream)) else {
+            return r;
+        };
+        let layers = &publisher.layout.streams[stream].layers;
+        match r.kind {
+            RequestKind::Keyframe => {
+                let now_layer = sel.pending().or(sel.current()).unwrap_or(0);
+                let media_ssrc = layers.get(now_layer).copied().unwrap_or(r.media_ssrc);
+                Request {
+                    media_ssrc,
+                    packet: Box::new(PictureLossIndication {
+                        sender_ssrc: SERVER_RTCP_SSRC,
+                        media_ssrc,
+                    }),
+                    kind: RequestKind::Keyframe,
+                }
+            }
+            RequestKind::Nack => {
+                let (Some(nack), Some(layer)) = (
+                    r.packet.as_any().downcast_ref::<TransportLayerNack>(),
+                    sel.current(),
+                ) else {
+                    return r;
+                };
+                let mut nack = nack.clone();
+                nack.media_ssrc = layers[layer];
+                nack.nacks
+                    .retain_mut(|n| match sel.original_sequence(n.packet_id) {
+                        Some(orig) => {
+                            n.packet_id = orig;
+                            true
+                        }
+                        None => false,
+                    });
+                Request {
+                    media_ssrc: nack.media_ssrc,
+                    packet: Box::new(nack),
+                    kind: RequestKind::Nack,
+                }
+            }
+        }
     }
 
     /// Passes a receiver's feedback on to the connection that declared its source. The
@@ -446,6 +612,33 @@ impl Forwarder {
     pub fn poll_event(&mut self) -> Option<MediaEvent> {
         self.events.pop_front()
     }
+}
+
+/// The sender SSRC of the server's own RTCP (keyframe requests).
+const SERVER_RTCP_SSRC: u32 = 1;
+
+/// Copies `raw` into `out` with a new SSRC, sequence number and timestamp, and for RTX a new
+/// original sequence number (the payload's first two bytes). False when the packet is too short.
+fn rewrite(out: &mut Vec<u8>, raw: &[u8], ssrc: u32, seq: u16, ts: u32, osn: Option<u16>) -> bool {
+    if raw.len() < 12 {
+        return false;
+    }
+    out.clear();
+    out.extend_from_slice(raw);
+    out[2..4].copy_from_slice(&seq.to_be_bytes());
+    out[4..8].copy_from_slice(&ts.to_be_bytes());
+    out[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    if let Some(osn) = osn {
+        let Some(payload) = rtp_payload(raw) else {
+            return false;
+        };
+        let at = payload.as_ptr() as usize - raw.as_ptr() as usize;
+        if payload.len() < 2 {
+            return false;
+        }
+        out[at..at + 2].copy_from_slice(&osn.to_be_bytes());
+    }
+    true
 }
 
 /// The SSRC of an (S)RTP packet: bytes 8..12 of the fixed header, never encrypted.

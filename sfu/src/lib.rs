@@ -30,6 +30,7 @@ pub mod impair;
 pub mod media;
 pub mod plane;
 pub mod server;
+pub mod simulcast;
 
 pub use api::{ControlServer, ServerConfig};
 pub use calls::{Call, CallId, Calls, Participant, ParticipantVideo, PeerId, Update};
