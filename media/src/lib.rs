@@ -24,6 +24,7 @@ pub mod sim;
 pub mod srtp;
 pub mod stats;
 pub mod transport;
+pub mod twcc;
 
 #[cfg(feature = "driver")]
 pub mod driver;

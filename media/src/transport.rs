@@ -33,6 +33,7 @@ use crate::payload::{JoinPayload, Setup};
 use crate::rtp::{abs_send_time_from_micros, restamp, OutgoingRtp, RtpPacket, RtpParams};
 use crate::srtp::{SrtpProfile, SrtpSession, Unprotect};
 use crate::stats::{SsrcStats, TransportStats};
+use crate::twcc::TwccRecorder;
 
 /// Parsed RTCP packets, re-exported so callers need no direct `rtc` dependency.
 pub use rtc::rtcp;
@@ -69,6 +70,10 @@ pub struct TransportConfig {
     /// this as RFC 3550 §6.3.1 asks (so that many receivers do not report in step). Zero turns
     /// them off.
     pub report_interval: Duration,
+    /// When set, arrivals of packets carrying a transport-wide sequence number are reported
+    /// back in transport-cc feedback (`twcc`) this long after the first one not yet reported,
+    /// so that the sender's bandwidth estimate can grow. `None` sends none and records nothing.
+    pub transport_feedback_interval: Option<Duration>,
 }
 
 impl Default for TransportConfig {
@@ -81,6 +86,7 @@ impl Default for TransportConfig {
             dtls_start_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
             report_interval: Duration::from_secs(1),
+            transport_feedback_interval: None,
         }
     }
 }
@@ -96,6 +102,9 @@ impl TransportConfig {
                 ..IceTimeouts::default()
             },
             dtls_start_delay: Duration::from_millis(50),
+            // Telegram's server feeds libwebrtc's bandwidth estimate; so does this one
+            // (every 100 ms, as libwebrtc's own receivers do).
+            transport_feedback_interval: Some(Duration::from_millis(100)),
             ..TransportConfig::default()
         }
     }
@@ -288,6 +297,8 @@ pub struct Transport {
     /// The SSRC receiver reports are sent from: the first this side sent RTP on.
     report_ssrc: Option<u32>,
     next_report: Option<Instant>,
+    twcc: Option<TwccRecorder>,
+    next_feedback: Option<Instant>,
     last_report: Option<Instant>,
     /// xorshift state for the report interval's randomisation.
     report_rng: u64,
@@ -350,6 +361,9 @@ impl Transport {
                 None,
             )
         };
+        let twcc = config
+            .transport_feedback_interval
+            .map(|_| TwccRecorder::new(RECEIVE_ONLY_SSRC));
         let mut t = Transport {
             config,
             local_addr: local.addr,
@@ -373,6 +387,8 @@ impl Transport {
             transport_seq: 1,
             report_ssrc: None,
             next_report: None,
+            twcc,
+            next_feedback: None,
             last_report: None,
             // Never zero, which would stick xorshift at zero.
             report_rng: rand::random::<u64>() | 1,
@@ -612,6 +628,14 @@ impl Transport {
                     .entry(p.ssrc)
                     .or_insert_with(|| SsrcStats::new(p.sequence, rate, now))
                     .on_packet(p.sequence, p.timestamp, arrival, data.len(), now);
+                if let (Some(twcc), Some(seq)) = (self.twcc.as_mut(), p.transport_seq) {
+                    let micros = now.saturating_duration_since(self.epoch).as_micros() as i64;
+                    twcc.record(seq, micros);
+                    if self.next_feedback.is_none() {
+                        self.next_feedback =
+                            self.config.transport_feedback_interval.map(|i| now + i);
+                    }
+                }
                 self.events.push_back(Event::Rtp(p));
             }
             Err(_) => self.stats.malformed += 1,
@@ -762,6 +786,15 @@ impl Transport {
             }
             self.schedule_report(now);
         }
+        if self.next_feedback.is_some_and(|t| t <= now) {
+            // The next one is scheduled by the next arrival: no timer while nothing comes.
+            self.next_feedback = None;
+            if let Some(fb) = self.twcc.as_mut().and_then(TwccRecorder::build) {
+                if let Err(e) = self.send_rtcp(&[Box::new(fb)]) {
+                    tracing::debug!(local = %self.local_addr, "transport-cc feedback not sent: {e}");
+                }
+            }
+        }
         if self.handshake_deadline.is_some_and(|d| d <= now) && self.srtp.is_none() {
             self.fail(FailureCause::Dtls(format!(
                 "handshake did not complete within {:?}",
@@ -801,7 +834,10 @@ impl Transport {
         } else {
             None
         };
-        [ice, dtls, start, hs, report].into_iter().flatten().min()
+        [ice, dtls, start, hs, report, self.next_feedback]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {

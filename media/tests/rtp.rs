@@ -408,3 +408,90 @@ fn a_forwarded_packet_carries_this_hops_transport_sequence() {
     assert_eq!(fwd.audio_level, Some(voiced(5)), "the rest is kept");
     assert_eq!(fwd.payload.as_ref(), b"fwd");
 }
+
+/// Transport-cc feedback as the server sends it (docs/protocol.md §5.1): every packet the
+/// client numbered is reported, received with its spacing or lost, so a libwebrtc sender's
+/// bandwidth estimate can follow the link.
+#[test]
+fn the_server_reports_arrivals_and_losses_in_transport_cc_feedback() {
+    use rtcp::transport_feedbacks::transport_layer_cc::{
+        PacketStatusChunk, SymbolTypeTcc, TransportLayerCc,
+    };
+    let (mut sim, mut p, mut ev) = common::connected_pair(9, TransportConfig::server());
+    const N: u16 = 30;
+    let dropped = [7u16, 8, 20];
+    let from = p.client.local_addr();
+    for i in 0..N {
+        p.client
+            .send_rtp(
+                sim.now,
+                &OutgoingRtp::new(0x5EED, 100 + i, 960 * i as u32, 111, b"voice"),
+            )
+            .unwrap();
+        while let Some(t) = p.client.poll_transmit() {
+            let is_rtp = t.contents.first().is_some_and(|b| b & 0xc0 == 0x80)
+                && !(200..=206).contains(&t.contents[1]);
+            if !(is_rtp && dropped.contains(&i)) {
+                sim.net.send(sim.now, from, t);
+            }
+        }
+        run(&mut sim, &mut p, &mut ev, Duration::from_millis(20));
+    }
+    run(&mut sim, &mut p, &mut ev, Duration::from_millis(300));
+    let feedback: Vec<TransportLayerCc> = ev[0]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Rtcp(pkts) => Some(pkts),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|p| p.as_any().downcast_ref::<TransportLayerCc>().cloned())
+        .collect();
+    assert!(
+        feedback.len() >= 5,
+        "one feedback per 100 ms of media: {}",
+        feedback.len()
+    );
+    // Statuses in order of transport-wide sequence number, over all feedbacks.
+    let mut received = Vec::new();
+    let mut deltas = Vec::new();
+    for fb in &feedback {
+        let mut symbols = Vec::new();
+        for c in &fb.packet_chunks {
+            match c {
+                PacketStatusChunk::RunLengthChunk(r) => symbols.extend(std::iter::repeat_n(
+                    r.packet_status_symbol,
+                    r.run_length as usize,
+                )),
+                PacketStatusChunk::StatusVectorChunk(v) => symbols.extend(v.symbol_list.iter()),
+            }
+        }
+        symbols.truncate(fb.packet_status_count as usize);
+        for (i, s) in symbols.iter().enumerate() {
+            received.push((
+                fb.base_sequence_number.wrapping_add(i as u16),
+                *s != SymbolTypeTcc::PacketNotReceived,
+            ));
+        }
+        deltas.extend(fb.recv_deltas.iter().skip(1).map(|d| d.delta));
+    }
+    // The client's transport-wide numbers follow its send order (it sent nothing else).
+    let first = received[0].0;
+    let lost: Vec<u16> = received
+        .iter()
+        .filter(|r| !r.1)
+        .map(|r| r.0.wrapping_sub(first))
+        .collect();
+    assert_eq!(lost, dropped);
+    assert_eq!(
+        received.len(),
+        N as usize,
+        "every packet reported once: {received:?}"
+    );
+    // Within one feedback, packets sent 20 ms apart (40 or 60 ms across lost ones) arrived so.
+    assert!(
+        deltas.iter().all(|d| [20_000, 40_000, 60_000].contains(d)),
+        "{deltas:?}"
+    );
+    assert!(deltas.iter().filter(|d| **d == 20_000).count() >= 15);
+}
