@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use groupcall_engine::media::{SrtpProfile, VideoCodec};
-use groupcall_sfu::{LocalServer, LocalServerConfig};
+use groupcall_sfu::{LocalServer, LocalServerConfig, VideoOffer};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,6 +24,10 @@ pub struct Args {
     /// H.264 when it is offered and VP8 when only VP8 is.
     #[arg(long = "video-codec", value_enum, value_name = "CODEC")]
     video_codecs: Vec<Codec>,
+    /// Where libwebrtc clients' bandwidth estimate starts, in kbit/s (x-google-start-bitrate in
+    /// the answer); 0 leaves it to the client (300, only the lowest simulcast layer).
+    #[arg(long, default_value_t = groupcall_sfu::forwarder::DEFAULT_START_BITRATE_KBPS)]
+    video_start_kbps: u32,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -73,10 +77,13 @@ pub async fn run(args: Args) -> Result<(), String> {
         } else {
             args.srtp.iter().map(|&p| p.into()).collect()
         },
-        video_codecs: if args.video_codecs.is_empty() {
-            VideoCodec::ALL.to_vec()
-        } else {
-            args.video_codecs.iter().map(|&c| c.into()).collect()
+        video: VideoOffer {
+            codecs: if args.video_codecs.is_empty() {
+                VideoCodec::ALL.to_vec()
+            } else {
+                args.video_codecs.iter().map(|&c| c.into()).collect()
+            },
+            start_bitrate_kbps: (args.video_start_kbps > 0).then_some(args.video_start_kbps),
         },
     })
     .await

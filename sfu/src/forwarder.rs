@@ -118,7 +118,7 @@ struct Participant {
 pub struct Forwarder {
     local_addr: SocketAddr,
     identity: LocalIdentity,
-    video_codecs: Vec<VideoCodec>,
+    video: VideoOffer,
     config: TransportConfig,
     participants: HashMap<Key, Participant>,
     by_ufrag: HashMap<String, Key>,
@@ -142,7 +142,7 @@ impl Forwarder {
         Ok(Forwarder {
             local_addr,
             identity: LocalIdentity::generate()?,
-            video_codecs: VideoCodec::ALL.to_vec(),
+            video: VideoOffer::default(),
             config,
             participants: HashMap::new(),
             by_ufrag: HashMap::new(),
@@ -158,10 +158,9 @@ impl Forwarder {
         })
     }
 
-    /// Offer only these video codecs in answers (all three by default): a server that offers
-    /// only VP8 makes libwebrtc clients send VP8 instead of H.264.
-    pub fn with_video_codecs(mut self, codecs: &[VideoCodec]) -> Self {
-        self.video_codecs = codecs.to_vec();
+    /// What the answers' `video` sections offer.
+    pub fn with_video_offer(mut self, offer: VideoOffer) -> Self {
+        self.video = offer;
         self
     }
 
@@ -196,7 +195,7 @@ impl Forwarder {
         Answerer {
             local_addr: self.local_addr,
             identity: self.identity.clone(),
-            video_codecs: self.video_codecs.clone(),
+            video: self.video.clone(),
         }
     }
 
@@ -367,7 +366,7 @@ impl Forwarder {
                     let mut requests = std::mem::take(&mut self.scratch_requests);
                     self.feedback.route(now, &packets, &mut requests);
                     for r in requests.drain(..) {
-                        let r = self.translate_feedback(p, r);
+                        let r = self.translate_feedback(now, p, r);
                         self.send_feedback(key, r);
                     }
                     self.scratch_requests = requests;
@@ -496,7 +495,7 @@ impl Forwarder {
     /// A receiver's feedback about a rewritten simulcast stream names the stream's first SSRC
     /// and the numbers it was sent with: it is about the layer being sent (or the one it waits
     /// for), in that layer's numbers.
-    fn translate_feedback(&self, receiver: &Participant, r: Request) -> Request {
+    fn translate_feedback(&self, now: Instant, receiver: &Participant, r: Request) -> Request {
         let Some(publisher_key) = self.owners.get(&r.media_ssrc).copied() else {
             return r;
         };
@@ -517,7 +516,7 @@ impl Forwarder {
         let layers = &publisher.layout.streams[stream].layers;
         match r.kind {
             RequestKind::Keyframe => {
-                let now_layer = sel.pending().or(sel.current()).unwrap_or(0);
+                let now_layer = sel.needs_keyframe(now).or(sel.current()).unwrap_or(0);
                 let media_ssrc = layers.get(now_layer).copied().unwrap_or(r.media_ssrc);
                 Request {
                     media_ssrc,
@@ -657,8 +656,34 @@ fn rtcp_sender_ssrc(data: &[u8]) -> Option<u32> {
 pub struct Answerer {
     local_addr: SocketAddr,
     identity: LocalIdentity,
-    video_codecs: Vec<VideoCodec>,
+    video: VideoOffer,
 }
+
+/// The video part of the server's answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VideoOffer {
+    /// Codecs offered (all three by default): a server that offers only VP8 makes libwebrtc
+    /// clients send VP8 instead of H.264.
+    pub codecs: Vec<VideoCodec>,
+    /// `x-google-start-bitrate` on every video codec, in kbit/s: where a libwebrtc sender's
+    /// bandwidth estimate starts. Its own default (300) carries only the lowest simulcast layer,
+    /// and an encoder that does not use what it has (a still picture) never shows the estimate
+    /// the link could carry more, so the upper layers would never start. Telegram's answers
+    /// carry a bitrate hint of their own (docs/protocol.md §2.2). `None` leaves it out.
+    pub start_bitrate_kbps: Option<u32>,
+}
+
+impl Default for VideoOffer {
+    fn default() -> Self {
+        VideoOffer {
+            codecs: VideoCodec::ALL.to_vec(),
+            start_bitrate_kbps: Some(DEFAULT_START_BITRATE_KBPS),
+        }
+    }
+}
+
+/// Enough for a 640x360 camera's two layers and a screen's two.
+pub const DEFAULT_START_BITRATE_KBPS: u32 = 1500;
 
 impl Answerer {
     /// A main connection's answer has `transport`, `audio` and `video` (with the camera's
@@ -674,11 +699,20 @@ impl Answerer {
                 format!("screen-{source}")
             }
         };
-        answer.video = Some(telegram_video_info_with(
-            &endpoint,
-            source ^ 0x5a5a_5a5a,
-            &self.video_codecs,
-        ));
+        let mut video =
+            telegram_video_info_with(&endpoint, source ^ 0x5a5a_5a5a, &self.video.codecs);
+        if let Some(kbps) = self.video.start_bitrate_kbps {
+            for pt in video
+                .media
+                .payload_types
+                .iter_mut()
+                .filter(|pt| pt.name != "rtx")
+            {
+                pt.parameters
+                    .insert("x-google-start-bitrate".into(), kbps.into());
+            }
+        }
+        answer.video = Some(video);
         (ice, answer)
     }
 }

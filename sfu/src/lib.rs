@@ -35,7 +35,7 @@ pub mod simulcast;
 pub use api::{ControlServer, ServerConfig};
 pub use calls::{Call, CallId, Calls, Participant, ParticipantVideo, PeerId, Update};
 pub use error::{Error, Result};
-pub use forwarder::{ForwarderStats, ParticipantStats};
+pub use forwarder::{ForwarderStats, ParticipantStats, VideoOffer};
 pub use media::UdpMediaPlane;
 pub use plane::{
     media_events, MediaEvent, MediaEventReceiver, MediaEvents, MediaPlane, SilenceTracker,

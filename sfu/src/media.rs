@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use groupcall_media::{IceCredentials, JoinPayload, RtcAnswer, TransportConfig, VideoCodec};
+use groupcall_media::{IceCredentials, JoinPayload, RtcAnswer, TransportConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,6 +16,7 @@ use crate::calls::CallId;
 use crate::error::{Error, Result};
 use crate::forwarder::{
     Answerer, Forwarder, ForwarderStats, Key, MediaEvent as FwdEvent, ParticipantStats, Role,
+    VideoOffer,
 };
 use crate::plane::{MediaEvent, MediaEvents, MediaPlane};
 
@@ -47,21 +48,21 @@ impl UdpMediaPlane {
         config: TransportConfig,
         events: MediaEvents,
     ) -> io::Result<Self> {
-        Self::start_with(addr, config, &VideoCodec::ALL, events).await
+        Self::start_with(addr, config, VideoOffer::default(), events).await
     }
 
-    /// [`start`](Self::start) offering only `video_codecs` in answers.
+    /// [`start`](Self::start) with answers whose `video` is `video`.
     pub async fn start_with(
         addr: SocketAddr,
         config: TransportConfig,
-        video_codecs: &[VideoCodec],
+        video: VideoOffer,
         events: MediaEvents,
     ) -> io::Result<Self> {
         let socket = UdpSocket::bind(addr).await?;
         let local_addr = socket.local_addr()?;
         let forwarder = Forwarder::new(local_addr, config)
             .map_err(|e| io::Error::other(e.to_string()))?
-            .with_video_codecs(video_codecs);
+            .with_video_offer(video);
         let answerer = forwarder.answerer();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(socket, forwarder, rx, events));

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use groupcall_media::{SrtpProfile, TransportConfig, VideoCodec};
+use groupcall_media::{SrtpProfile, TransportConfig};
 
 use crate::api::{ControlServer, ServerConfig};
 use crate::calls::CallId;
 use crate::error::{Error, Result};
-use crate::forwarder::{ForwarderStats, ParticipantStats};
+use crate::forwarder::{ForwarderStats, ParticipantStats, VideoOffer};
 use crate::media::UdpMediaPlane;
 use crate::plane::media_events;
 
@@ -28,9 +28,9 @@ pub struct LocalServerConfig {
     /// SRTP profiles the server accepts, in its order of preference (libwebrtc clients pick
     /// AES_CM_128_HMAC_SHA1_80 when it is offered; limit this to test the GCM profiles).
     pub srtp_profiles: Vec<SrtpProfile>,
-    /// Video codecs the answers offer (all three by default). libwebrtc clients send H.264 when
-    /// it is offered, VP8 when only VP8 is.
-    pub video_codecs: Vec<VideoCodec>,
+    /// What answers offer for video: codecs (libwebrtc clients send H.264 when it is offered,
+    /// VP8 when only VP8 is) and the start bitrate.
+    pub video: VideoOffer,
 }
 
 impl Default for LocalServerConfig {
@@ -40,7 +40,7 @@ impl Default for LocalServerConfig {
             media_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             dtls_start_delay: TransportConfig::server().dtls_start_delay,
             srtp_profiles: SrtpProfile::ALL.to_vec(),
-            video_codecs: VideoCodec::ALL.to_vec(),
+            video: VideoOffer::default(),
         }
     }
 }
@@ -62,7 +62,7 @@ impl LocalServer {
             ..TransportConfig::server()
         };
         let media =
-            UdpMediaPlane::start_with(config.media_addr, transport, &config.video_codecs, events)
+            UdpMediaPlane::start_with(config.media_addr, transport, config.video.clone(), events)
                 .await
                 .map_err(|source| Error::Bind {
                     addr: config.media_addr,

@@ -210,15 +210,6 @@ impl LayerSelector {
         self.switches += 1;
     }
 
-    /// The layer it waits to switch to, if any (what a receiver's keyframe request is about).
-    pub fn pending(&self) -> Option<usize> {
-        self.last_heard
-            .iter()
-            .rposition(|t| t.is_some())
-            .map(|top| top.min(self.target))
-            .filter(|l| Some(*l) != self.current)
-    }
-
     /// A timestamp of the layer being sent, as sent.
     pub fn timestamp(&self, original: u32) -> u32 {
         original.wrapping_add(self.ts_offset)

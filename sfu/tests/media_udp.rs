@@ -9,6 +9,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use groupcall_media::driver::UdpDriver;
+use groupcall_media::rtcp;
 use groupcall_media::{
     Event, JoinPayload, LocalEndpoint, LocalIdentity, OutgoingRtp, RemotePeer, RtpPacket,
     ServerAnswer, Setup, SrtpProfile, State, Transport, TransportConfig, VideoPublish,
@@ -90,6 +91,12 @@ impl Harness {
         self.join_with(peer, TransportConfig::default(), None).await
     }
 
+    /// Joins as `peer` declaring `video` in its payload (camera: three simulcast layers).
+    async fn join_video(&self, peer: i64, video: VideoPublish) -> Client {
+        self.join_full(peer, TransportConfig::default(), None, video)
+            .await
+    }
+
     /// Joins as `peer`: the payload is built from a fresh identity, the transport then runs with
     /// `cert`'s certificate instead when it is given (an impostor).
     async fn join_with(
@@ -98,19 +105,59 @@ impl Harness {
         config: TransportConfig,
         cert: Option<LocalIdentity>,
     ) -> Client {
+        self.join_full(peer, config, cert, VideoPublish::None).await
+    }
+
+    async fn join_full(
+        &self,
+        peer: i64,
+        config: TransportConfig,
+        cert: Option<LocalIdentity>,
+        video: VideoPublish,
+    ) -> Client {
+        self.connect(
+            &format!("/calls/{}/join", self.call),
+            peer,
+            config,
+            cert,
+            video,
+        )
+        .await
+    }
+
+    /// Shares a screen as `peer` (already joined): a second connection.
+    async fn share_screen(&self, peer: i64) -> Client {
+        let path = format!("/calls/{}/presentation/join", self.call);
+        self.connect(
+            &path,
+            peer,
+            TransportConfig::default(),
+            None,
+            VideoPublish::Screen,
+        )
+        .await
+    }
+
+    async fn connect(
+        &self,
+        path: &str,
+        peer: i64,
+        config: TransportConfig,
+        cert: Option<LocalIdentity>,
+        video: VideoPublish,
+    ) -> Client {
         let identity = LocalIdentity::generate().unwrap();
-        let payload = JoinPayload::new(&identity, VideoPublish::None).to_json();
+        let payload = JoinPayload::new(&identity, video).to_json();
         let (status, joined) = self
-            .post(
-                &format!("/calls/{}/join", self.call),
-                json!({"peer": peer, "params": payload}),
-            )
+            .post(path, json!({"peer": peer, "params": payload}))
             .await;
         assert_eq!(status, 200, "join of {peer}: {joined}");
-        assert_eq!(
-            joined["participant"]["source"].as_i64().map(|s| s as u32),
-            Some(identity.audio_ssrc)
-        );
+        let shown = if path.contains("presentation") {
+            &joined["participant"]["presentation"]["audio_source"]
+        } else {
+            &joined["participant"]["source"]
+        };
+        assert_eq!(shown.as_i64().map(|s| s as u32), Some(identity.audio_ssrc));
         let params = joined["params"].as_str().expect("params is JSON text");
         let answer = ServerAnswer::parse(params)
             .expect("answer parses")
@@ -172,7 +219,23 @@ enum ClientEvent {
     Connected(SrtpProfile),
     Failed(String),
     Rtp(RtpPacket),
+    Rtcp(Vec<Box<dyn rtcp::packet::Packet>>),
     SendFailed(String),
+}
+
+/// What a client task is asked to send.
+enum Send {
+    /// The next `n` numbered audio packets with this SSRC.
+    Numbered(u32, u16),
+    /// One packet exactly as given.
+    Packet {
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        pt: u8,
+        payload: Vec<u8>,
+    },
+    Rtcp(Vec<Box<dyn rtcp::packet::Packet>>),
 }
 
 /// A participant running in its own task: it sends numbered packets on request and reports
@@ -181,12 +244,12 @@ struct Client {
     ssrc: u32,
     server_ufrag: String,
     client_ufrag: String,
-    /// `(ssrc, n)`: send the next `n` packets with this SSRC.
-    send: mpsc::UnboundedSender<(u32, u16)>,
+    send: mpsc::UnboundedSender<Send>,
     events: mpsc::UnboundedReceiver<ClientEvent>,
     task: JoinHandle<()>,
     /// Packets read while waiting for something else, per sender.
     received: BTreeMap<u32, Vec<RtpPacket>>,
+    rtcp: Vec<Box<dyn rtcp::packet::Packet>>,
     connected: Option<SrtpProfile>,
 }
 
@@ -198,7 +261,7 @@ impl Drop for Client {
 
 impl Client {
     fn spawn(ssrc: u32, server_ufrag: String, client_ufrag: String, mut driver: UdpDriver) -> Self {
-        let (send, mut send_rx) = mpsc::unbounded_channel::<(u32, u16)>();
+        let (send, mut send_rx) = mpsc::unbounded_channel::<Send>();
         let (events_tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             // Sequence numbers continue across bursts, per SSRC: SRTP replay protection drops
@@ -207,7 +270,25 @@ impl Client {
             loop {
                 tokio::select! {
                     cmd = send_rx.recv() => {
-                        let Some((ssrc, n)) = cmd else { return };
+                        let (ssrc, n) = match cmd {
+                            None => return,
+                            Some(Send::Numbered(ssrc, n)) => (ssrc, n),
+                            Some(Send::Packet { ssrc, seq, ts, pt, payload }) => {
+                                let p = OutgoingRtp::new(ssrc, seq, ts, pt, &payload);
+                                if let Err(e) = driver.transport_mut().send_rtp(Instant::now(), &p) {
+                                    let _ = events_tx.send(ClientEvent::SendFailed(e.to_string()));
+                                }
+                                let _ = driver.flush().await;
+                                continue;
+                            }
+                            Some(Send::Rtcp(packets)) => {
+                                if let Err(e) = driver.transport_mut().send_rtcp(&packets) {
+                                    let _ = events_tx.send(ClientEvent::SendFailed(e.to_string()));
+                                }
+                                let _ = driver.flush().await;
+                                continue;
+                            }
+                        };
                         for _ in 0..n {
                             let next = next_seq.entry(ssrc).or_default();
                             let seq = *next;
@@ -233,6 +314,7 @@ impl Client {
                             Ok(Event::Connected { profile, .. }) => ClientEvent::Connected(profile),
                             Ok(Event::StateChanged(State::Failed(c))) => ClientEvent::Failed(c.to_string()),
                             Ok(Event::Rtp(p)) => ClientEvent::Rtp(p),
+                            Ok(Event::Rtcp(p)) => ClientEvent::Rtcp(p),
                             Ok(_) => continue,
                             Err(e) => ClientEvent::Failed(format!("socket: {e}")),
                         };
@@ -251,6 +333,7 @@ impl Client {
             events,
             task,
             received: BTreeMap::new(),
+            rtcp: Vec::new(),
             connected: None,
         }
     }
@@ -261,6 +344,7 @@ impl Client {
             ClientEvent::Failed(c) => panic!("client {:08x} failed: {c}", self.ssrc),
             ClientEvent::SendFailed(c) => panic!("client {:08x} could not send: {c}", self.ssrc),
             ClientEvent::Rtp(p) => self.received.entry(p.ssrc).or_default().push(p),
+            ClientEvent::Rtcp(p) => self.rtcp.extend(p),
         }
     }
 
@@ -284,7 +368,9 @@ impl Client {
 
     /// Sends the next `n` packets with someone else's SSRC.
     fn send_as(&self, ssrc: u32, n: u16) {
-        self.send.send((ssrc, n)).expect("client task runs");
+        self.send
+            .send(Send::Numbered(ssrc, n))
+            .expect("client task runs");
     }
 
     /// Waits until, for each `(sender, n)`, `n` packets in all from `sender` have arrived, then
@@ -335,6 +421,51 @@ impl Client {
             !self.received.contains_key(&self.ssrc),
             "the server echoed {:08x}'s own packets back",
             self.ssrc
+        );
+    }
+
+    /// Sends one packet exactly as given.
+    fn send_packet(&self, ssrc: u32, seq: u16, ts: u32, pt: u8, payload: Vec<u8>) {
+        self.send
+            .send(Send::Packet {
+                ssrc,
+                seq,
+                ts,
+                pt,
+                payload,
+            })
+            .expect("client task runs");
+    }
+
+    fn send_rtcp(&self, packets: Vec<Box<dyn rtcp::packet::Packet>>) {
+        self.send
+            .send(Send::Rtcp(packets))
+            .expect("client task runs");
+    }
+
+    /// The media SSRCs of keyframe requests (PLI) received so far.
+    fn plis(&self) -> Vec<u32> {
+        use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+        self.rtcp
+            .iter()
+            .filter_map(|p| p.as_any().downcast_ref::<PictureLossIndication>())
+            .map(|p| p.media_ssrc)
+            .collect()
+    }
+
+    /// Waits until `n` packets arrived on `ssrc`.
+    async fn expect_video(&mut self, ssrc: u32, n: usize) {
+        let r = tokio::time::timeout(STEP, async {
+            while self.received.get(&ssrc).map_or(0, Vec::len) < n {
+                let e = self.events.recv().await.expect("client task runs");
+                self.note(e);
+            }
+        })
+        .await;
+        assert!(
+            r.is_ok(),
+            "expected {n} packets on {ssrc:08x}, got {}",
+            self.received.get(&ssrc).map_or(0, Vec::len)
         );
     }
 
@@ -449,6 +580,7 @@ async fn an_impostor_certificate_never_connects_and_gets_nothing() {
                         continue;
                     }
                     ClientEvent::SendFailed(c) => format!("send failed: {c}"),
+                    ClientEvent::Rtcp(_) => continue,
                 });
             }
             seen
@@ -813,6 +945,208 @@ async fn a_lone_participant_receives_nothing() {
         let sa = h.server.participant_stats(h.call, a.ssrc).await.unwrap();
         assert_eq!((sa.rtp_received, sa.rtp_sent), (10, 0));
         assert_eq!(h.server.media_totals().await.unwrap().rtp_forwarded, 0);
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+/// A VP8 packet of `layer`: payload descriptor with S set (partition 0), then the frame
+/// header's first byte (keyframe when its lowest bit is clear), then bytes naming the layer and
+/// frame so a receiver can tell what it got.
+fn vp8(layer: usize, frame: u16, key: bool) -> Vec<u8> {
+    let mut p = vec![0x10, if key { 0x50 } else { 0x51 }];
+    p.extend(format!("layer {layer} frame {frame:05}").into_bytes());
+    p
+}
+
+fn layer_and_frame(p: &RtpPacket) -> (usize, u16) {
+    let text = std::str::from_utf8(&p.payload[2..]).expect("text after the VP8 headers");
+    let mut words = text.split(' ');
+    let layer = words.nth(1).unwrap().parse().unwrap();
+    let frame = words.nth(1).unwrap().parse().unwrap();
+    (layer, frame)
+}
+
+/// A camera in three simulcast layers (docs/protocol.md §1.2, §5.3): each receiver gets one
+/// layer, the highest that is sending, re-stamped onto the first SSRC of the SIM group with one
+/// continuous sequence-number line; a switch happens only where the new layer has a keyframe,
+/// and the server asks the publisher for the keyframes it waits for. A receiver's PLI about the
+/// stream reaches the publisher as a PLI of the layer being sent.
+#[tokio::test]
+async fn a_simulcast_camera_reaches_each_receiver_as_one_layer_switched_on_keyframes() {
+    bounded(async {
+        let h = Harness::start().await;
+        let mut a = h.join_video(10, VideoPublish::Camera).await;
+        let mut b = h.join(11).await;
+        for c in [&mut a, &mut b] {
+            c.connected().await;
+            h.server_connected(c.ssrc).await;
+        }
+        // Camera layout of A's payload: SIM [a+1, a+3, a+5], RTX at +1 of each.
+        let sim = [a.ssrc + 1, a.ssrc + 3, a.ssrc + 5];
+        // Independent encoders: unrelated numbering per layer.
+        let mut seq = [100u16, 30_000, 65_500];
+        let mut ts = [5_000u32, 900_000, 4_000_000_000];
+        let mut frame = 0u16;
+        let mut send_frame = |a: &Client, layers: &[usize], key: bool, frame: &mut u16| {
+            for &l in layers {
+                a.send_packet(sim[l], seq[l], ts[l], 100, vp8(l, *frame, key));
+                seq[l] = seq[l].wrapping_add(1);
+                ts[l] = ts[l].wrapping_add(3000);
+            }
+            *frame += 1;
+        };
+        let tick = || tokio::time::sleep(Duration::from_millis(33));
+
+        // Delta frames only: nothing B could decode is sent, and A is asked for a keyframe of
+        // the top layer.
+        for _ in 0..5 {
+            send_frame(&a, &[0, 1, 2], false, &mut frame);
+            tick().await;
+        }
+        b.idle(Duration::from_millis(100)).await;
+        assert!(
+            b.received.is_empty(),
+            "undecodable frames were sent: {:?}",
+            b.received.keys()
+        );
+        a.idle(Duration::from_millis(100)).await;
+        assert!(
+            a.plis().contains(&sim[2]),
+            "keyframe requests: {:?}",
+            a.plis()
+        );
+
+        // A keyframe on every layer: B gets layer 2 from it on, as SIM[0].
+        send_frame(&a, &[0, 1, 2], true, &mut frame);
+        for _ in 0..10 {
+            tick().await;
+            send_frame(&a, &[0, 1, 2], false, &mut frame);
+        }
+        // Layer 2 stops (A's bandwidth went down): after a second B falls back to layer 1, at
+        // its next keyframe, and the server asks for one.
+        for _ in 0..40 {
+            tick().await;
+            send_frame(&a, &[0, 1], false, &mut frame);
+        }
+        a.idle(Duration::from_millis(50)).await;
+        assert!(
+            a.plis().contains(&sim[1]),
+            "keyframe requests: {:?}",
+            a.plis()
+        );
+        send_frame(&a, &[0, 1], true, &mut frame);
+        for _ in 0..10 {
+            tick().await;
+            send_frame(&a, &[0, 1], false, &mut frame);
+        }
+        b.expect_video(sim[0], 11 + 11).await;
+        let got = &b.received[&sim[0]];
+        assert!(
+            b.received.keys().all(|s| *s == sim[0]),
+            "only SIM[0]: {:?}",
+            b.received.keys()
+        );
+        let seen: Vec<(usize, u16)> = got.iter().map(layer_and_frame).collect();
+        // Layer 2 from its keyframe (frame 5) to its last frame, then layer 1 from its keyframe.
+        let switch = seen
+            .iter()
+            .position(|(l, _)| *l == 1)
+            .expect("a switch to layer 1");
+        assert!(seen[..switch].iter().all(|(l, _)| *l == 2), "{seen:?}");
+        assert_eq!(seen[0], (2, 5), "starts on layer 2's keyframe");
+        assert_eq!(
+            seen[switch].1, 56,
+            "switches on layer 1's keyframe: {seen:?}"
+        );
+        assert!(got[0].payload[1] & 1 == 0 && got[switch].payload[1] & 1 == 0);
+        for w in got.windows(2) {
+            assert_eq!(w[1].sequence, w[0].sequence.wrapping_add(1), "continuous");
+            let dt = w[1].timestamp.wrapping_sub(w[0].timestamp);
+            assert!(dt > 0 && dt < 0x8000_0000, "timestamps move forward: {dt}");
+        }
+        // Across the switch the timestamps follow the ~1.3 s B waited (90 kHz).
+        let gap = got[switch]
+            .timestamp
+            .wrapping_sub(got[switch - 1].timestamp);
+        assert!((90_000..180_000).contains(&gap), "gap {gap}");
+
+        // B asks for a keyframe of what it gets (SIM[0]): A is asked for layer 1's.
+        let before = a.plis().len();
+        b.send_rtcp(vec![Box::new(
+            rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                sender_ssrc: b.ssrc,
+                media_ssrc: sim[0],
+            },
+        )]);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        a.idle(Duration::from_millis(100)).await;
+        assert_eq!(a.plis()[before..], [sim[1]], "all: {:?}", a.plis());
+        let t = h.server.media_totals().await.unwrap();
+        assert!(t.layer_keyframe_requests >= 2, "{t:?}");
+        assert_eq!(t.keyframe_requests, 1, "{t:?}");
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+/// A screen share is a second, send-only connection: others get its video, it gets nothing,
+/// and leaving the presentation drops only that connection.
+#[tokio::test]
+async fn a_screen_share_is_forwarded_to_the_others_and_gets_nothing_itself() {
+    bounded(async {
+        let h = Harness::start().await;
+        let mut a = h.join(10).await;
+        let mut b = h.join(11).await;
+        for c in [&mut a, &mut b] {
+            c.connected().await;
+            h.server_connected(c.ssrc).await;
+        }
+        let mut s = h.share_screen(10).await;
+        s.connected().await;
+        h.server_connected(s.ssrc).await;
+        let info = h.get(&format!("/calls/{}", h.call)).await;
+        let shown = &info["participants"][0]["presentation"];
+        assert_eq!(
+            shown["audio_source"].as_i64().map(|x| x as u32),
+            Some(s.ssrc),
+            "{info}"
+        );
+        assert!(shown["endpoint"].as_str().unwrap().starts_with("screen-"));
+
+        // Its first layer, a keyframe then deltas: B gets them as SIM[0] (S+1).
+        let sim0 = s.ssrc + 1;
+        for f in 0..10u16 {
+            s.send_packet(sim0, 500 + f, 3000 * f as u32, 100, vp8(0, f, f == 0));
+            s.send_packet(s.ssrc + 3, 900 + f, 3000 * f as u32, 100, vp8(1, f, f == 0));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        b.send(20);
+        b.expect_video(sim0, 10).await;
+        let layers: Vec<usize> = b.received[&sim0]
+            .iter()
+            .map(|p| layer_and_frame(p).0)
+            .collect();
+        // The first keyframe heard starts the stream (layer 0's came first); the top layer's
+        // keyframe right after switches to it.
+        assert!(layers[1..].iter().all(|l| *l == 1), "the top layer: {layers:?}");
+        s.idle(Duration::from_millis(300)).await;
+        assert!(
+            s.received.is_empty(),
+            "the share received {:?}",
+            s.received.keys()
+        );
+        a.expect(&[(b.ssrc, 20)]).await;
+
+        let (status, left) = h
+            .post(
+                &format!("/calls/{}/presentation/leave", h.call),
+                json!({"peer": 10}),
+            )
+            .await;
+        assert_eq!(status, 200, "{left}");
+        assert!(left["participant"]["presentation"].is_null());
+        assert!(h.sources().await.contains(&a.ssrc), "A stays in the call");
         h.server.shutdown().await;
     })
     .await;
