@@ -46,6 +46,9 @@ pub enum MediaEvent {
     /// The participant's transport failed (silent for the consent timeout, refused
     /// certificate, closed): the control plane removes it and tells the call.
     Gone { key: Key, cause: FailureCause },
+    /// The participant started sending video in `codec` (or changed codec): which codec a
+    /// client chose from the answer is visible, and logged.
+    VideoCodec { key: Key, codec: VideoCodec },
 }
 
 /// Counters of the whole media plane.
@@ -113,6 +116,8 @@ struct Participant {
     /// As a receiver: which layer of each publisher's simulcast stream it gets, by publisher
     /// and stream. Entries go when the publisher does.
     selectors: HashMap<(Key, usize), LayerSelector>,
+    /// The codec of the last video packet it sent.
+    video_codec: Option<VideoCodec>,
 }
 
 pub struct Forwarder {
@@ -237,6 +242,7 @@ impl Forwarder {
                 sources: payload.all_sources(),
                 layout: Layout::from_groups(&payload.ssrc_groups),
                 selectors: HashMap::new(),
+                video_codec: None,
             },
         );
         Ok(())
@@ -349,6 +355,15 @@ impl Forwarder {
                     // source would let one participant speak as another and get the owner's
                     // real packets dropped as replays. SRTP authenticates the header, so the
                     // SSRC checked before decryption is the one decrypted.
+                    // Video (not its RTX: the codec's own payload type is even).
+                    if let Some(codec) = VideoCodec::from_payload_type(pkt.payload_type)
+                        .filter(|c| c.payload_type() == pkt.payload_type)
+                    {
+                        if p.video_codec != Some(codec) {
+                            p.video_codec = Some(codec);
+                            self.events.push_back(MediaEvent::VideoCodec { key, codec });
+                        }
+                    }
                     self.forward(now, key, p, &pkt);
                 }
                 Event::Connected { profile, .. } => {

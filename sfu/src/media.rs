@@ -171,6 +171,14 @@ async fn run(
                         "participant connected, SRTP {profile}"
                     );
                 }
+                FwdEvent::VideoCodec { key, codec } => {
+                    tracing::info!(
+                        call = key.call,
+                        source = key.source,
+                        "participant sends {} video",
+                        codec.name()
+                    );
+                }
             }
         }
         let wake = fwd

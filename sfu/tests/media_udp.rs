@@ -1129,7 +1129,10 @@ async fn a_screen_share_is_forwarded_to_the_others_and_gets_nothing_itself() {
             .collect();
         // The first keyframe heard starts the stream (layer 0's came first); the top layer's
         // keyframe right after switches to it.
-        assert!(layers[1..].iter().all(|l| *l == 1), "the top layer: {layers:?}");
+        assert!(
+            layers[1..].iter().all(|l| *l == 1),
+            "the top layer: {layers:?}"
+        );
         s.idle(Duration::from_millis(300)).await;
         assert!(
             s.received.is_empty(),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Interop test: two ntgcalls (libwebrtc) participants pass a 1 kHz tone through the local
-# groupcall server (`groupcall serve`), joined through its HTTP control API.
+# Interop test: two ntgcalls (libwebrtc) participants pass a 1 kHz tone, then camera and screen
+# video, through the local groupcall server (`groupcall serve`), joined through its HTTP control API.
 #
 # Sets up Python with ntgcalls and numpy (reuses a Python that has them, else a venv at
 # .venv-interop), builds the binary if it is missing, starts the server on two free loopback
@@ -60,6 +60,36 @@ for case in "all:AES_CM_128_HMAC_SHA1_80" "aes128-gcm:AEAD_AES_128_GCM" \
     passed=$((passed + 1))
   else
     echo "FAIL  expected both connections on $want; the server log says: $(grep -o 'participant connected, SRTP [A-Z0-9_]*' "$LOG" | tr '\n' ';')"
+    failed=$((failed + 1))
+  fi
+done
+# Video (docs/protocol.md §1.2-1.4, §5.2-5.3): A publishes a camera, or a screen through its
+# presentation connection; B decodes it. With H.264 offered (the default) libwebrtc sends H.264;
+# offered only VP8, it must send VP8.
+for case in "camera:" "camera:--video-codec vp8" "screen:" "screen:--video-codec vp8"; do
+  kind=${case%%:*}
+  read -r -a server_args <<<"${case#*:}"
+  start_local_server "$BIN" "$PY" "$LOG" -v "${server_args[@]}"
+  echo "interop: video, $kind, server ${server_args[*]:-offering every codec}; groupcall serve on $CONTROL"
+  out=$(mktemp -t groupcall-interop-out.XXXXXX)
+  rc=0
+  timeout -k 5 80 "$PY" tests/interop/test_ntgcalls_video.py --control "$CONTROL" --kind "$kind" | tee "$out" || rc=$?
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    echo "interop: the Python video test hung and was killed after 80 s" >&2
+  fi
+  read -r p f < <(sed -n 's/^interop: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out" | tail -n 1)
+  rm -f "$out"
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-1}))
+  if [ "$rc" -ne 0 ] && [ "${f:-1}" -eq 0 ]; then failed=$((failed + 1)); fi
+  stop_local_server
+  if [ "${server_args[*]}" = "--video-codec vp8" ]; then want=VP8; else want=H264; fi
+  got=$(grep -o 'participant sends [A-Z0-9]* video' "$LOG" | sort -u | tr '\n' ';')
+  if [ "$got" = "participant sends $want video;" ]; then
+    echo "ok    A's $kind went out as $want"
+    passed=$((passed + 1))
+  else
+    echo "FAIL  expected A's $kind as $want only; the server log says: $got"
     failed=$((failed + 1))
   fi
 done
