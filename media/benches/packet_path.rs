@@ -1,6 +1,7 @@
 //! The per-packet costs of the media core: SRTP protect + unprotect of a 120-byte Opus-sized
 //! payload per profile (together and each alone), RTP parsing and writing, the whole send path of one packet and the whole receive path of one
-//! datagram through a connected `Transport` (demux, source check, decrypt, parse, stats, event).
+//! datagram through a connected `Transport` (demux, source check, decrypt, parse, stats, event),
+//! and the local server's per-receiver cost of forwarding a 1,200-byte video packet.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -102,6 +103,40 @@ fn send_path(c: &mut Criterion) {
     }
 }
 
+/// What the local server pays per video packet per receiver: a 1,200-byte plaintext video packet
+/// (PT 104, abs-send-time and transport-wide number on the wire's ids) re-stamped with this hop's
+/// extension values, protected and queued through a connected server `Transport`
+/// (`send_rtp_raw`, the forwarder's path; the simulcast rewrite adds a copy of the packet).
+fn forward_video(c: &mut Criterion) {
+    let ids = ExtensionIds::default();
+    for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
+        let server_cfg = TransportConfig {
+            srtp_profiles: vec![profile],
+            ..TransportConfig::server()
+        };
+        let (sim, mut p, _) = common::connected_pair(1, server_cfg);
+        let mut plain = BytesMut::new();
+        let payload = [0x42u8; 1200 - 12 - 12];
+        let mut seq = 0u16;
+        c.bench_function(
+            &format!("forward_video_1200B_per_receiver/{profile}"),
+            |b| {
+                b.iter(|| {
+                    seq = seq.wrapping_add(1);
+                    OutgoingRtp {
+                        abs_send_time: Some(0x12_3456),
+                        transport_seq: Some(seq),
+                        ..OutgoingRtp::new(0x2222_0001, seq, seq as u32 * 3000, 104, &payload)
+                    }
+                    .write(&ids, &mut plain);
+                    p.server.send_rtp_raw(sim.now, &plain).unwrap();
+                    black_box(p.server.poll_transmit().unwrap());
+                })
+            },
+        );
+    }
+}
+
 fn receive_path(c: &mut Criterion) {
     for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
         let server_cfg = TransportConfig {
@@ -169,5 +204,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = srtp, rtp_parse, send_path, receive_path }
+criterion_group! { name = benches; config = config(); targets = srtp, rtp_parse, send_path, forward_video, receive_path }
 criterion_main!(benches);

@@ -40,6 +40,18 @@ pub enum Error {
     #[error("cannot build RTP packet: {0}")]
     BuildRtp(String),
 
+    /// The data channel cannot carry a message now: not open yet, or closed for good.
+    #[error("the data channel is {0}; text can be sent only while it is open")]
+    DataChannelNotOpen(&'static str),
+
+    /// A data channel message is over the limit Telegram's clients accept.
+    #[error("a data channel message of {size} bytes is over the {limit}-byte limit; send less")]
+    MessageTooLarge { size: usize, limit: usize },
+
+    /// The data channel's send buffer is full: the peer has not acknowledged what was sent.
+    #[error("the data channel send buffer is full ({buffered} bytes not yet acknowledged by the peer); retry once it has caught up")]
+    SendBufferFull { buffered: usize },
+
     /// A local setting is invalid.
     #[error("invalid setting: {0}")]
     Config(String),

@@ -23,7 +23,7 @@ use crate::transport::{rtcp, Event, Transport, TransportConfig};
 use crate::{LocalEndpoint, RemotePeer, RtcAnswer, ServerAnswer};
 
 /// The fuzz targets this crate implements, as named in `fuzz/fuzz_targets/`.
-pub const TARGETS: &[&str] = &["rtp", "rtcp", "stun", "dtls", "answer"];
+pub const TARGETS: &[&str] = &["rtp", "rtcp", "stun", "dtls", "answer", "datachannel"];
 
 /// Runs `target` on `data`. Unknown names panic: a replay must not silently test nothing.
 pub fn run(target: &str, data: &[u8]) {
@@ -33,6 +33,7 @@ pub fn run(target: &str, data: &[u8]) {
         "stun" => stun(data),
         "dtls" => dtls(data),
         "answer" => answer(data),
+        "datachannel" => datachannel(data),
         other => panic!("no fuzz target {other:?} in groupcall-media"),
     }
 }
@@ -467,6 +468,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             .collect(),
         "dtls" => dtls_seeds(),
         "answer" => answer_seeds(),
+        "datachannel" => datachannel_seeds(),
         _ => Vec::new(),
     }
     .into_iter()
@@ -694,5 +696,246 @@ fn answer_seeds() -> Vec<Vec<u8>> {
         v6.into_bytes(),
         ServerAnswer::Stream.to_value().to_string().into_bytes(),
         ServerAnswer::Rtmp.to_value().to_string().into_bytes(),
+    ]
+}
+
+/// What a datachannel-target record does, from bits 1-2 of its control byte.
+const DC_RAW: u8 = 0;
+const DC_TAGGED: u8 = 1;
+const DC_MESSAGE: u8 = 2;
+const DC_TEXT: u8 = 3;
+/// PPIDs a `DC_MESSAGE` record picks from with its first byte: DCEP, string, binary, string
+/// empty, binary empty, and one nobody defines.
+const DC_PPIDS: [u32; 6] = [50, 51, 53, 56, 57, 1234];
+
+/// Records in the dtls target's framing (`[control][len u16][bytes]`, [`split_datagrams`])
+/// played into a participant/server data-channel pair that has just opened. Control bit 0 picks
+/// the receiving side (0 participant, 1 server); bits 1-2 what the record is:
+/// - 0: an SCTP packet, as it is (it almost never passes the checksum);
+/// - 1: an SCTP packet given the verification tag the receiver expects and a correct CRC32c,
+///   so that it reaches the association's chunk handling (as if the authenticated peer sent it);
+/// - 2: a message the other side sends: PPID from the first byte ([`DC_PPIDS`]), the rest as
+///   the payload, on stream 0 (stream 1 with control bit 3), bypassing every check;
+/// - 3: the rest sent by the other side with `send_text` (lossy UTF-8).
+///
+/// Every packet is counted as received; no more than `MAX_QUEUED_EVENTS` events wait; events
+/// come in a sane order (Open first, nothing after Closed); `send_text` succeeds only while
+/// open and fails only as documented. If every packet was refused before reaching an
+/// association (as garbage and the chunks `well_formed` rejects must be) and both sides are
+/// still open, the text messages each side received are exactly the valid ones sent to it, in
+/// order, and the channel still carries a message from the participant, and one from the
+/// server unless a DCEP message reached it (an OPEN may legitimately change its reliability).
+pub fn datachannel(data: &[u8]) {
+    use crate::datachannel::{harness::Pair, DataChannel, DataChannelEvent, MAX_QUEUED_EVENTS};
+    let mut p = Pair::telegram(Instant::now());
+    assert!(p.open(), "the harness pair did not open");
+    let mut got: [Vec<String>; 2] = Default::default();
+    let mut want: [Vec<String>; 2] = Default::default();
+    let mut closed = [false; 2];
+    let mut clean = true;
+    let mut server_dcep = false;
+    for s in &mut p.sides {
+        assert_eq!(s.poll_event(), Some(DataChannelEvent::Open));
+    }
+    for (ctl, d) in split_datagrams(data) {
+        let to = usize::from(ctl & 1);
+        let from = 1 - to;
+        let open = p.sides.iter().all(DataChannel::is_open);
+        match (ctl >> 1) & 3 {
+            kind @ (DC_RAW | DC_TAGGED) => {
+                let pkt = match (kind, p.tags[to]) {
+                    (DC_TAGGED, Some(tag)) => seal_sctp(d, tag),
+                    _ => d.to_vec(),
+                };
+                let before = p.sides[to].stats();
+                p.sides[to].handle_input(p.now, &pkt);
+                let after = p.sides[to].stats();
+                assert_eq!(after.packets_in, before.packets_in + 1);
+                let refused = after.malformed_packets + after.refused_inits
+                    - before.malformed_packets
+                    - before.refused_inits;
+                clean &= refused == 1 || p.sides[to].is_closed();
+            }
+            DC_MESSAGE => {
+                let (&pick, payload) = d.split_first().unwrap_or((&0, &[]));
+                let ppid = DC_PPIDS[usize::from(pick) % DC_PPIDS.len()];
+                let stream = u16::from(ctl & 8 != 0);
+                let sent = p.sides[from].send_raw(p.now, stream, ppid, payload);
+                server_dcep |= to == 1 && ppid == 50;
+                let text = match ppid {
+                    51 => std::str::from_utf8(payload).ok(),
+                    56 => Some(""),
+                    _ => None,
+                };
+                // (`send_raw` refuses an empty payload: SCTP has no empty messages.)
+                if let (Some(t), true, true, 0) = (text, sent, open, stream) {
+                    want[to].push(t.to_owned());
+                }
+            }
+            _ => {
+                let text = String::from_utf8_lossy(d);
+                // Time stands still between records, so nothing is acknowledged and the send
+                // buffer may fill up.
+                let sender_open = p.sides[from].is_open();
+                match p.sides[from].send_text(p.now, &text) {
+                    Ok(()) => {
+                        assert!(sender_open, "sent while not open");
+                        if open {
+                            want[to].push(text.into_owned());
+                        }
+                    }
+                    Err(crate::Error::SendBufferFull { .. }) => assert!(sender_open),
+                    // Also while open, once the peer has begun an SCTP SHUTDOWN.
+                    Err(crate::Error::DataChannelNotOpen(_)) => {}
+                    Err(e) => panic!("send_text while open={sender_open}: {e}"),
+                }
+            }
+        }
+        p.pump(&mut |_, _, _| false);
+        for s in &p.sides {
+            assert!(s.events_queued() <= MAX_QUEUED_EVENTS + 2);
+        }
+        take_events(&mut p, &mut got, &mut closed);
+    }
+    p.run_until(Duration::from_secs(10), &mut |_, _, _| false, &mut |_| {
+        false
+    });
+    take_events(&mut p, &mut got, &mut closed);
+    if !clean || closed.iter().any(|c| *c) {
+        return;
+    }
+    assert_eq!(got, want, "text messages lost, altered or reordered");
+    let mut check = |from: usize| {
+        p.sides[from]
+            .send_text(p.now, "{\"still\":\"open\"}")
+            .expect("the channel is open");
+        let mut last = None;
+        p.run_until(Duration::from_secs(30), &mut |_, _, _| false, &mut |p| {
+            while let Some(e) = p.sides[1 - from].poll_event() {
+                last = Some(e);
+            }
+            last.is_some()
+        });
+        assert_eq!(
+            last,
+            Some(DataChannelEvent::Message("{\"still\":\"open\"}".into())),
+            "side {from} can no longer send"
+        );
+    };
+    check(0);
+    if !server_dcep {
+        check(1);
+    }
+}
+
+/// Collects both sides' messages and checks the order of their events.
+fn take_events(
+    p: &mut crate::datachannel::harness::Pair,
+    got: &mut [Vec<String>; 2],
+    closed: &mut [bool; 2],
+) {
+    use crate::datachannel::DataChannelEvent;
+    for (i, s) in p.sides.iter_mut().enumerate() {
+        while let Some(e) = s.poll_event() {
+            assert!(!closed[i], "event after Closed: {e:?}");
+            match e {
+                DataChannelEvent::Open => panic!("a second Open"),
+                DataChannelEvent::Message(m) => got[i].push(m),
+                DataChannelEvent::Closed(_) => closed[i] = true,
+            }
+        }
+    }
+}
+
+/// `pkt` as an SCTP packet for an association expecting verification tag `tag`: the tag
+/// written in, and the CRC32c (RFC 9260 Appendix B) over it recomputed.
+pub(crate) fn seal_sctp(pkt: &[u8], tag: [u8; 4]) -> Vec<u8> {
+    let mut p = pkt.to_vec();
+    if p.len() < 12 {
+        return p;
+    }
+    p[4..8].copy_from_slice(&tag);
+    p[8..12].fill(0);
+    let crc = crc32c(&p);
+    p[8..12].copy_from_slice(&crc.to_le_bytes());
+    p
+}
+
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn datachannel_seeds() -> Vec<Vec<u8>> {
+    use crate::datachannel::harness::Pair;
+    let ctl = |to: u8, kind: u8| to | (kind << 1);
+    // Packets of a real exchange: the handshake and OPEN/ACK, then text both ways.
+    let mut p = Pair::telegram(Instant::now());
+    let mut log: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut record = |from: usize, _: u64, pkt: &[u8]| {
+        log.push((1 - from as u8, pkt.to_vec()));
+        false
+    };
+    p.run_until(Duration::from_secs(10), &mut record, &mut |p| {
+        p.sides.iter().all(crate::datachannel::DataChannel::is_open)
+    });
+    for (from, text) in [
+        (0, "{\"colibriClass\":\"ReceiverVideoConstraints\"}"),
+        (1, "{}"),
+    ] {
+        p.sides[from].send_text(p.now, text).expect("open");
+    }
+    p.pump(&mut record);
+    // A packet sealed again with its own tag is unchanged: the checksum here is SCTP's.
+    for (_, pkt) in &log {
+        let tag = [pkt[4], pkt[5], pkt[6], pkt[7]];
+        assert_eq!(&seal_sctp(pkt, tag), pkt, "crc32c disagrees with rtc-sctp");
+    }
+    let tagged: Vec<(u8, &[u8])> = log
+        .iter()
+        .skip(4)
+        .map(|(to, d)| (ctl(*to, DC_TAGGED), &d[..]))
+        .collect();
+    let raw: Vec<(u8, &[u8])> = log
+        .iter()
+        .take(4)
+        .map(|(to, d)| (ctl(*to, DC_RAW), &d[..]))
+        .collect();
+    let messages: Vec<(u8, &[u8])> = vec![
+        (ctl(1, DC_MESSAGE), b"\x01{\"ok\":true}"),
+        (ctl(0, DC_MESSAGE), b"\x01{\"ok\":false}"),
+        (
+            ctl(1, DC_MESSAGE),
+            b"\x00\x03\x00\x01\x00\x00\x00\x00\x00\x00\x04\x00\x00data",
+        ),
+        (ctl(0, DC_MESSAGE), b"\x00\x02"),
+        (ctl(1, DC_MESSAGE), b"\x02binary"),
+        (ctl(1, DC_MESSAGE), b"\x01\xff\xfe"),
+        (ctl(1, DC_MESSAGE), b"\x03"),
+        (ctl(1, DC_MESSAGE) | 8, b"\x01other stream"),
+    ];
+    let texts: Vec<(u8, &[u8])> = vec![
+        (
+            ctl(1, DC_TEXT),
+            "{\"colibriClass\":\"ReceiverVideoConstraints\"}".as_bytes(),
+        ),
+        (ctl(0, DC_TEXT), "ünïcödé".as_bytes()),
+        (ctl(0, DC_TEXT), b""),
+    ];
+    vec![
+        join_datagrams(&tagged),
+        join_datagrams(&raw),
+        join_datagrams(&messages),
+        join_datagrams(&texts),
     ]
 }

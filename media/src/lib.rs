@@ -11,6 +11,7 @@
 //! testable on virtual time over a simulated network ([`sim`]).
 
 pub mod answer;
+pub mod datachannel;
 pub mod demux;
 mod dtls;
 pub mod error;
@@ -30,6 +31,9 @@ pub mod twcc;
 pub mod driver;
 
 pub use answer::{RtcAnswer, ServerAnswer, VideoCodec};
+pub use datachannel::{
+    ChannelRole, CloseReason, DataChannel, DataChannelEvent, DataChannelStats, SctpRole,
+};
 pub use error::{Error, FailureCause, Result};
 pub use ice::IceTimeouts;
 pub use identity::{Fingerprint, IceCredentials, LocalIdentity};

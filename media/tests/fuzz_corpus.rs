@@ -37,6 +37,11 @@ fn answer_corpus() {
 }
 
 #[test]
+fn datachannel_corpus() {
+    replay("datachannel");
+}
+
+#[test]
 fn seeds_pass_their_targets_and_each_target_calls_its_function() {
     shared::check_seeds("groupcall_media", fuzz::TARGETS, fuzz::seeds, fuzz::run);
 }

@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod calls;
+pub mod constraints;
 pub mod error;
 pub mod feedback;
 pub mod forwarder;

@@ -91,8 +91,8 @@ pub enum Decision {
 /// One receiver's choice among one publisher stream's layers.
 #[derive(Clone, Debug)]
 pub struct LayerSelector {
-    /// The highest layer the receiver wants.
-    target: usize,
+    /// The highest layer the receiver wants; `None`: none of this stream.
+    target: Option<usize>,
     /// The layer being sent, once one started on a keyframe.
     current: Option<usize>,
     last_heard: [Option<Instant>; MAX_LAYERS],
@@ -112,7 +112,7 @@ impl LayerSelector {
     /// highest there is).
     pub fn new(target: usize) -> Self {
         LayerSelector {
-            target,
+            target: Some(target),
             current: None,
             last_heard: [None; MAX_LAYERS],
             seq_offset: 0,
@@ -133,20 +133,22 @@ impl LayerSelector {
         self.switches
     }
 
-    pub fn set_target(&mut self, target: usize) {
+    /// The highest layer to send, or `None` to send nothing (the receiver does not watch);
+    /// sending again then starts at a keyframe.
+    pub fn set_target(&mut self, target: Option<usize>) {
         self.target = target;
+        if target.is_none() {
+            self.current = None;
+        }
     }
 
     /// The layer it should be sending now: the highest heard recently, up to the target. `None`
     /// while nothing was heard.
     pub fn wanted(&self, now: Instant) -> Option<usize> {
-        (0..MAX_LAYERS)
-            .rev()
-            .filter(|l| *l <= self.target)
-            .find(|l| {
-                self.last_heard[*l]
-                    .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
-            })
+        let target = self.target?;
+        (0..MAX_LAYERS).rev().filter(|l| *l <= target).find(|l| {
+            self.last_heard[*l].is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
+        })
     }
 
     /// True while the receiver waits for a keyframe on the layer it should switch to (the
@@ -169,6 +171,9 @@ impl LayerSelector {
             return Decision::Drop;
         }
         self.last_heard[layer] = Some(now);
+        if self.target.is_none() {
+            return Decision::Drop;
+        }
         let wanted = self.wanted(now);
         if Some(layer) == wanted && self.current != Some(layer) && keyframe_start {
             self.switch_to(now, layer, sequence, timestamp);
@@ -430,7 +435,7 @@ mod tests {
             sent.extend(f.frame(&mut sel, &[0, 1, 2], false));
         }
         // The receiver now wants at most layer 1: it stays on 2 until 1 has a keyframe.
-        sel.set_target(1);
+        sel.set_target(Some(1));
         sent.extend(f.frame(&mut sel, &[0, 1, 2], false));
         assert_eq!(sel.current(), Some(2));
         assert_eq!(sel.needs_keyframe(f.t), Some(1));
