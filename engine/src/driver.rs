@@ -525,7 +525,14 @@ impl Driver {
                     };
                     self.machine.handle(now, Input::ConnectionLost(cause));
                 }
-                Event::StateChanged(_) | Event::Rtcp(_) | Event::ApplicationData(_) => {}
+                // The engine runs no data channel yet (its transports have it off): it takes
+                // no video to ask constraints for.
+                Event::StateChanged(_)
+                | Event::Rtcp(_)
+                | Event::ApplicationData(_)
+                | Event::DataChannelOpen
+                | Event::DataChannelMessage(_)
+                | Event::DataChannelClosed(_) => {}
             }
         }
     }

@@ -24,6 +24,7 @@ use rtc::dtls::endpoint::{Endpoint as DtlsEndpoint, EndpointEvent};
 use rtc::shared::TransportProtocol;
 
 use crate::answer::RtcAnswer;
+use crate::datachannel::{CloseReason, DataChannel, DataChannelEvent, DataChannelStats};
 use crate::demux::{classify, PacketClass};
 use crate::dtls::{handshake_config, MismatchSlot};
 use crate::error::{Error, FailureCause, Result};
@@ -74,6 +75,10 @@ pub struct TransportConfig {
     /// back in transport-cc feedback (`twcc`) this long after the first one not yet reported,
     /// so that the sender's bandwidth estimate can grow. `None` sends none and records nothing.
     pub transport_feedback_interval: Option<Duration>,
+    /// Run the data channel (SCTP over this DTLS, docs/protocol.md §6) once DTLS is up: as its
+    /// opener when this side is the DTLS server (a participant), as its acceptor when it is the
+    /// DTLS client (the server). Off, SCTP records come out as [`Event::ApplicationData`].
+    pub data_channel: bool,
 }
 
 impl Default for TransportConfig {
@@ -87,6 +92,7 @@ impl Default for TransportConfig {
             handshake_timeout: Duration::from_secs(10),
             report_interval: Duration::from_secs(1),
             transport_feedback_interval: None,
+            data_channel: false,
         }
     }
 }
@@ -105,6 +111,8 @@ impl TransportConfig {
             // Telegram's server feeds libwebrtc's bandwidth estimate; so does this one
             // (every 100 ms, as libwebrtc's own receivers do).
             transport_feedback_interval: Some(Duration::from_millis(100)),
+            // Receivers say over it which video they want.
+            data_channel: true,
             ..TransportConfig::default()
         }
     }
@@ -221,8 +229,14 @@ pub enum Event {
     Rtp(RtpPacket),
     /// A decrypted RTCP compound packet, parsed.
     Rtcp(Vec<Box<dyn rtcp::packet::Packet>>),
-    /// Application data over DTLS (SCTP for the data channel), not interpreted here.
+    /// Application data over DTLS (SCTP) when the data channel is off.
     ApplicationData(BytesMut),
+    /// The data channel is open: [`Transport::send_data_channel`] works.
+    DataChannelOpen,
+    /// A text message from the peer over the data channel, in order.
+    DataChannelMessage(String),
+    /// The data channel is gone for good (the media goes on).
+    DataChannelClosed(CloseReason),
 }
 
 /// What a sender report says about one outgoing source.
@@ -299,6 +313,8 @@ pub struct Transport {
     next_report: Option<Instant>,
     twcc: Option<TwccRecorder>,
     next_feedback: Option<Instant>,
+    is_dtls_client: bool,
+    data_channel: Option<DataChannel>,
     last_report: Option<Instant>,
     /// xorshift state for the report interval's randomisation.
     report_rng: u64,
@@ -389,6 +405,8 @@ impl Transport {
             next_report: None,
             twcc,
             next_feedback: None,
+            is_dtls_client,
+            data_channel: None,
             last_report: None,
             // Never zero, which would stick xorshift at zero.
             report_rng: rand::random::<u64>() | 1,
@@ -542,9 +560,13 @@ impl Transport {
                 for ev in events {
                     match ev {
                         EndpointEvent::HandshakeComplete => self.on_handshake_complete(now, from),
-                        EndpointEvent::ApplicationData(d) => {
-                            self.events.push_back(Event::ApplicationData(d))
-                        }
+                        EndpointEvent::ApplicationData(d) => match self.data_channel.as_mut() {
+                            Some(ch) => {
+                                ch.handle_input(now, &d);
+                                self.pump_data_channel(now);
+                            }
+                            None => self.events.push_back(Event::ApplicationData(d)),
+                        },
                         EndpointEvent::PeerClosed => self.fail(FailureCause::PeerClosed),
                         _ => {}
                     }
@@ -591,6 +613,14 @@ impl Transport {
                     profile,
                     remote: peer,
                 });
+                if self.config.data_channel {
+                    self.data_channel = Some(if self.is_dtls_client {
+                        DataChannel::server(now)
+                    } else {
+                        DataChannel::participant(now)
+                    });
+                    self.pump_data_channel(now);
+                }
             }
             Err(e) => self.fail(FailureCause::Srtp(e.to_string())),
         }
@@ -748,6 +778,48 @@ impl Transport {
         }
     }
 
+    /// Writes the data channel's SCTP packets into DTLS and reports its events.
+    fn pump_data_channel(&mut self, now: Instant) {
+        let Some(ch) = self.data_channel.as_mut() else {
+            return;
+        };
+        if let Some(peer) = self.dtls_peer {
+            while let Some(pkt) = ch.poll_output() {
+                if let Err(e) = self.dtls.write(now, peer, &pkt) {
+                    tracing::debug!(local = %self.local_addr, "data channel packet not sent: {e}");
+                }
+            }
+        }
+        while let Some(e) = ch.poll_event() {
+            self.events.push_back(match e {
+                DataChannelEvent::Open => Event::DataChannelOpen,
+                DataChannelEvent::Message(m) => Event::DataChannelMessage(m),
+                DataChannelEvent::Closed(r) => Event::DataChannelClosed(r),
+            });
+        }
+        self.drain_dtls();
+    }
+
+    /// Sends a text message over the data channel (off, not open yet, or closed: an error
+    /// that says which).
+    pub fn send_data_channel(&mut self, now: Instant, text: &str) -> Result<()> {
+        let ch = self.data_channel.as_mut().ok_or(Error::DataChannelNotOpen(
+            if self.config.data_channel {
+                "the transport is not connected yet"
+            } else {
+                "the data channel is off in this transport's configuration"
+            },
+        ))?;
+        ch.send_text(now, text)?;
+        self.pump_data_channel(now);
+        Ok(())
+    }
+
+    /// The data channel's counters, once DTLS is up and the channel is on.
+    pub fn data_channel_stats(&self) -> Option<DataChannelStats> {
+        self.data_channel.as_ref().map(DataChannel::stats)
+    }
+
     fn drain_dtls(&mut self) {
         while let Some(tx) = self.dtls.poll_transmit() {
             self.stats.sent.dtls += 1;
@@ -795,6 +867,12 @@ impl Transport {
                 }
             }
         }
+        if let Some(ch) = self.data_channel.as_mut() {
+            if ch.poll_timeout().is_some_and(|t| t <= now) {
+                ch.handle_timeout(now);
+                self.pump_data_channel(now);
+            }
+        }
         if self.handshake_deadline.is_some_and(|d| d <= now) && self.srtp.is_none() {
             self.fail(FailureCause::Dtls(format!(
                 "handshake did not complete within {:?}",
@@ -834,7 +912,11 @@ impl Transport {
         } else {
             None
         };
-        [ice, dtls, start, hs, report, self.next_feedback]
+        let channel = self
+            .data_channel
+            .as_ref()
+            .and_then(DataChannel::poll_timeout);
+        [ice, dtls, start, hs, report, self.next_feedback, channel]
             .into_iter()
             .flatten()
             .min()

@@ -527,3 +527,73 @@ fn close_stops_everything() {
         p.server.state()
     );
 }
+
+/// The data channel over a connected pair (docs/protocol.md §6): the participant (DTLS server)
+/// opens it, the server (DTLS client) accepts; text goes both ways in order; a side with the
+/// channel off gets SCTP as plain application data and refuses to send with a clear error.
+#[test]
+fn the_data_channel_opens_over_dtls_and_carries_text_both_ways() {
+    let mut sim = groupcall_media::sim::Sim::new(21);
+    let client_cfg = TransportConfig {
+        data_channel: true,
+        ..TransportConfig::default()
+    };
+    let mut p = common::pair(
+        "10.0.0.1:5000".parse().unwrap(),
+        "10.0.0.2:32000".parse().unwrap(),
+        client_cfg,
+        TransportConfig::server(),
+        |a| a,
+        None,
+        sim.now,
+    );
+    let mut ev: [Vec<Event>; 2] = Default::default();
+    let open = |ev: &[Event]| ev.iter().any(|e| matches!(e, Event::DataChannelOpen));
+    let deadline = sim.now + Duration::from_secs(10);
+    let ok = sim.run_until(
+        &mut [&mut p.client, &mut p.server],
+        &mut ev,
+        deadline,
+        |_, ev| open(&ev[0]) && open(&ev[1]),
+    );
+    assert!(ok, "both sides report the channel open");
+
+    let constraints = r#"{"colibriClass":"ReceiverVideoConstraints","constraints":{"e":{"maxHeight":720}},"defaultConstraints":{"maxHeight":0},"onStageEndpoints":[]}"#;
+    p.client.send_data_channel(sim.now, constraints).unwrap();
+    p.client.send_data_channel(sim.now, "second").unwrap();
+    p.server
+        .send_data_channel(
+            sim.now,
+            r#"{"colibriClass":"SenderVideoConstraints","videoConstraints":{"idealHeight":360}}"#,
+        )
+        .unwrap();
+    ev[0].clear();
+    ev[1].clear();
+    sim.run_for(
+        &mut [&mut p.client, &mut p.server],
+        &mut ev,
+        Duration::from_secs(1),
+    );
+    let messages = |ev: &[Event]| -> Vec<String> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::DataChannelMessage(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(messages(&ev[1]), [constraints, "second"]);
+    assert_eq!(messages(&ev[0]).len(), 1);
+    assert!(messages(&ev[0])[0].contains("idealHeight"));
+    let st = p.server.data_channel_stats().unwrap();
+    assert_eq!((st.messages_in, st.messages_out), (2, 1));
+    // Media still flows next to it.
+    assert!(p.client.is_connected() && p.server.is_connected());
+}
+
+#[test]
+fn a_transport_without_the_data_channel_refuses_to_send_on_it() {
+    let (sim, mut p, _) = common::connected_pair(3, TransportConfig::server());
+    let err = p.client.send_data_channel(sim.now, "hello").unwrap_err();
+    assert!(err.to_string().contains("off"), "{err}");
+}

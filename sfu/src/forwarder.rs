@@ -25,6 +25,7 @@ use groupcall_media::{
     SrtpProfile, State, Transport, TransportConfig,
 };
 
+use crate::constraints::{self, ClientMessage, ReceiverConstraints};
 use crate::feedback::{FeedbackRouter, Request, RequestKind};
 use crate::simulcast::{rtp_payload, starts_keyframe, Decision, LayerSelector, Layout, Place};
 use groupcall_media::RtpPacket;
@@ -49,6 +50,8 @@ pub enum MediaEvent {
     /// The participant started sending video in `codec` (or changed codec): which codec a
     /// client chose from the answer is visible, and logged.
     VideoCodec { key: Key, codec: VideoCodec },
+    /// The participant's data channel opened (it can say which video it wants).
+    DataChannelOpen { key: Key },
 }
 
 /// Counters of the whole media plane.
@@ -78,6 +81,13 @@ pub struct ForwarderStats {
     pub feedback_unrouted: u64,
     /// Keyframe requests the server made itself, for a receiver switching simulcast layers.
     pub layer_keyframe_requests: u64,
+    /// `ReceiverVideoConstraints` taken from data channels.
+    pub constraints_received: u64,
+    /// Data-channel messages of other colibri classes (ignored), and ones that did not parse.
+    pub data_messages_ignored: u64,
+    pub data_messages_malformed: u64,
+    /// `SenderVideoConstraints` sent to publishers.
+    pub sender_constraints_sent: u64,
 }
 
 /// Per-participant counters, for a person (or a test) checking who sends what.
@@ -118,6 +128,14 @@ struct Participant {
     selectors: HashMap<(Key, usize), LayerSelector>,
     /// The codec of the last video packet it sent.
     video_codec: Option<VideoCodec>,
+    /// Its video's endpoint id, as its answer announced it.
+    endpoint: String,
+    /// What it asked to see over the data channel; `None` until it says: everything, at the
+    /// top layer (a client without a data channel still gets video).
+    constraints: Option<ReceiverConstraints>,
+    data_channel_open: bool,
+    /// The `SenderVideoConstraints` height last sent to it.
+    sent_ideal_height: Option<u32>,
 }
 
 pub struct Forwarder {
@@ -243,6 +261,10 @@ impl Forwarder {
                 layout: Layout::from_groups(&payload.ssrc_groups),
                 selectors: HashMap::new(),
                 video_codec: None,
+                endpoint: endpoint_of(key.source, role),
+                constraints: None,
+                data_channel_open: false,
+                sent_ideal_height: None,
             },
         );
         Ok(())
@@ -366,6 +388,30 @@ impl Forwarder {
                     }
                     self.forward(now, key, p, &pkt);
                 }
+                Event::DataChannelOpen => {
+                    p.data_channel_open = true;
+                    self.events.push_back(MediaEvent::DataChannelOpen { key });
+                    self.update_sender_constraints(now, key, p);
+                }
+                Event::DataChannelMessage(text) => match constraints::parse(&text) {
+                    Ok(ClientMessage::Receiver(c)) => {
+                        self.stats.constraints_received += 1;
+                        tracing::debug!(call = key.call, source = key.source, max_heights = ?c.max_heights, default = c.default_max_height, "receiver video constraints");
+                        p.constraints = Some(c);
+                        self.apply_constraints(p);
+                        self.update_sender_constraints(now, key, p);
+                    }
+                    Ok(ClientMessage::Other(_)) => self.stats.data_messages_ignored += 1,
+                    Err(e) => {
+                        self.stats.data_messages_malformed += 1;
+                        tracing::debug!(
+                            call = key.call,
+                            source = key.source,
+                            "data channel message dropped: {e}"
+                        );
+                    }
+                },
+                Event::DataChannelClosed(_) => p.data_channel_open = false,
                 Event::Connected { profile, .. } => {
                     p.stats.connected = true;
                     self.events
@@ -417,6 +463,14 @@ impl Forwarder {
         for k in &receivers {
             if let Some(r) = self.participants.get_mut(k) {
                 let sent = match place {
+                    // A single-encoding video stream goes to those who watch it at all.
+                    None if VideoCodec::from_payload_type(pkt.payload_type).is_some()
+                        && r.constraints
+                            .as_ref()
+                            .is_some_and(|c| c.max_height(&sender.endpoint) == 0) =>
+                    {
+                        continue
+                    }
                     None => r.transport.send_rtp_raw(now, raw),
                     Some(place) => {
                         let (stream, out) = match place {
@@ -424,10 +478,15 @@ impl Forwarder {
                                 (stream, &sender.layout.streams[stream])
                             }
                         };
-                        let sel = r
-                            .selectors
-                            .entry((from, stream))
-                            .or_insert_with(|| LayerSelector::new(usize::MAX));
+                        let sel = r.selectors.entry((from, stream)).or_insert_with(|| {
+                            let mut sel = LayerSelector::new(usize::MAX);
+                            sel.set_target(target_for(
+                                r.constraints.as_ref(),
+                                &sender.endpoint,
+                                out.layers.len(),
+                            ));
+                            sel
+                        });
                         let rewritten = match place {
                             Place::Layer { layer, .. } => {
                                 let d = sel.on_packet(
@@ -568,6 +627,70 @@ impl Forwarder {
         }
     }
 
+    /// A receiver's new constraints: the layer it gets of every stream it receives.
+    fn apply_constraints(&self, receiver: &mut Participant) {
+        for ((publisher, stream), sel) in receiver.selectors.iter_mut() {
+            if let Some(p) = self.participants.get(publisher) {
+                if let Some(s) = p.layout.streams.get(*stream) {
+                    sel.set_target(target_for(
+                        receiver.constraints.as_ref(),
+                        &p.endpoint,
+                        s.layers.len(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Tells every publisher of the call the tallest video anyone now wants of it, where that
+    /// changed. `changed` is out of the map (being drained) and is counted in as `changed_p`.
+    fn update_sender_constraints(
+        &mut self,
+        now: Instant,
+        changed: Key,
+        changed_p: &mut Participant,
+    ) {
+        let call = changed.call;
+        // The tallest any receiver of the call but the publisher itself wants of `endpoint`; a
+        // receiver that never said counts as wanting the top layer.
+        let ideal = |participants: &HashMap<Key, Participant>, publisher: Key, endpoint: &str| {
+            participants
+                .iter()
+                .map(|(k, p)| (*k, p))
+                .chain(std::iter::once((changed, &*changed_p)))
+                .filter(|(k, p)| k.call == call && *k != publisher && p.role == Role::Main)
+                .map(|(_, p)| {
+                    p.constraints
+                        .as_ref()
+                        .map_or(720, |c| c.max_height(endpoint))
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        let mut updates: Vec<(Key, u32)> = self
+            .participants
+            .iter()
+            .filter(|(k, p)| k.call == call && !p.layout.streams.is_empty())
+            .map(|(k, p)| (*k, ideal(&self.participants, *k, &p.endpoint)))
+            .collect();
+        if !changed_p.layout.streams.is_empty() {
+            updates.push((
+                changed,
+                ideal(&self.participants, changed, &changed_p.endpoint),
+            ));
+        }
+        for (k, height) in updates {
+            let p = if k == changed {
+                Some(&mut *changed_p)
+            } else {
+                self.participants.get_mut(&k)
+            };
+            if let Some(p) = p {
+                send_sender_constraints(now, p, height, &mut self.stats);
+            }
+        }
+    }
+
     /// Passes a receiver's feedback on to the connection that declared its source. The
     /// receiver itself is never the target: its own connection is out of the map while it
     /// is drained, and asking oneself for a keyframe means nothing.
@@ -625,6 +748,45 @@ impl Forwarder {
 
     pub fn poll_event(&mut self) -> Option<MediaEvent> {
         self.events.pop_front()
+    }
+}
+
+/// The endpoint id the answer gives a connection.
+fn endpoint_of(source: u32, role: Role) -> String {
+    match role {
+        Role::Main => format!("endpoint-{source}"),
+        Role::Presentation => format!("screen-{source}"),
+    }
+}
+
+/// The layer a receiver with `constraints` gets of a `layers`-layer stream of `endpoint`.
+fn target_for(
+    constraints: Option<&ReceiverConstraints>,
+    endpoint: &str,
+    layers: usize,
+) -> Option<usize> {
+    match constraints {
+        None => Some(layers.saturating_sub(1)),
+        Some(c) => constraints::layer_for_height(c.max_height(endpoint), layers),
+    }
+}
+
+/// Sends `SenderVideoConstraints` to a publisher whose open data channel has not had `ideal`.
+fn send_sender_constraints(
+    now: Instant,
+    p: &mut Participant,
+    ideal: u32,
+    stats: &mut ForwarderStats,
+) {
+    if !p.data_channel_open || p.sent_ideal_height == Some(ideal) {
+        return;
+    }
+    if p.transport
+        .send_data_channel(now, &constraints::sender_constraints(ideal))
+        .is_ok()
+    {
+        p.sent_ideal_height = Some(ideal);
+        stats.sender_constraints_sent += 1;
     }
 }
 
@@ -707,13 +869,10 @@ impl Answerer {
     pub fn answer(&self, payload: &JoinPayload, role: Role) -> (IceCredentials, RtcAnswer) {
         let (ice, mut answer) = answer_for(self.local_addr, &self.identity, payload);
         let source = payload.audio_ssrc();
-        let endpoint = match role {
-            Role::Main => format!("endpoint-{source}"),
-            Role::Presentation => {
-                answer.audio = None;
-                format!("screen-{source}")
-            }
-        };
+        let endpoint = endpoint_of(source, role);
+        if role == Role::Presentation {
+            answer.audio = None;
+        }
         let mut video =
             telegram_video_info_with(&endpoint, source ^ 0x5a5a_5a5a, &self.video.codecs);
         if let Some(kbps) = self.video.start_bitrate_kbps {

@@ -171,6 +171,13 @@ async fn run(
                         "participant connected, SRTP {profile}"
                     );
                 }
+                FwdEvent::DataChannelOpen { key } => {
+                    tracing::info!(
+                        call = key.call,
+                        source = key.source,
+                        "participant's data channel open"
+                    );
+                }
                 FwdEvent::VideoCodec { key, codec } => {
                     tracing::info!(
                         call = key.call,

@@ -220,6 +220,8 @@ enum ClientEvent {
     Failed(String),
     Rtp(RtpPacket),
     Rtcp(Vec<Box<dyn rtcp::packet::Packet>>),
+    ChannelOpen,
+    Text(String),
     SendFailed(String),
 }
 
@@ -236,6 +238,8 @@ enum Send {
         payload: Vec<u8>,
     },
     Rtcp(Vec<Box<dyn rtcp::packet::Packet>>),
+    /// A text message over the data channel.
+    Text(String),
 }
 
 /// A participant running in its own task: it sends numbered packets on request and reports
@@ -250,6 +254,8 @@ struct Client {
     /// Packets read while waiting for something else, per sender.
     received: BTreeMap<u32, Vec<RtpPacket>>,
     rtcp: Vec<Box<dyn rtcp::packet::Packet>>,
+    channel_open: bool,
+    texts: Vec<String>,
     connected: Option<SrtpProfile>,
 }
 
@@ -288,6 +294,13 @@ impl Client {
                                 let _ = driver.flush().await;
                                 continue;
                             }
+                            Some(Send::Text(text)) => {
+                                if let Err(e) = driver.transport_mut().send_data_channel(Instant::now(), &text) {
+                                    let _ = events_tx.send(ClientEvent::SendFailed(e.to_string()));
+                                }
+                                let _ = driver.flush().await;
+                                continue;
+                            }
                         };
                         for _ in 0..n {
                             let next = next_seq.entry(ssrc).or_default();
@@ -315,6 +328,8 @@ impl Client {
                             Ok(Event::StateChanged(State::Failed(c))) => ClientEvent::Failed(c.to_string()),
                             Ok(Event::Rtp(p)) => ClientEvent::Rtp(p),
                             Ok(Event::Rtcp(p)) => ClientEvent::Rtcp(p),
+                            Ok(Event::DataChannelOpen) => ClientEvent::ChannelOpen,
+                            Ok(Event::DataChannelMessage(m)) => ClientEvent::Text(m),
                             Ok(_) => continue,
                             Err(e) => ClientEvent::Failed(format!("socket: {e}")),
                         };
@@ -334,6 +349,8 @@ impl Client {
             task,
             received: BTreeMap::new(),
             rtcp: Vec::new(),
+            channel_open: false,
+            texts: Vec::new(),
             connected: None,
         }
     }
@@ -345,6 +362,8 @@ impl Client {
             ClientEvent::SendFailed(c) => panic!("client {:08x} could not send: {c}", self.ssrc),
             ClientEvent::Rtp(p) => self.received.entry(p.ssrc).or_default().push(p),
             ClientEvent::Rtcp(p) => self.rtcp.extend(p),
+            ClientEvent::ChannelOpen => self.channel_open = true,
+            ClientEvent::Text(t) => self.texts.push(t),
         }
     }
 
@@ -435,6 +454,28 @@ impl Client {
                 payload,
             })
             .expect("client task runs");
+    }
+
+    fn send_text(&self, text: &str) {
+        self.send
+            .send(Send::Text(text.to_owned()))
+            .expect("client task runs");
+    }
+
+    /// Waits until the data channel is open.
+    async fn channel_opened(&mut self) {
+        let r = tokio::time::timeout(STEP, async {
+            while !self.channel_open {
+                let e = self.events.recv().await.expect("client task runs");
+                self.note(e);
+            }
+        })
+        .await;
+        assert!(
+            r.is_ok(),
+            "client {:08x}: the data channel never opened",
+            self.ssrc
+        );
     }
 
     fn send_rtcp(&self, packets: Vec<Box<dyn rtcp::packet::Packet>>) {
@@ -580,7 +621,9 @@ async fn an_impostor_certificate_never_connects_and_gets_nothing() {
                         continue;
                     }
                     ClientEvent::SendFailed(c) => format!("send failed: {c}"),
-                    ClientEvent::Rtcp(_) => continue,
+                    ClientEvent::Rtcp(_) | ClientEvent::ChannelOpen | ClientEvent::Text(_) => {
+                        continue
+                    }
                 });
             }
             seen
@@ -1150,6 +1193,92 @@ async fn a_screen_share_is_forwarded_to_the_others_and_gets_nothing_itself() {
         assert_eq!(status, 200, "{left}");
         assert!(left["participant"]["presentation"].is_null());
         assert!(h.sources().await.contains(&a.ssrc), "A stays in the call");
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+/// Receivers say over the data channel how tall they want each endpoint's video
+/// (`ReceiverVideoConstraints`, docs/protocol.md §6): a receiver asking 360 of a camera gets its
+/// middle layer, asking 0 gets none; the publisher hears the tallest anyone wants
+/// (`SenderVideoConstraints`). A receiver that never says gets the top layer.
+#[tokio::test]
+async fn receivers_constraints_pick_their_layer_and_reach_the_publisher() {
+    bounded(async {
+        let h = Harness::start().await;
+        let with_channel = TransportConfig {
+            data_channel: true,
+            ..TransportConfig::default()
+        };
+        let mut a = h
+            .join_full(10, with_channel.clone(), None, VideoPublish::Camera)
+            .await;
+        let mut b = h.join_with(11, with_channel, None).await;
+        let mut c = h.join(12).await; // no data channel
+        for x in [&mut a, &mut b, &mut c] {
+            x.connected().await;
+            h.server_connected(x.ssrc).await;
+        }
+        a.channel_opened().await;
+        b.channel_opened().await;
+        let endpoint = format!("endpoint-{}", a.ssrc);
+        let ask = |height: u32| {
+            format!(
+                r#"{{"colibriClass":"ReceiverVideoConstraints","constraints":{{"{endpoint}":{{"minHeight":180,"maxHeight":{height}}}}},"defaultConstraints":{{"maxHeight":0}},"onStageEndpoints":[]}}"#
+            )
+        };
+        b.send_text(&ask(360));
+        b.send_text(r#"{"colibriClass":"EndpointStats"}"#);
+        b.send_text("not json");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let sim = [a.ssrc + 1, a.ssrc + 3, a.ssrc + 5];
+        let mut seq = [10u16, 20_000, 40_000];
+        let mut frame = 0u16;
+        let mut send_frames = |a: &Client, n: u16, frame: &mut u16| {
+            for i in 0..n {
+                for (l, s) in sim.iter().enumerate() {
+                    a.send_packet(*s, seq[l], 3000 * *frame as u32, 100, vp8(l, *frame, i == 0));
+                    seq[l] = seq[l].wrapping_add(1);
+                }
+                *frame += 1;
+            }
+        };
+        send_frames(&a, 10, &mut frame);
+        b.expect_video(sim[0], 10).await;
+        c.expect_video(sim[0], 9).await;
+        let b_layers: Vec<usize> = b.received[&sim[0]].iter().map(|p| layer_and_frame(p).0).collect();
+        // From the first keyframe heard (layer 0's came first in the frame) to layer 1's.
+        assert!(b_layers[1..].iter().all(|l| *l == 1), "B asked for 360: {b_layers:?}");
+        // C never said: the top layer, from layer 2's keyframe (after a first packet of layer 0
+        // or 1, whichever keyframe came first).
+        let c_last = layer_and_frame(c.received[&sim[0]].last().unwrap()).0;
+        assert_eq!(c_last, 2);
+
+        // A hears the tallest wanted: C (no constraints) counts as the top.
+        a.idle(Duration::from_millis(200)).await;
+        assert!(
+            a.texts.iter().any(|t| t.contains("SenderVideoConstraints") && t.contains("720")),
+            "{:?}",
+            a.texts
+        );
+
+        // B turns A off: nothing more for B, C goes on.
+        b.send_text(&ask(0));
+        b.idle(Duration::from_millis(200)).await;
+        let before = b.received[&sim[0]].len();
+        send_frames(&a, 5, &mut frame);
+        c.expect_video(sim[0], 14).await;
+        b.idle(Duration::from_millis(200)).await;
+        assert_eq!(b.received[&sim[0]].len(), before, "B asked for none");
+
+        let t = h.server.media_totals().await.unwrap();
+        assert_eq!(
+            (t.constraints_received, t.data_messages_ignored, t.data_messages_malformed),
+            (2, 1, 1),
+            "{t:?}"
+        );
+        assert!(t.sender_constraints_sent >= 1, "{t:?}");
         h.server.shutdown().await;
     })
     .await;

@@ -92,6 +92,15 @@ for case in "camera:" "camera:--video-codec vp8" "screen:" "screen:--video-codec
     echo "FAIL  expected A's $kind as $want only; the server log says: $got"
     failed=$((failed + 1))
   fi
+  # docs/protocol.md §6: libwebrtc opens the data channel over our SCTP and says what it wants.
+  channels=$(grep -c "participant's data channel open" "$LOG" || true)
+  if [ "$channels" -ge 2 ]; then
+    echo "ok    both ntgcalls opened the data channel ($channels channels)"
+    passed=$((passed + 1))
+  else
+    echo "FAIL  expected both ntgcalls' data channels open; the server log has $channels"
+    failed=$((failed + 1))
+  fi
 done
 echo "interop: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
