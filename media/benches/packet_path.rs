@@ -1,7 +1,9 @@
 //! The per-packet costs of the media core: SRTP protect + unprotect of a 120-byte Opus-sized
 //! payload per profile (together and each alone), RTP parsing and writing, the whole send path of one packet and the whole receive path of one
 //! datagram through a connected `Transport` (demux, source check, decrypt, parse, stats, event),
-//! and the local server's per-receiver cost of forwarding a 1,200-byte video packet.
+//! the local server's per-receiver cost of forwarding a 1,200-byte video packet, and a video
+//! sender's cost per packet of cutting a frame into packets of up to 1,200 bytes and protecting
+//! each.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -11,7 +13,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use groupcall_media::srtp::{SrtpProfile, SrtpSession};
-use groupcall_media::{AudioLevel, ExtensionIds, OutgoingRtp, RtpPacket, TransportConfig};
+use groupcall_media::video::packetize::MAX_PROTECTED_PACKET;
+use groupcall_media::video::{Packetizer, DEFAULT_MAX_PAYLOAD};
+use groupcall_media::{
+    AudioLevel, ExtensionIds, OutgoingRtp, RtpPacket, TransportConfig, VideoCodec,
+};
 
 fn opus_like(seq: u16) -> OutgoingRtp<'static> {
     OutgoingRtp {
@@ -137,6 +143,55 @@ fn forward_video(c: &mut Criterion) {
     }
 }
 
+/// What a video sender pays per packet: a 32 KB VP8 frame (a 720p delta frame at about
+/// 2 Mbit/s) cut into 28 payloads at the default size, each written with abs-send-time and the
+/// transport-wide number and SRTP-protected (up to 1,200 bytes on the wire). One iteration is a
+/// frame; the figure reported is per packet.
+fn video_packetize_protect(c: &mut Criterion) {
+    let ids = ExtensionIds::default();
+    let frame: Vec<u8> = (0..32_000u32)
+        .map(|i| (i.wrapping_mul(7) | 1) as u8)
+        .collect();
+    for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
+        let (kl, sl) = SrtpSession::key_lengths(profile);
+        let (k, s) = (vec![7u8; kl], vec![9u8; sl]);
+        let mut tx = SrtpSession::new(profile, (&k, &s), (&k, &s), 128).unwrap();
+        let mut packetizer = Packetizer::new(VideoCodec::Vp8, DEFAULT_MAX_PAYLOAD, 0, 0).unwrap();
+        let mut plain = BytesMut::new();
+        let (mut timestamp, mut transport_seq) = (0u32, 0u16);
+        let mut send_frame = |largest: &mut usize| {
+            timestamp = timestamp.wrapping_add(3000);
+            let packets = packetizer.packetize(timestamp, black_box(&frame)).unwrap();
+            for p in &packets {
+                transport_seq = transport_seq.wrapping_add(1);
+                OutgoingRtp {
+                    marker: p.marker,
+                    abs_send_time: Some(0x12_3456),
+                    transport_seq: Some(transport_seq),
+                    ..OutgoingRtp::new(0x3333_0001, p.sequence, p.timestamp, 100, &p.payload)
+                }
+                .write(&ids, &mut plain);
+                let protected = tx.protect_rtp(&plain).unwrap();
+                *largest = (*largest).max(protected.len());
+                black_box(protected);
+            }
+            packets.len() as u32
+        };
+        let mut largest = 0;
+        let per_frame = send_frame(&mut largest);
+        assert!(largest <= MAX_PROTECTED_PACKET, "{largest} bytes");
+        c.bench_function(&format!("video_packetize_protect_1200B/{profile}"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    send_frame(&mut largest);
+                }
+                start.elapsed() / per_frame
+            })
+        });
+    }
+}
+
 fn receive_path(c: &mut Criterion) {
     for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
         let server_cfg = TransportConfig {
@@ -204,5 +259,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = srtp, rtp_parse, send_path, forward_video, receive_path }
+criterion_group! { name = benches; config = config(); targets = srtp, rtp_parse, send_path, forward_video, video_packetize_protect, receive_path }
 criterion_main!(benches);

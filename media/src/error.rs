@@ -52,6 +52,14 @@ pub enum Error {
     #[error("the data channel send buffer is full ({buffered} bytes not yet acknowledged by the peer); retry once it has caught up")]
     SendBufferFull { buffered: usize },
 
+    /// An encoded video frame could not be cut into RTP payloads (empty, not the codec's
+    /// format, or too large to send as one frame).
+    #[error("cannot packetize this {codec} frame: {problem}; check what the encoder produced")]
+    Packetize {
+        codec: &'static str,
+        problem: String,
+    },
+
     /// A local setting is invalid.
     #[error("invalid setting: {0}")]
     Config(String),

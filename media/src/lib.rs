@@ -8,9 +8,11 @@
 //! for each participant.
 //!
 //! Nothing here opens a socket, reads the clock or spawns a task, so every protocol behaviour is
-//! testable on virtual time over a simulated network ([`sim`]).
+//! testable on virtual time over a simulated network ([`sim`]). [`video`] holds the same kind of
+//! building blocks for video RTP: packetizing, reassembly, NACK and RTX.
 
 pub mod answer;
+pub mod bwe;
 pub mod datachannel;
 pub mod demux;
 mod dtls;
@@ -26,6 +28,7 @@ pub mod srtp;
 pub mod stats;
 pub mod transport;
 pub mod twcc;
+pub mod video;
 
 #[cfg(feature = "driver")]
 pub mod driver;

@@ -27,7 +27,8 @@ use groupcall_media::{
 
 use crate::constraints::{self, ClientMessage, ReceiverConstraints};
 use crate::feedback::{FeedbackRouter, Request, RequestKind};
-use crate::simulcast::{rtp_payload, starts_keyframe, Decision, LayerSelector, Layout, Place};
+use crate::simulcast::{Decision, LayerSelector, Layout, Place};
+use groupcall_media::video::keyframe::{rtp_payload, starts_keyframe};
 use groupcall_media::RtpPacket;
 use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
