@@ -244,7 +244,7 @@ mod tests {
                 let (at, fb) = feedback_in_flight.pop_front().unwrap();
                 bwe.on_feedback(at, &fb);
             }
-            if (now - t0).as_millis() % 1000 == 0 {
+            if (now - t0).as_millis().is_multiple_of(1000) {
                 estimates.push(bwe.target_bps());
             }
         }
