@@ -21,6 +21,7 @@ pub mod error;
 pub mod fuzz;
 pub mod ice;
 pub mod identity;
+pub mod pacer;
 pub mod payload;
 pub mod rtp;
 pub mod sim;
