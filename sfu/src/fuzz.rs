@@ -11,12 +11,13 @@ use crate::forwarder::{Forwarder, Key};
 use crate::Error;
 
 /// The fuzz targets this crate implements, as named in `fuzz/fuzz_targets/`.
-pub const TARGETS: &[&str] = &["join_payload"];
+pub const TARGETS: &[&str] = &["join_payload", "constraints"];
 
 /// Runs `target` on `data`. Unknown names panic: a replay must not silently test nothing.
 pub fn run(target: &str, data: &[u8]) {
     match target {
         "join_payload" => join_payload(data),
+        "constraints" => constraints(data),
         other => panic!("no fuzz target {other:?} in groupcall-sfu"),
     }
 }
@@ -89,6 +90,17 @@ pub fn join_payload(data: &[u8]) {
 
 /// Starting inputs: join payloads as the engine writes them (audio only, camera, screen).
 pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    if target == "constraints" {
+        return [
+            r#"{"colibriClass":"ReceiverVideoConstraints","constraints":{"endpoint-7":{"maxHeight":720,"minHeight":180}},"defaultConstraints":{"maxHeight":0},"onStageEndpoints":[]}"#,
+            r#"{"colibriClass":"ReceiverVideoConstraints","constraints":{},"defaultConstraints":{"maxHeight":360},"onStageEndpoints":["a"]}"#,
+            r#"{"colibriClass":"EndpointStats","x":1}"#,
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (format!("seed-constraints-{i}"), t.as_bytes().to_vec()))
+        .collect();
+    }
     if target != "join_payload" {
         return Vec::new();
     }
@@ -107,4 +119,25 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         )
     })
     .collect()
+}
+
+/// A data-channel message (UTF-8 text, as the channel hands them over) through the server's
+/// constraints parser and the layer choice. What parses stays within the parser's limits and
+/// picks a layer that exists.
+pub fn constraints(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(crate::constraints::ClientMessage::Receiver(c)) = crate::constraints::parse(text) {
+        assert!(c.max_heights.len() <= crate::constraints::MAX_ENDPOINTS);
+        for (endpoint, height) in &c.max_heights {
+            assert!(endpoint.len() <= crate::constraints::MAX_ENDPOINT_LEN);
+            assert_eq!(c.max_height(endpoint), *height);
+            for layers in 1..=4 {
+                if let Some(l) = crate::constraints::layer_for_height(*height, layers) {
+                    assert!(l < layers);
+                }
+            }
+        }
+    }
 }

@@ -17,6 +17,11 @@ fn join_payload_corpus() {
 }
 
 #[test]
+fn constraints_corpus() {
+    replay("constraints");
+}
+
+#[test]
 fn seeds_pass_their_targets_and_each_target_calls_its_function() {
     shared::check_seeds("groupcall_sfu", fuzz::TARGETS, fuzz::seeds, fuzz::run);
 }
