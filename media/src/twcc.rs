@@ -153,43 +153,45 @@ impl TwccRecorder {
     }
 }
 
+/// What a feedback says, packet by packet: its sequence number and its arrival time in
+/// microseconds on the receiver's clock (`None`: not received). For tests and diagnostics.
+pub fn arrivals(fb: &TransportLayerCc) -> Vec<(u16, Option<i64>)> {
+    let mut symbols = Vec::new();
+    for c in &fb.packet_chunks {
+        match c {
+            PacketStatusChunk::RunLengthChunk(r) => symbols.extend(std::iter::repeat_n(
+                r.packet_status_symbol,
+                r.run_length as usize,
+            )),
+            PacketStatusChunk::StatusVectorChunk(v) => {
+                symbols.extend(v.symbol_list.iter().copied())
+            }
+        }
+    }
+    symbols.truncate(fb.packet_status_count as usize);
+    let mut t = fb.reference_time as i64 * 64_000;
+    let mut deltas = fb.recv_deltas.iter();
+    symbols
+        .iter()
+        .enumerate()
+        .map_while(|(i, s)| {
+            let seq = fb.base_sequence_number.wrapping_add(i as u16);
+            if *s == SymbolTypeTcc::PacketNotReceived {
+                return Some((seq, None));
+            }
+            // A received packet without a delta (a malformed feedback) ends the timeline.
+            let d = deltas.next()?;
+            t += d.delta;
+            Some((seq, Some(t)))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rtc::rtcp::packet::unmarshal;
     use rtc::shared::marshal::Marshal;
-
-    /// Decodes a feedback back into (sequence number, arrival µs relative to the reference).
-    fn decode(fb: &TransportLayerCc) -> Vec<(u16, Option<i64>)> {
-        let mut symbols = Vec::new();
-        for c in &fb.packet_chunks {
-            match c {
-                PacketStatusChunk::RunLengthChunk(r) => symbols.extend(std::iter::repeat_n(
-                    r.packet_status_symbol,
-                    r.run_length as usize,
-                )),
-                PacketStatusChunk::StatusVectorChunk(v) => {
-                    symbols.extend(v.symbol_list.iter().copied())
-                }
-            }
-        }
-        symbols.truncate(fb.packet_status_count as usize);
-        let mut t = fb.reference_time as i64 * 64_000;
-        let mut deltas = fb.recv_deltas.iter();
-        symbols
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let seq = fb.base_sequence_number.wrapping_add(i as u16);
-                if *s == SymbolTypeTcc::PacketNotReceived {
-                    (seq, None)
-                } else {
-                    t += deltas.next().expect("a delta per received packet").delta;
-                    (seq, Some(t))
-                }
-            })
-            .collect()
-    }
 
     #[test]
     fn feedback_reports_each_arrival_and_each_loss_and_survives_the_wire() {
@@ -206,7 +208,7 @@ mod tests {
         let fb = r.build().unwrap();
         assert_eq!(fb.base_sequence_number, 65534);
         assert_eq!(fb.packet_status_count, 6);
-        let got = decode(&fb);
+        let got = arrivals(&fb);
         let expect = [
             (65534, Some(t0)),
             (65535, Some(t0 + 1_000)),
@@ -225,7 +227,7 @@ mod tests {
             .downcast_ref::<TransportLayerCc>()
             .expect("a transport-cc feedback")
             .clone();
-        assert_eq!(decode(&back), expect);
+        assert_eq!(arrivals(&back), expect);
 
         // The next feedback starts where this one ended; a late arrival of an old packet is
         // not reported again, and the feedback count goes up.

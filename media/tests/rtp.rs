@@ -414,9 +414,7 @@ fn a_forwarded_packet_carries_this_hops_transport_sequence() {
 /// bandwidth estimate can follow the link.
 #[test]
 fn the_server_reports_arrivals_and_losses_in_transport_cc_feedback() {
-    use rtcp::transport_feedbacks::transport_layer_cc::{
-        PacketStatusChunk, SymbolTypeTcc, TransportLayerCc,
-    };
+    use rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
     let (mut sim, mut p, mut ev) = common::connected_pair(9, TransportConfig::server());
     const N: u16 = 30;
     let dropped = [7u16, 8, 20];
@@ -452,28 +450,15 @@ fn the_server_reports_arrivals_and_losses_in_transport_cc_feedback() {
         "one feedback per 100 ms of media: {}",
         feedback.len()
     );
-    // Statuses in order of transport-wide sequence number, over all feedbacks.
+    // Statuses in order of transport-wide sequence number, over all feedbacks, and the
+    // spacing of arrivals within each feedback.
     let mut received = Vec::new();
     let mut deltas = Vec::new();
     for fb in &feedback {
-        let mut symbols = Vec::new();
-        for c in &fb.packet_chunks {
-            match c {
-                PacketStatusChunk::RunLengthChunk(r) => symbols.extend(std::iter::repeat_n(
-                    r.packet_status_symbol,
-                    r.run_length as usize,
-                )),
-                PacketStatusChunk::StatusVectorChunk(v) => symbols.extend(v.symbol_list.iter()),
-            }
-        }
-        symbols.truncate(fb.packet_status_count as usize);
-        for (i, s) in symbols.iter().enumerate() {
-            received.push((
-                fb.base_sequence_number.wrapping_add(i as u16),
-                *s != SymbolTypeTcc::PacketNotReceived,
-            ));
-        }
-        deltas.extend(fb.recv_deltas.iter().skip(1).map(|d| d.delta));
+        let one = groupcall_media::twcc::arrivals(fb);
+        let times: Vec<i64> = one.iter().filter_map(|(_, t)| *t).collect();
+        deltas.extend(times.windows(2).map(|w| w[1] - w[0]));
+        received.extend(one.iter().map(|(seq, t)| (*seq, t.is_some())));
     }
     // The client's transport-wide numbers follow its send order (it sent nothing else).
     let first = received[0].0;

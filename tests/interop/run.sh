@@ -33,6 +33,26 @@ server_log interop 40
 # log, which profile both participants' connections negotiated.
 passed=0
 failed=0
+
+# Runs one Python test (its arguments after the time limit) with a backstop for a hung native
+# library, and adds its `interop: N passed, M failed` summary to the totals. A test that died
+# after printing its summary still counts as a failure.
+run_py() {
+  local limit=$1
+  shift
+  local out rc=0 p f
+  out=$(mktemp -t groupcall-interop-out.XXXXXX)
+  timeout -k 5 "$limit" "$PY" "$@" | tee "$out" || rc=$?
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    echo "interop: $1 hung and was killed after $limit s" >&2
+  fi
+  read -r p f < <(sed -n 's/^interop: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out" | tail -n 1)
+  rm -f "$out"
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-1}))
+  if [ "$rc" -ne 0 ] && [ "${f:-1}" -eq 0 ]; then failed=$((failed + 1)); fi
+}
+
 for case in "all:AES_CM_128_HMAC_SHA1_80" "aes128-gcm:AEAD_AES_128_GCM" \
             "aes256-gcm:AEAD_AES_256_GCM" "sha1-80:AES_CM_128_HMAC_SHA1_80"; do
   offer=${case%%:*}
@@ -40,19 +60,8 @@ for case in "all:AES_CM_128_HMAC_SHA1_80" "aes128-gcm:AEAD_AES_128_GCM" \
   if [ "$offer" = all ]; then srtp_args=(); else srtp_args=(--srtp "$offer"); fi
   start_local_server "$BIN" "$PY" "$LOG" -v "${srtp_args[@]}"
   echo "interop: server offers SRTP: $offer; groupcall serve on $CONTROL (media udp 127.0.0.1:$MEDIA_PORT), python $PY"
-  out=$(mktemp -t groupcall-interop-out.XXXXXX)
-  rc=0
-  # The test bounds itself (55 s); this is the backstop for a hung native library.
-  timeout -k 5 75 "$PY" tests/interop/test_ntgcalls.py --control "$CONTROL" | tee "$out" || rc=$?
-  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-    echo "interop: the Python test hung and was killed after 75 s" >&2
-  fi
-  read -r p f < <(sed -n 's/^interop: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out" | tail -n 1)
-  rm -f "$out"
-  passed=$((passed + ${p:-0}))
-  failed=$((failed + ${f:-1}))
-  # A test that died after printing its summary still counts as a failure.
-  if [ "$rc" -ne 0 ] && [ "${f:-1}" -eq 0 ]; then failed=$((failed + 1)); fi
+  # The test bounds itself (55 s); the limit is the backstop.
+  run_py 75 tests/interop/test_ntgcalls.py --control "$CONTROL"
   stop_local_server
   got=$(grep -c "participant connected, SRTP $want" "$LOG" || true)
   if [ "$got" -ge 2 ]; then
@@ -71,17 +80,8 @@ for case in "camera:" "camera:--video-codec vp8" "screen:" "screen:--video-codec
   read -r -a server_args <<<"${case#*:}"
   start_local_server "$BIN" "$PY" "$LOG" -v "${server_args[@]}"
   echo "interop: video, $kind, server ${server_args[*]:-offering every codec}; groupcall serve on $CONTROL"
-  out=$(mktemp -t groupcall-interop-out.XXXXXX)
-  rc=0
-  timeout -k 5 80 "$PY" tests/interop/test_ntgcalls_video.py --control "$CONTROL" --kind "$kind" | tee "$out" || rc=$?
-  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-    echo "interop: the Python video test hung and was killed after 80 s" >&2
-  fi
-  read -r p f < <(sed -n 's/^interop: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out" | tail -n 1)
-  rm -f "$out"
-  passed=$((passed + ${p:-0}))
-  failed=$((failed + ${f:-1}))
-  if [ "$rc" -ne 0 ] && [ "${f:-1}" -eq 0 ]; then failed=$((failed + 1)); fi
+  # The test bounds itself (60 s).
+  run_py 80 tests/interop/test_ntgcalls_video.py --control "$CONTROL" --kind "$kind"
   stop_local_server
   if [ "${server_args[*]}" = "--video-codec vp8" ]; then want=VP8; else want=H264; fi
   got=$(grep -o 'participant sends [A-Z0-9]* video' "$LOG" | sort -u | tr '\n' ';')

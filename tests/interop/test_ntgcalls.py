@@ -320,24 +320,30 @@ async def main_async(args, checks):
             checks.check(False, f"the test finished within {TOTAL_LIMIT:.0f} s")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--control", required=True, help="control API base URL, http://127.0.0.1:PORT")
-    args = parser.parse_args()
-    print(f"ntgcalls {getattr(ntgcalls, '__version__', '')} against {args.control}".replace("  ", " "),
-          flush=True)
+def run_and_exit(run):
+    """Runs `run(checks)` (a coroutine function) under asyncio, prints the summary line the
+    runner reads (`interop: N passed, M failed`) and leaves at once: ntgcalls' native threads
+    can keep the interpreter from exiting."""
     checks = Checks()
     try:
-        asyncio.run(main_async(args, checks))
+        asyncio.run(run(checks))
     except Exception:
         traceback.print_exc()
         checks.check(False, "the test ran without an unexpected exception")
     if checks.passed == 0 and checks.failed == 0:
         checks.check(False, "at least one check ran")
     print(f"interop: {checks.passed} passed, {checks.failed} failed", flush=True)
-    # ntgcalls' native threads can keep the interpreter from exiting: leave at once.
     sys.stdout.flush()
     os._exit(0 if checks.failed == 0 else 1)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--control", required=True, help="control API base URL, http://127.0.0.1:PORT")
+    args = parser.parse_args()
+    print(f"ntgcalls {getattr(ntgcalls, '__version__', '')} against {args.control}".replace("  ", " "),
+          flush=True)
+    run_and_exit(lambda checks: main_async(args, checks))
 
 
 if __name__ == "__main__":

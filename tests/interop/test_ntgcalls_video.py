@@ -21,15 +21,13 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import tempfile
 import time
-import traceback
 
 import numpy as np
 
 from control_api import Api
-from test_ntgcalls import CHAT_ID, Checks, Participant, join_with_sources, wait_for
+from test_ntgcalls import CHAT_ID, Participant, join_with_sources, run_and_exit, wait_for
 import ntgcalls
 from ntgcalls import MediaDescription, MediaSource, StreamDevice, StreamMode, SsrcGroup, VideoDescription
 
@@ -225,17 +223,7 @@ def main():
     parser.add_argument("--kind", choices=["camera", "screen"], default="camera")
     args = parser.parse_args()
     print(f"ntgcalls {getattr(ntgcalls, '__version__', '')} video ({args.kind}) against {args.control}", flush=True)
-    checks = Checks()
-    try:
-        asyncio.run(main_async(args, checks))
-    except Exception:
-        traceback.print_exc()
-        checks.check(False, "the test ran without an unexpected exception")
-    if checks.passed == 0 and checks.failed == 0:
-        checks.check(False, "at least one check ran")
-    print(f"interop: {checks.passed} passed, {checks.failed} failed", flush=True)
-    sys.stdout.flush()
-    os._exit(0 if checks.failed == 0 else 1)
+    run_and_exit(lambda checks: main_async(args, checks))
 
 
 if __name__ == "__main__":
