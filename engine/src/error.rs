@@ -39,6 +39,23 @@ pub enum Error {
     #[error("{path} is not a readable WAV file ({reason}); convert it to PCM WAV or play it through the ffmpeg source")]
     BadWav { path: PathBuf, reason: String },
 
+    /// A Y4M (YUV4MPEG2) video file that cannot be read.
+    #[error("{input} is not a readable Y4M (YUV4MPEG2) file: {reason}; make one with `ffmpeg -i IN -pix_fmt yuv420p OUT.y4m`")]
+    BadY4m { input: String, reason: String },
+
+    /// A picture size outside what the engine takes.
+    #[error("a {width}x{height} picture is not usable: each side must be 2 to {max} pixels")]
+    BadVideoSize { width: u32, height: u32, max: u32 },
+
+    /// I420 bytes of the wrong length for the picture size they came with.
+    #[error("an I420 picture of {width}x{height} is {expected} bytes; {got} were given")]
+    BadVideoFrame {
+        width: u32,
+        height: u32,
+        expected: usize,
+        got: usize,
+    },
+
     /// The file is not a well-formed Ogg file, or not Ogg/Opus.
     #[error("{path} is not a readable Ogg/Opus file ({reason}); re-encode it (e.g. `ffmpeg -i IN -c:a libopus OUT.opus`) or play it through the ffmpeg source")]
     BadOggOpus { path: PathBuf, reason: String },

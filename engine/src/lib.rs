@@ -23,6 +23,7 @@ mod machine;
 mod outgoing;
 mod receive;
 mod requests;
+pub mod video;
 
 pub use call::{
     Call, CallConfig, CallEvent, CallEvents, CallStats, CallSummary, ConnectionState, EndReason,

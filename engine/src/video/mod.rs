@@ -1,0 +1,14 @@
+//! Video frames before encoding and after decoding (issue 13 builds the rest on these).
+//!
+//! Everything here is I420 (planar 4:2:0, 8 bits), the format Telegram's clients, ntgcalls'
+//! raw inputs and the encoders speak, so no conversion sits between a source and an encoder.
+//! [`Frame`] is one picture with its timestamp; [`y4m`] reads YUV4MPEG2 files (raw frames with
+//! a header naming their size and rate) without ffmpeg; [`pattern`] draws a test picture with a
+//! frame counter that survives lossy coding and reads it back, so a test on the far side of a
+//! call can tell which frames arrived, in which order.
+
+pub mod frame;
+pub mod pattern;
+pub mod y4m;
+
+pub use frame::Frame;
