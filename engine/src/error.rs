@@ -39,6 +39,10 @@ pub enum Error {
     #[error("{path} is not a readable WAV file ({reason}); convert it to PCM WAV or play it through the ffmpeg source")]
     BadWav { path: PathBuf, reason: String },
 
+    /// A video encoder or decoder failed.
+    #[error("{codec}: {reason}")]
+    Codec { codec: &'static str, reason: String },
+
     /// A Y4M (YUV4MPEG2) video file that cannot be read.
     #[error("{input} is not a readable Y4M (YUV4MPEG2) file: {reason}; make one with `ffmpeg -i IN -pix_fmt yuv420p OUT.y4m`")]
     BadY4m { input: String, reason: String },

@@ -5,9 +5,12 @@
 //! [`Frame`] is one picture with its timestamp; [`y4m`] reads YUV4MPEG2 files (raw frames with
 //! a header naming their size and rate) without ffmpeg; [`pattern`] draws a test picture with a
 //! frame counter that survives lossy coding and reads it back, so a test on the far side of a
-//! call can tell which frames arrived, in which order.
+//! call can tell which frames arrived, in which order; [`h264`] (cargo feature `h264`, on by
+//! default) encodes and decodes them.
 
 pub mod frame;
+#[cfg(feature = "h264")]
+pub mod h264;
 pub mod pattern;
 pub mod y4m;
 
