@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)        # libopus is built with CMake
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)            # OpenH264 is built from its C++ source
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 # Microphones and speakers: cpal builds against ALSA; the device tests run their own
 # PulseAudio server with null sinks (no sound card needed).
