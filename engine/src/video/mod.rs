@@ -12,6 +12,7 @@ pub mod frame;
 #[cfg(feature = "h264")]
 pub mod h264;
 pub mod pattern;
+pub mod scale;
 pub mod y4m;
 
 pub use frame::Frame;
