@@ -158,6 +158,8 @@ pub struct Forwarder {
     owners: HashMap<u32, Key>,
     feedback: FeedbackRouter,
     scratch_requests: Vec<Request>,
+    /// Calls whose `SenderVideoConstraints` are to be worked out again.
+    constraints_dirty: Vec<i64>,
 }
 
 impl Forwarder {
@@ -179,6 +181,7 @@ impl Forwarder {
             owners: HashMap::new(),
             feedback: FeedbackRouter::default(),
             scratch_requests: Vec::new(),
+            constraints_dirty: Vec::new(),
         })
     }
 
@@ -268,6 +271,9 @@ impl Forwarder {
                 sent_ideal_height: None,
             },
         );
+        // A new receiver without constraints wants the top layer of everyone.
+        self.constraints_changed(key.call);
+        self.refresh_sender_constraints(now);
         Ok(())
     }
 
@@ -291,6 +297,9 @@ impl Forwarder {
                     self.by_addr.remove(&a);
                 }
             }
+            // A receiver gone may have been the one that wanted the most.
+            self.constraints_changed(key.call);
+            self.refresh_sender_constraints(now);
         }
     }
 
@@ -360,6 +369,7 @@ impl Forwarder {
         }
         self.drain(now, key, &mut p);
         self.participants.insert(key, p);
+        self.refresh_sender_constraints(now);
     }
 
     /// Moves a participant's output to the socket queue, forwards its RTP, reports its fate.
@@ -392,7 +402,7 @@ impl Forwarder {
                 Event::DataChannelOpen => {
                     p.data_channel_open = true;
                     self.events.push_back(MediaEvent::DataChannelOpen { key });
-                    self.update_sender_constraints(now, key, p);
+                    self.constraints_changed(key.call);
                 }
                 Event::DataChannelMessage(text) => match constraints::parse(&text) {
                     Ok(ClientMessage::Receiver(c)) => {
@@ -400,7 +410,7 @@ impl Forwarder {
                         tracing::debug!(call = key.call, source = key.source, max_heights = ?c.max_heights, default = c.default_max_height, "receiver video constraints");
                         p.constraints = Some(c);
                         self.apply_constraints(p);
-                        self.update_sender_constraints(now, key, p);
+                        self.constraints_changed(key.call);
                     }
                     Ok(ClientMessage::Other(_)) => self.stats.data_messages_ignored += 1,
                     Err(e) => {
@@ -435,6 +445,11 @@ impl Forwarder {
                 }
                 _ => {}
             }
+        }
+        // What handling the events queued on this transport (keyframe requests the server
+        // made for a waiting receiver) goes out now, not with its next datagram.
+        while let Some(t) = p.transport.poll_transmit() {
+            self.transmits.push_back((t.destination, t.contents));
         }
     }
 
@@ -643,52 +658,49 @@ impl Forwarder {
         }
     }
 
-    /// Tells every publisher of the call the tallest video anyone now wants of it, where that
-    /// changed. `changed` is out of the map (being drained) and is counted in as `changed_p`.
-    fn update_sender_constraints(
-        &mut self,
-        now: Instant,
-        changed: Key,
-        changed_p: &mut Participant,
-    ) {
-        let call = changed.call;
-        // The tallest any receiver of the call but the publisher itself wants of `endpoint`; a
-        // receiver that never said counts as wanting the top layer.
-        let ideal = |participants: &HashMap<Key, Participant>, publisher: Key, endpoint: &str| {
-            participants
+    /// Tells every publisher of the calls whose constraints may have changed (a receiver said
+    /// something, a data channel opened, someone joined or left) the tallest video anyone now
+    /// wants of it, where that changed. Runs with every participant in the map.
+    fn refresh_sender_constraints(&mut self, now: Instant) {
+        while let Some(call) = self.constraints_dirty.pop() {
+            let updates: Vec<(Key, u32)> = self
+                .participants
                 .iter()
-                .map(|(k, p)| (*k, p))
-                .chain(std::iter::once((changed, &*changed_p)))
-                .filter(|(k, p)| k.call == call && *k != publisher && p.role == Role::Main)
-                .map(|(_, p)| {
-                    p.constraints
-                        .as_ref()
-                        .map_or(720, |c| c.max_height(endpoint))
+                .filter(|(k, p)| k.call == call && !p.layout.streams.is_empty())
+                .map(|(k, p)| {
+                    let wanted = self
+                        .participants
+                        .iter()
+                        .filter(|(r, rp)| r.call == call && *r != k && rp.role == Role::Main)
+                        .map(|(_, rp)| wanted_height(rp.constraints.as_ref(), &p.endpoint))
+                        .max()
+                        .unwrap_or(0);
+                    (*k, wanted)
                 })
-                .max()
-                .unwrap_or(0)
-        };
-        let mut updates: Vec<(Key, u32)> = self
-            .participants
-            .iter()
-            .filter(|(k, p)| k.call == call && !p.layout.streams.is_empty())
-            .map(|(k, p)| (*k, ideal(&self.participants, *k, &p.endpoint)))
-            .collect();
-        if !changed_p.layout.streams.is_empty() {
-            updates.push((
-                changed,
-                ideal(&self.participants, changed, &changed_p.endpoint),
-            ));
-        }
-        for (k, height) in updates {
-            let p = if k == changed {
-                Some(&mut *changed_p)
-            } else {
-                self.participants.get_mut(&k)
-            };
-            if let Some(p) = p {
-                send_sender_constraints(now, p, height, &mut self.stats);
+                .collect();
+            for (k, height) in updates {
+                let Some(p) = self.participants.get_mut(&k) else {
+                    continue;
+                };
+                if !p.data_channel_open || p.sent_ideal_height == Some(height) {
+                    continue;
+                }
+                let text = constraints::sender_constraints(height);
+                if p.transport.send_data_channel(now, &text).is_ok() {
+                    p.sent_ideal_height = Some(height);
+                    self.stats.sender_constraints_sent += 1;
+                }
+                // Out now: nothing else may drain this participant's transport soon.
+                while let Some(t) = p.transport.poll_transmit() {
+                    self.transmits.push_back((t.destination, t.contents));
+                }
             }
+        }
+    }
+
+    fn constraints_changed(&mut self, call: i64) {
+        if !self.constraints_dirty.contains(&call) {
+            self.constraints_dirty.push(call);
         }
     }
 
@@ -741,6 +753,7 @@ impl Forwarder {
                 self.participants.insert(key, p);
             }
         }
+        self.refresh_sender_constraints(now);
     }
 
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
@@ -760,35 +773,19 @@ fn endpoint_of(source: u32, role: Role) -> String {
     }
 }
 
+/// The height a receiver with `constraints` wants of `endpoint`'s video: without any (no data
+/// channel, or not said yet) the top layer, so such clients still receive.
+fn wanted_height(constraints: Option<&ReceiverConstraints>, endpoint: &str) -> u32 {
+    constraints.map_or(constraints::TOP_HEIGHT, |c| c.max_height(endpoint))
+}
+
 /// The layer a receiver with `constraints` gets of a `layers`-layer stream of `endpoint`.
 fn target_for(
     constraints: Option<&ReceiverConstraints>,
     endpoint: &str,
     layers: usize,
 ) -> Option<usize> {
-    match constraints {
-        None => Some(layers.saturating_sub(1)),
-        Some(c) => constraints::layer_for_height(c.max_height(endpoint), layers),
-    }
-}
-
-/// Sends `SenderVideoConstraints` to a publisher whose open data channel has not had `ideal`.
-fn send_sender_constraints(
-    now: Instant,
-    p: &mut Participant,
-    ideal: u32,
-    stats: &mut ForwarderStats,
-) {
-    if !p.data_channel_open || p.sent_ideal_height == Some(ideal) {
-        return;
-    }
-    if p.transport
-        .send_data_channel(now, &constraints::sender_constraints(ideal))
-        .is_ok()
-    {
-        p.sent_ideal_height = Some(ideal);
-        stats.sender_constraints_sent += 1;
-    }
+    constraints::layer_for_height(wanted_height(constraints, endpoint), layers)
 }
 
 /// The sender SSRC of the server's own RTCP (keyframe requests).

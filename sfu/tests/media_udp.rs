@@ -1272,6 +1272,21 @@ async fn receivers_constraints_pick_their_layer_and_reach_the_publisher() {
         b.idle(Duration::from_millis(200)).await;
         assert_eq!(b.received[&sim[0]].len(), before, "B asked for none");
 
+        // C, the last one wanting A's video, leaves: A is told nobody wants any.
+        let (status, left) = h
+            .post(
+                &format!("/calls/{}/leave", h.call),
+                json!({"peer": 12, "source": c.ssrc as i32}),
+            )
+            .await;
+        assert_eq!(status, 200, "{left}");
+        a.idle(Duration::from_millis(300)).await;
+        assert!(
+            a.texts.last().is_some_and(|t| t.contains(r#""idealHeight":0"#)),
+            "{:?}",
+            a.texts
+        );
+
         let t = h.server.media_totals().await.unwrap();
         assert_eq!(
             (t.constraints_received, t.data_messages_ignored, t.data_messages_malformed),
