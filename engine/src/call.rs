@@ -22,6 +22,10 @@ use crate::audio::{
 };
 use crate::driver;
 use crate::error::{Error, Result, SharedError};
+use crate::video::publish::VideoKind;
+use crate::video::receive::{VideoReceiveStats, VideoSink};
+use crate::video::send::VideoSendStats;
+use crate::video::source::VideoSource;
 
 /// Everything about how to take part in one call. `Default` listens only, records nothing.
 pub struct CallConfig {
@@ -57,6 +61,15 @@ pub struct CallConfig {
     pub record_trim_silence: Option<Duration>,
     /// Received frames handed to the application, per speaker.
     pub app_sink: Option<AppSink>,
+    /// The camera to publish (three simulcast layers, H.264). The join declares the camera's
+    /// sources only with one: [`Call::set_video_source`] can replace or stop it later, but a
+    /// call joined without one cannot start a camera (join again with one).
+    pub video: Option<VideoSource>,
+    /// Every participant's decoded video, as it arrives (decoded on the call's own thread).
+    pub video_sink: Option<VideoSink>,
+    /// One Y4M file per received camera or screen in this directory, created if missing
+    /// (`peer<PEER>_ssrc<SSRC>_camera.y4m`, a new `…_part2` when the picture's size changes).
+    pub record_video_dir: Option<PathBuf>,
     pub jitter: JitterConfig,
     /// How long audio from an SSRC that the roster has not named yet is held back, waiting
     /// for its owner's name, before it goes out without one.
@@ -92,6 +105,9 @@ impl Default for CallConfig {
             record_format: FileFormat::Wav,
             record_trim_silence: None,
             app_sink: None,
+            video: None,
+            video_sink: None,
+            record_video_dir: None,
             jitter: JitterConfig::default(),
             hold_unknown: Duration::from_secs(2),
             transport: TransportConfig::default(),
@@ -252,6 +268,18 @@ pub enum CallEvent {
         device: String,
         error: String,
     },
+    /// A participant's camera or screen started, paused or stopped (from the roster).
+    Video {
+        source: u32,
+        peer: PeerId,
+        kind: VideoKind,
+        state: VideoState,
+    },
+    /// The published camera's source ended or failed; nothing more is sent until a new one.
+    VideoSourceEnded {
+        source: String,
+        error: Option<SharedError>,
+    },
     /// The call is over for this participant; no more events follow. [`Call::leave`] still
     /// returns its [`CallSummary`] (where the recordings are), whatever ended it.
     Ended {
@@ -296,9 +324,40 @@ impl CallEvent {
             CallEvent::RecordingError { error } => {
                 json!({"event": "recording_error", "error": error.to_string()})
             }
+            CallEvent::Video {
+                source,
+                peer,
+                kind,
+                state,
+            } => json!({
+                "event": "video", "source": *source as i32, "peer": peer.dialog_id(),
+                "kind": kind.as_str(), "state": state.as_str()
+            }),
+            CallEvent::VideoSourceEnded { source, error } => json!({
+                "event": "video_source_ended", "name": source,
+                "error": error.as_ref().map(|e| e.to_string())
+            }),
             CallEvent::Ended { reason } => {
                 json!({"event": "ended", "cause": reason.code(), "reason": reason.to_string()})
             }
+        }
+    }
+}
+
+/// Where a participant's camera or screen stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoState {
+    Started,
+    Paused,
+    Stopped,
+}
+
+impl VideoState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VideoState::Started => "started",
+            VideoState::Paused => "paused",
+            VideoState::Stopped => "stopped",
         }
     }
 }
@@ -434,6 +493,11 @@ pub struct CallStats {
     /// so sample `n` was played at this time plus `n / 48000` s.
     pub mix_started_at: Option<SystemTime>,
     pub speakers: Vec<SpeakerStats>,
+    /// The published camera, while one is published.
+    pub video_sent: Option<VideoSendStats>,
+    /// Frames the camera's encoder thread dropped because the call's task was behind.
+    pub video_encoder_dropped: u64,
+    pub video_received: VideoReceiveStats,
 }
 
 /// What a call left behind.
@@ -443,6 +507,8 @@ pub struct CallSummary {
     /// Per-speaker recordings, with the SSRC they hold.
     pub recordings: Vec<(u32, PathBuf)>,
     pub mix: Option<PathBuf>,
+    /// Received video recordings ([`CallConfig::record_video_dir`]).
+    pub video_recordings: Vec<PathBuf>,
     /// Errors closing recordings.
     pub errors: Vec<SharedError>,
     /// Why the call ended.
@@ -456,6 +522,8 @@ pub(crate) enum Command {
     SetMuted(bool),
     SetPaused(bool),
     SetSource(Option<Box<Source>>),
+    SetVideoSource(Option<Box<VideoSource>>, oneshot::Sender<Result<()>>),
+    SetVideoPaused(bool),
     SetGain(f32),
     Seek(Duration, oneshot::Sender<Result<()>>),
     Enqueue(Box<Source>, oneshot::Sender<Result<()>>),
@@ -653,6 +721,34 @@ impl Call {
 
     pub fn resume(&self) -> Result<()> {
         self.send(Command::SetPaused(false))
+    }
+
+    /// Publishes `source` as the camera from now on (`None` stops it), without rejoining; the
+    /// participants see the camera on or off (`video_stopped`). Only a call joined with a
+    /// camera ([`CallConfig::video`]) declared the camera's sources and can publish one.
+    pub async fn set_video_source(&self, source: Option<VideoSource>) -> Result<()> {
+        let on = source.is_some();
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::SetVideoSource(source.map(Box::new), tx))?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::CallEnded("its task has stopped".into())))?;
+        let edit = ParticipantEdit {
+            video_stopped: Some(!on),
+            ..Default::default()
+        };
+        self.signaling.edit_self(&self.call, &edit).await?;
+        Ok(())
+    }
+
+    /// Holds the camera on its last picture (`video_paused`): pictures are read but not sent.
+    pub async fn set_video_paused(&self, paused: bool) -> Result<()> {
+        self.send(Command::SetVideoPaused(paused))?;
+        let edit = ParticipantEdit {
+            video_paused: Some(paused),
+            ..Default::default()
+        };
+        self.signaling.edit_self(&self.call, &edit).await?;
+        Ok(())
     }
 
     /// Plays `source` from now on, without rejoining. The replaced source ends silently.

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use groupcall_media::{
     JoinPayload, LocalEndpoint, LocalIdentity, RemotePeer, RtcAnswer, SenderInfo, ServerAnswer,
-    Setup, Transport, VideoPublish,
+    Setup, Transport, VideoCodec, VideoPublish,
 };
 use groupcall_signaling::{CallId, CallRef, JoinOptions, Joined, Signaling};
 use tokio::net::UdpSocket;
@@ -18,12 +18,15 @@ use tokio::net::UdpSocket;
 use crate::audio::AudioSender;
 use crate::call::CallConfig;
 use crate::error::{Error, Result};
+use crate::video::send::VideoSender;
 
 /// A successful join: the accepted payload's identity and the transport it leads to.
 pub(crate) struct Connection {
     pub socket: UdpSocket,
     pub transport: Transport,
     pub sender: AudioSender,
+    /// The camera's RTP side, when the join declared one.
+    pub video: Option<VideoSender>,
     pub ssrc: u32,
     pub call_id: Option<CallId>,
     /// The server's answer, to tell a repeat of it from a new one.
@@ -38,12 +41,13 @@ pub(crate) async fn join_once(
     signaling: Arc<dyn Signaling>,
     call: CallRef,
     options: JoinOptions,
+    publish: VideoPublish,
 ) -> Result<(Joined, LocalIdentity)> {
     let mut made: Vec<LocalIdentity> = Vec::new();
     let joined = {
         let mut factory = || {
             let identity = LocalIdentity::generate()?;
-            let payload = JoinPayload::new(&identity, VideoPublish::None);
+            let payload = JoinPayload::new(&identity, publish);
             made.push(identity);
             Ok(payload)
         };
@@ -78,6 +82,7 @@ pub(crate) fn connect(
     joined: &Joined,
     identity: &LocalIdentity,
     config: &CallConfig,
+    publish: VideoPublish,
     now: Instant,
 ) -> Result<Connection> {
     let rtc: &RtcAnswer = match &joined.answer {
@@ -150,13 +155,42 @@ pub(crate) fn connect(
         rand::random(),
         rand::random(),
     )?;
+    let video = match publish {
+        VideoPublish::None => None,
+        publish => Some(VideoSender::new(ssrc, publish, video_codec(rtc)?)?),
+    };
     Ok(Connection {
         socket,
         transport,
         sender,
+        video,
         ssrc,
         call_id: joined.call,
         answer_json: joined.answer_json.clone(),
+    })
+}
+
+/// The codec to publish with: H.264, the one this engine encodes, if the server takes it. A
+/// server that announces no video section takes Telegram's fixed set.
+fn video_codec(answer: &RtcAnswer) -> Result<VideoCodec> {
+    let Some(video) = &answer.video else {
+        return Ok(VideoCodec::H264);
+    };
+    let offered: Vec<&str> = video
+        .media
+        .payload_types
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    if offered.is_empty() || offered.iter().any(|n| n.eq_ignore_ascii_case("H264")) {
+        return Ok(VideoCodec::H264);
+    }
+    Err(Error::Codec {
+        codec: "H264",
+        reason: format!(
+            "the server takes only {} video; this engine encodes H.264 only (VP8 encoding is not implemented): publish to a server that offers H264",
+            offered.join(", ")
+        ),
     })
 }
 

@@ -35,6 +35,9 @@ use crate::machine::{Action, Input, Machine};
 use crate::outgoing::Outgoing;
 use crate::receive::Receivers;
 use crate::requests::{self, Reply};
+use crate::video::publish::{Control, Published, Publisher, VideoKind};
+use crate::video::receive::VideoReceivers;
+use groupcall_media::VideoPublish;
 
 const TICK: Duration = Duration::from_millis(20);
 /// The tick of a call with nothing to send and nothing to play out (no source, nobody
@@ -93,6 +96,21 @@ pub(crate) async fn start(
     let speaker = open_devices(&mut config).await?;
     let muted = config.muted.unwrap_or(config.source.is_none());
     config.join.muted = muted;
+    let publish = if config.video.is_some() {
+        VideoPublish::Camera
+    } else {
+        VideoPublish::None
+    };
+    config.join.video_stopped = config.video.is_none();
+    let video_in = VideoReceivers::new(config.video_sink.take(), config.record_video_dir.clone())?;
+    if publish != VideoPublish::None || video_in.is_consuming() {
+        // SenderVideoConstraints arrive, and ReceiverVideoConstraints leave, on it.
+        config.transport.data_channel = true;
+    }
+    let publisher = match config.video.take() {
+        Some(source) => Some(Publisher::start(source, VideoKind::Camera, rand::random())?),
+        None => None,
+    };
     let channels = config.encoder.channels;
     // Files first: a recording that cannot even be created is better refused before joining.
     // The directory first: the mix may be in it.
@@ -126,9 +144,14 @@ pub(crate) async fn start(
     receivers.set_speaker(speaker);
     // Subscribe before joining so that no roster update in between is missed.
     let updates = signaling.updates();
-    let (joined, identity) =
-        join_once(signaling.clone(), call.clone(), config.join.clone()).await?;
-    let connection = match connect(&joined, &identity, &config, Instant::now()) {
+    let (joined, identity) = join_once(
+        signaling.clone(),
+        call.clone(),
+        config.join.clone(),
+        publish,
+    )
+    .await?;
+    let connection = match connect(&joined, &identity, &config, publish, Instant::now()) {
         Ok(c) => c,
         Err(e) => {
             // The server counts us as joined: say we left, or our source would linger.
@@ -162,6 +185,9 @@ pub(crate) async fn start(
         outgoing,
         gain: 1.0,
         receivers,
+        publish,
+        publisher,
+        video_in,
         updates: Some(updates),
         commands: cmd_rx,
         events: ev_tx.clone(),
@@ -203,6 +229,7 @@ pub(crate) async fn start(
             let _ = watched_summary.set(CallSummary {
                 stats: watched_stats.borrow().clone(),
                 recordings,
+                video_recordings: Vec::new(),
                 mix,
                 errors: Vec::new(),
                 reason: Some(reason.clone()),
@@ -285,6 +312,11 @@ struct Driver {
     outgoing: Outgoing,
     gain: f32,
     receivers: Receivers,
+    /// What the join declares (a camera, or no video).
+    publish: VideoPublish,
+    /// The camera's encoder thread, while a camera is published.
+    publisher: Option<Publisher>,
+    video_in: VideoReceivers,
     /// `None` between the end of a stream and the machine's resubscription.
     updates: Option<UpdateStream>,
     commands: mpsc::Receiver<Command>,
@@ -326,6 +358,7 @@ enum Wake {
     Update(Option<SignalingUpdate>),
     Joined(Box<Result<(Joined, LocalIdentity)>>),
     Reply(Reply),
+    Video(Option<Published>),
 }
 
 impl Driver {
@@ -371,10 +404,14 @@ impl Driver {
                     .connection
                     .as_mut()
                     .and_then(|c| c.transport.poll_timeout());
-                let wanted = [transport, self.machine.poll_timeout()]
-                    .into_iter()
-                    .flatten()
-                    .min();
+                let wanted = [
+                    transport,
+                    self.machine.poll_timeout(),
+                    self.video_in.poll_timeout(),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
                 // With nothing due, the timer stays where it is (a spurious wake-up at the
                 // latest in a second) rather than moving on every pass.
                 let target = match wanted {
@@ -390,7 +427,9 @@ impl Driver {
                 let socket = self.connection.as_ref().map(|c| &c.socket);
                 let join = self.join.as_mut();
                 let updates = self.updates.as_mut();
+                let video = self.publisher.as_mut().map(|p| &mut p.frames);
                 tokio::select! {
+                    v = async { video.expect("guarded").recv().await }, if video.is_some() => Wake::Video(v),
                     r = async { socket.expect("guarded").recv_from(&mut buf).await }, if socket.is_some() => match r {
                         Ok((n, from)) => Wake::Datagram(n, from),
                         Err(e) => Wake::SocketError(e),
@@ -476,6 +515,12 @@ impl Driver {
                 Wake::Reply(Reply::Checked { source, present }) => {
                     self.machine.handle(now, Input::Checked { source, present })
                 }
+                Wake::Video(v) => self.on_video(now, v),
+            }
+            if let Some(c) = self.connection.as_mut() {
+                let machine = &self.machine;
+                self.video_in
+                    .poll(now, c.ssrc, &mut c.transport, |s| machine.peer(s));
             }
         };
         self.finish(reason).await;
@@ -501,6 +546,10 @@ impl Driver {
             .and_then(|c| c.transport.poll_event())
         {
             match event {
+                Event::Rtp(packet) if packet.kind == groupcall_media::PayloadKind::Video => {
+                    let machine = &self.machine;
+                    self.video_in.insert(now, &packet, |s| machine.peer(s));
+                }
                 Event::Rtp(packet) => match self.receivers.insert(now, &packet) {
                     Ok(true) => self.name_ssrc(packet.ssrc),
                     Ok(false) => {}
@@ -508,6 +557,10 @@ impl Driver {
                 },
                 Event::Connected { profile, remote } => {
                     tracing::info!(%remote, ?profile, "connected");
+                    // Frames encoded before now went nowhere: start receivers on a keyframe.
+                    if let Some(p) = &self.publisher {
+                        p.send(Control::Keyframe);
+                    }
                     self.machine.handle(now, Input::Connected);
                 }
                 Event::StateChanged(State::Disconnected) => {
@@ -525,13 +578,41 @@ impl Driver {
                     };
                     self.machine.handle(now, Input::ConnectionLost(cause));
                 }
-                // The engine runs no data channel yet (its transports have it off): it takes
-                // no video to ask constraints for.
+                Event::Rtcp(packets) => {
+                    if let Some(c) = self.connection.as_mut() {
+                        if let Some(v) = c.video.as_mut() {
+                            if v.on_rtcp(now, &mut c.transport, &packets) {
+                                if let Some(p) = &self.publisher {
+                                    p.send(Control::Keyframe);
+                                }
+                            }
+                        }
+                    }
+                }
+                Event::DataChannelOpen => {
+                    tracing::debug!("data channel open");
+                    if !self.video_in.is_consuming() {
+                        // Nothing here shows or records video: ask the server not to send any.
+                        let none = r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":0},"constraints":{}}"#;
+                        if let Some(c) = self.connection.as_mut() {
+                            let _ = c.transport.send_data_channel(now, none);
+                        }
+                    }
+                }
+                Event::DataChannelMessage(text) => {
+                    if let Some(height) = crate::video::constraints::sender_ideal_height(&text) {
+                        if let Some(p) = &self.publisher {
+                            let layers = crate::video::constraints::layers_for_height(
+                                height,
+                                p.kind.layers(),
+                            );
+                            tracing::debug!(height, layers, "receivers' constraints");
+                            p.send(Control::Layers(layers));
+                        }
+                    }
+                }
                 Event::StateChanged(_)
-                | Event::Rtcp(_)
                 | Event::ApplicationData(_)
-                | Event::DataChannelOpen
-                | Event::DataChannelMessage(_)
                 | Event::DataChannelClosed(_) => {}
             }
         }
@@ -557,7 +638,12 @@ impl Driver {
                         self.signaling.clone(),
                         self.call.clone(),
                         self.config.join.clone(),
+                        self.publish,
                     )))
+                }
+                Action::Video { owner, kind, video } => {
+                    let own = self.machine.own_ssrc();
+                    self.video_in.declare(own, owner, kind, video.as_ref());
                 }
                 Action::FetchRoster(query) => self.fetch_roster(query),
                 Action::Check(source) => requests::check_membership(
@@ -600,7 +686,7 @@ impl Driver {
             Ok(j) => j,
             Err(e) => return self.machine.handle(now, Input::JoinFailed(e)),
         };
-        match connect(&joined, &identity, &self.config, now) {
+        match connect(&joined, &identity, &self.config, self.publish, now) {
             Ok(c) => {
                 tracing::info!(ssrc = c.ssrc, "rejoined");
                 let (ssrc, call) = (c.ssrc, c.call_id);
@@ -620,8 +706,77 @@ impl Driver {
         }
     }
 
+    /// An encoded frame (or the end) from the camera's encoder thread.
+    fn on_video(&mut self, now: Instant, v: Option<Published>) {
+        match v {
+            Some(Published::Frame {
+                layer,
+                rtp_timestamp,
+                keyframe,
+                data,
+            }) => {
+                if let Some(c) = self.connection.as_mut() {
+                    if let Some(v) = c.video.as_mut() {
+                        if c.transport.is_connected() {
+                            if let Err(e) = v.send_frame(
+                                now,
+                                &mut c.transport,
+                                layer,
+                                rtp_timestamp,
+                                keyframe,
+                                &data,
+                            ) {
+                                tracing::debug!("video frame not sent: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+            Some(Published::Ended) | None => {
+                if let Some(p) = self.publisher.take() {
+                    self.events.send(CallEvent::VideoSourceEnded {
+                        source: p.name.clone(),
+                        error: None,
+                    });
+                }
+            }
+            Some(Published::Failed(e)) => {
+                if let Some(p) = self.publisher.take() {
+                    tracing::warn!(source = %p.name, "video source failed: {e}");
+                    self.events.send(CallEvent::VideoSourceEnded {
+                        source: p.name.clone(),
+                        error: Some(SharedError::from(e)),
+                    });
+                }
+            }
+        }
+    }
+
+    fn set_video_source(&mut self, source: Option<crate::video::VideoSource>) -> Result<()> {
+        let Some(source) = source else {
+            self.publisher = None;
+            return Ok(());
+        };
+        if self.publish == VideoPublish::None {
+            return Err(Error::InvalidConfig(
+                "this call joined without a camera, so it declared no video sources; join with CallConfig::video (or --video) to publish one".into(),
+            ));
+        }
+        let p = Publisher::start(source, VideoKind::Camera, rand::random())?;
+        self.publisher = Some(p);
+        Ok(())
+    }
+
     fn on_command(&mut self, c: Command) {
         match c {
+            Command::SetVideoSource(source, reply) => {
+                let _ = reply.send(self.set_video_source(source.map(|s| *s)));
+            }
+            Command::SetVideoPaused(paused) => {
+                if let Some(p) = &self.publisher {
+                    p.send(Control::Paused(paused));
+                }
+            }
             Command::SetMuted(m) => self.outgoing.muted = m,
             Command::SetPaused(p) => self.outgoing.paused = p,
             Command::SetSource(s) => self.outgoing.set_source(s.map(|s| *s)),
@@ -757,6 +912,7 @@ impl Driver {
         }
         self.levels.remove(&ssrc);
         self.lookups_asked.remove(&ssrc);
+        self.video_in.forget(ssrc);
         if let Some(c) = self.connection.as_mut() {
             c.transport.forget_ssrc(ssrc);
         }
@@ -791,6 +947,11 @@ impl Driver {
             wakeups: self.wakeups,
             late_packets: self.late_packets,
             send_late_max: self.send_late_max,
+            video_received: self.video_in.stats(),
+            video_encoder_dropped: self
+                .publisher
+                .as_ref()
+                .map_or(0, |p| p.dropped.load(Ordering::Relaxed)),
             ..CallStats::default()
         };
         if let Some(c) = &self.connection {
@@ -798,6 +959,7 @@ impl Driver {
             s.connected = c.transport.is_connected();
             s.ssrc = c.ssrc;
             s.packets_sent += c.sender.stats().packets;
+            s.video_sent = c.video.as_ref().map(|v| v.stats());
             s.packets_received = t.received.rtp;
             s.dropped = t.dropped();
             let mut speakers: Vec<SpeakerStats> = t
@@ -862,16 +1024,21 @@ impl Driver {
         let mix = self.receivers.mix_path().map(|p| p.to_path_buf());
         let stats = self.stats_tx.borrow().clone();
         let mut errors = Vec::new();
-        if let Err(e) = self.receivers.finish() {
-            let error = SharedError::from(e);
-            self.events.send(CallEvent::RecordingError {
-                error: error.clone(),
-            });
-            errors.push(error);
+        self.publisher = None;
+        let video_recordings = self.video_in.recordings();
+        for r in [self.receivers.finish(), self.video_in.finish()] {
+            if let Err(e) = r {
+                let error = SharedError::from(e);
+                self.events.send(CallEvent::RecordingError {
+                    error: error.clone(),
+                });
+                errors.push(error);
+            }
         }
         let summary = CallSummary {
             stats,
             recordings,
+            video_recordings,
             mix,
             errors,
             reason: Some(reason.clone()),

@@ -27,7 +27,7 @@ pub mod video;
 
 pub use call::{
     Call, CallConfig, CallEvent, CallEvents, CallStats, CallSummary, ConnectionState, EndReason,
-    Engine, ParticipantInfo, RejoinCause, RejoinPolicy, SpeakerStats,
+    Engine, ParticipantInfo, RejoinCause, RejoinPolicy, SpeakerStats, VideoState,
 };
 pub use error::{Error, Result, SharedError};
 pub use events::DEFAULT_EVENT_CAPACITY;

@@ -37,10 +37,14 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use groupcall_media::ServerAnswer;
-use groupcall_signaling::{CallId, Participant, ParticipantQuery, PeerId, SignalingUpdate};
+use groupcall_signaling::{
+    CallId, Participant, ParticipantQuery, ParticipantVideo, PeerId, SignalingUpdate,
+};
+
+use crate::video::publish::VideoKind;
 
 use crate::call::{
-    CallEvent, ConnectionState, EndReason, ParticipantInfo, RejoinCause, RejoinPolicy,
+    CallEvent, ConnectionState, EndReason, ParticipantInfo, RejoinCause, RejoinPolicy, VideoState,
 };
 use crate::error::{Error, SharedError};
 
@@ -115,6 +119,13 @@ pub(crate) enum Action {
     Named { ssrc: u32, peer: PeerId },
     /// `ssrc`'s sender left: free whatever is kept for it.
     Gone { ssrc: u32 },
+    /// What `owner` publishes as `kind` changed: `video` is the stream to receive, `None` when
+    /// it stopped.
+    Video {
+        owner: u32,
+        kind: VideoKind,
+        video: Option<ParticipantVideo>,
+    },
     /// The call is over; nothing more will be asked.
     End(EndReason),
 }
@@ -527,6 +538,7 @@ impl Machine {
             for ssrc in gone {
                 if let Some(p) = self.roster.remove(&ssrc) {
                     self.actions.push_back(Action::Gone { ssrc });
+                    self.video_gone(&p);
                     self.emit(CallEvent::ParticipantLeft(info(&p)));
                 }
             }
@@ -539,16 +551,23 @@ impl Machine {
         }
     }
 
-    fn apply(&mut self, p: Participant) {
+    fn apply(&mut self, mut p: Participant) {
         if p.source == self.own_ssrc || p.source == 0 {
             return;
         }
         if p.left {
-            if self.roster.remove(&p.source).is_some() {
+            if let Some(old) = self.roster.remove(&p.source) {
                 self.actions.push_back(Action::Gone { ssrc: p.source });
+                self.video_gone(&old);
                 self.emit(CallEvent::ParticipantLeft(info(&p)));
             }
             return;
+        }
+        if let Some(old) = self.roster.get(&p.source).filter(|_| p.min) {
+            // A partial entry says nothing about video: keep what we knew.
+            p.video = old.video.clone();
+            p.presentation = old.presentation.clone();
+            p.video_stopped = old.video_stopped;
         }
         match self.roster.get(&p.source) {
             None => {
@@ -561,6 +580,7 @@ impl Machine {
                     peer: p.peer,
                 });
                 self.emit(CallEvent::ParticipantJoined(info(&p)));
+                self.video_changes(None, &p);
                 self.roster.insert(p.source, p);
             }
             Some(old) if old.muted != p.muted || old.peer != p.peer => {
@@ -571,9 +591,54 @@ impl Machine {
                     });
                 }
                 self.emit(CallEvent::ParticipantUpdated(info(&p)));
-                self.roster.insert(p.source, p);
+                let old = self.roster.insert(p.source, p.clone());
+                self.video_changes(old.as_ref(), &p);
             }
-            Some(_) => {}
+            Some(_) => {
+                let old = self.roster.insert(p.source, p.clone());
+                self.video_changes(old.as_ref(), &p);
+            }
+        }
+    }
+
+    /// A participant who leaves stops its camera and screen first, as far as events go.
+    fn video_gone(&mut self, p: &Participant) {
+        let mut gone = p.clone();
+        gone.video = None;
+        gone.presentation = None;
+        self.video_changes(Some(p), &gone);
+    }
+
+    /// Events and receiver changes for a participant's camera and screen, from its previous
+    /// roster entry (`None` when new).
+    fn video_changes(&mut self, old: Option<&Participant>, p: &Participant) {
+        for kind in [VideoKind::Camera, VideoKind::Screen] {
+            let of = |p: &Participant| match kind {
+                VideoKind::Camera => p.video.clone().filter(|_| !p.video_stopped),
+                VideoKind::Screen => p.presentation.clone(),
+            };
+            let (before, now) = (old.and_then(of), of(p));
+            let state = |v: &Option<ParticipantVideo>| match v {
+                None => VideoState::Stopped,
+                Some(v) if v.paused => VideoState::Paused,
+                Some(_) => VideoState::Started,
+            };
+            if state(&before) != state(&now) {
+                self.emit(CallEvent::Video {
+                    source: p.source,
+                    peer: p.peer,
+                    kind,
+                    state: state(&now),
+                });
+            }
+            let groups = |v: &Option<ParticipantVideo>| v.as_ref().map(|v| v.source_groups.clone());
+            if groups(&before) != groups(&now) {
+                self.actions.push_back(Action::Video {
+                    owner: p.source,
+                    kind,
+                    video: now,
+                });
+            }
         }
     }
 }

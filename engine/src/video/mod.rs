@@ -8,11 +8,20 @@
 //! call can tell which frames arrived, in which order; [`h264`] (cargo feature `h264`, on by
 //! default) encodes and decodes them.
 
+pub mod constraints;
 pub mod frame;
 #[cfg(feature = "h264")]
 pub mod h264;
 pub mod pattern;
+pub mod publish;
+pub mod receive;
 pub mod scale;
+pub mod send;
+pub mod source;
 pub mod y4m;
 
 pub use frame::Frame;
+pub use publish::VideoKind;
+pub use receive::{ReceivedVideo, VideoReceiveStats, VideoSink};
+pub use send::VideoSendStats;
+pub use source::{VideoPusher, VideoSource};

@@ -2,7 +2,7 @@
 //! the rate, so a bot can play a video without ffmpeg (`ffmpeg -i IN -pix_fmt yuv420p OUT.y4m`
 //! makes one). Read as a stream: one frame in memory at a time, whatever the file's length.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
 use super::frame::Frame;
@@ -115,6 +115,58 @@ impl<R: Read> Y4mReader<R> {
     }
 }
 
+/// Writes I420 frames as a YUV4MPEG2 file (what `ffplay`, `mpv` and VLC open, and
+/// [`Y4mReader`] reads back), at a fixed size and a nominal rate.
+pub struct Y4mWriter<W: Write> {
+    out: W,
+    width: u32,
+    height: u32,
+    frames: u64,
+}
+
+impl<W: Write> Y4mWriter<W> {
+    /// Writes the header for `width` x `height` at `fps` (rounded to a thousandth).
+    pub fn new(mut out: W, width: u32, height: u32, fps: f32) -> std::io::Result<Self> {
+        let rate = (f64::from(fps) * 1000.0).round().max(1.0) as u64;
+        writeln!(
+            out,
+            "YUV4MPEG2 W{width} H{height} F{rate}:1000 Ip A1:1 C420jpeg"
+        )?;
+        Ok(Y4mWriter {
+            out,
+            width,
+            height,
+            frames: 0,
+        })
+    }
+
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Appends `frame`, which must be of the writer's size.
+    pub fn write(&mut self, frame: &Frame) -> std::io::Result<()> {
+        if (frame.width, frame.height) != (self.width, self.height) {
+            return Err(std::io::Error::other(format!(
+                "a {}x{} frame in a {}x{} file",
+                frame.width, frame.height, self.width, self.height
+            )));
+        }
+        self.out.write_all(b"FRAME\n")?;
+        self.out.write_all(frame.data())?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// One `\n`-terminated line, at most [`MAX_LINE`] bytes, ASCII; `None` at a clean end.
 fn read_line<R: BufRead>(input: &mut R) -> std::result::Result<Option<String>, String> {
     let mut line = Vec::new();
@@ -174,6 +226,27 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn written_files_read_back_frame_for_frame() {
+        let mut bytes = Vec::new();
+        let mut w = Y4mWriter::new(&mut bytes, 160, 90, 30.0).unwrap();
+        for i in 0..4 {
+            w.write(&pattern::draw(160, 90, i, Duration::ZERO).unwrap())
+                .unwrap();
+        }
+        assert!(w
+            .write(&pattern::draw(80, 90, 9, Duration::ZERO).unwrap())
+            .is_err());
+        assert_eq!(w.frames(), 4);
+        let mut r = Y4mReader::new(&bytes[..], "out.y4m").unwrap();
+        assert_eq!((r.width(), r.height(), r.rate()), (160, 90, (30000, 1000)));
+        let mut read = Vec::new();
+        while let Some(f) = r.next_frame().unwrap() {
+            read.push(pattern::read_counter(&f));
+        }
+        assert_eq!(read, vec![Some(0), Some(1), Some(2), Some(3)]);
     }
 
     #[test]

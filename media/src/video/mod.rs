@@ -22,6 +22,7 @@
 pub mod depacketize;
 pub mod history;
 pub mod keyframe;
+pub mod layers;
 pub mod nack;
 pub mod packetize;
 mod seq;

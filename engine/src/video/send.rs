@@ -1,0 +1,177 @@
+//! The call task's side of a published video: each encoded layer frame becomes RTP on the
+//! layer's SSRC (the sources `JoinPayload` declared: layer i on `audio + 1 + 2i`, its RTX on the
+//! next), every packet is kept for retransmission, and the receivers' feedback is answered —
+//! NACK with RTX from the history, PLI and FIR with a keyframe request to the encoder thread.
+//!
+//! Sans-IO like the audio sender: it is handed the transport and `now`, and says what it did.
+
+use std::time::Instant;
+
+use groupcall_media::transport::rtcp;
+use groupcall_media::video::history::rtx_payload_type;
+use groupcall_media::video::packetize::DEFAULT_MAX_PAYLOAD;
+use groupcall_media::video::{HistoryConfig, HistoryStats, Packetizer, SendHistory};
+use groupcall_media::{OutgoingRtp, Transport, VideoCodec, VideoPublish};
+use rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+
+use crate::error::Result;
+
+struct Layer {
+    ssrc: u32,
+    packetizer: Packetizer,
+    history: SendHistory,
+    frames: u64,
+    packets: u64,
+    bytes: u64,
+}
+
+/// What a published video sent, for [`crate::CallStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VideoSendStats {
+    /// Frames sent per layer, lowest first (3 for a camera, 2 for a screen).
+    pub frames: [u64; 3],
+    pub packets: u64,
+    pub bytes: u64,
+    pub keyframes: u64,
+    /// Keyframe requests (PLI, FIR) received.
+    pub keyframe_requests: u64,
+    /// NACKed packets answered with RTX, and NACKed ones too old to answer.
+    pub retransmitted: u64,
+    pub history_misses: u64,
+}
+
+/// The RTP side of one published video on one connection.
+pub(crate) struct VideoSender {
+    codec: VideoCodec,
+    layers: Vec<Layer>,
+    keyframes: u64,
+    keyframe_requests: u64,
+}
+
+impl VideoSender {
+    /// The layers `publish` declares for `audio_ssrc`, sending `codec`.
+    pub(crate) fn new(audio_ssrc: u32, publish: VideoPublish, codec: VideoCodec) -> Result<Self> {
+        let groups = publish.ssrc_groups(audio_ssrc);
+        let mut layers = Vec::new();
+        for g in groups.iter().filter(|g| g.semantics == "FID") {
+            let (ssrc, rtx) = (g.sources[0].0, g.sources[1].0);
+            layers.push(Layer {
+                ssrc,
+                packetizer: Packetizer::new(
+                    codec,
+                    DEFAULT_MAX_PAYLOAD,
+                    rand::random(),
+                    rand::random(),
+                )?,
+                history: SendHistory::new(
+                    rtx,
+                    rtx_payload_type(codec),
+                    rand::random(),
+                    HistoryConfig::default(),
+                ),
+                frames: 0,
+                packets: 0,
+                bytes: 0,
+            });
+        }
+        Ok(VideoSender {
+            codec,
+            layers,
+            keyframes: 0,
+            keyframe_requests: 0,
+        })
+    }
+
+    pub(crate) fn owns(&self, ssrc: u32) -> bool {
+        self.layers.iter().any(|l| l.ssrc == ssrc)
+    }
+
+    /// Packetizes and sends one encoded frame of `layer`. Packets the transport cannot take yet
+    /// (not connected) are dropped: a receiver starts from a keyframe anyway.
+    pub(crate) fn send_frame(
+        &mut self,
+        now: Instant,
+        transport: &mut Transport,
+        layer: usize,
+        rtp_timestamp: u32,
+        keyframe: bool,
+        data: &[u8],
+    ) -> Result<usize> {
+        let pt = self.codec.payload_type();
+        let Some(l) = self.layers.get_mut(layer) else {
+            return Ok(0);
+        };
+        let packets = l.packetizer.packetize(rtp_timestamp, data)?;
+        let n = packets.len();
+        for p in &packets {
+            l.history.record(now, p);
+            let out = OutgoingRtp {
+                marker: p.marker,
+                ..OutgoingRtp::new(l.ssrc, p.sequence, p.timestamp, pt, &p.payload)
+            };
+            if transport.send_rtp(now, &out).is_ok() {
+                l.packets += 1;
+                l.bytes += p.payload.len() as u64;
+            }
+        }
+        l.frames += 1;
+        if keyframe {
+            self.keyframes += 1;
+        }
+        Ok(n)
+    }
+
+    /// Answers what an RTCP compound says about our layers. Returns whether a receiver asked for
+    /// a keyframe.
+    pub(crate) fn on_rtcp(
+        &mut self,
+        now: Instant,
+        transport: &mut Transport,
+        packets: &[Box<dyn rtcp::packet::Packet>],
+    ) -> bool {
+        let mut keyframe = false;
+        for p in packets {
+            let any = p.as_any();
+            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                if let Some(l) = self.layers.iter_mut().find(|l| l.ssrc == nack.media_ssrc) {
+                    for rtx in l.history.handle_nack(now, nack) {
+                        let _ = transport.send_rtp(now, &rtx.to_outgoing());
+                    }
+                }
+            } else if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                if self.owns(pli.media_ssrc) {
+                    keyframe = true;
+                }
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                if fir.fir.iter().any(|e| self.owns(e.ssrc)) || self.owns(fir.media_ssrc) {
+                    keyframe = true;
+                }
+            }
+        }
+        if keyframe {
+            self.keyframe_requests += 1;
+        }
+        keyframe
+    }
+
+    pub(crate) fn stats(&self) -> VideoSendStats {
+        let mut s = VideoSendStats {
+            keyframes: self.keyframes,
+            keyframe_requests: self.keyframe_requests,
+            ..Default::default()
+        };
+        for (i, l) in self.layers.iter().enumerate() {
+            if let Some(f) = s.frames.get_mut(i) {
+                *f = l.frames;
+            }
+            s.packets += l.packets;
+            s.bytes += l.bytes;
+            let h: HistoryStats = l.history.stats();
+            s.retransmitted += h.retransmitted;
+            s.history_misses += h.unknown;
+        }
+        s
+    }
+}

@@ -1,0 +1,255 @@
+//! Video between two engines through the real local server over loopback UDP: A publishes the
+//! counter pattern (`groupcall_engine::video::pattern`) as a three-layer H.264 camera, B decodes
+//! it and reads the counter drawn into every picture, so a test sees exactly which frames came
+//! through, in which order and how late; and B records it to a Y4M file that reads back.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use groupcall_engine::video::pattern::{self, QUADRANTS};
+use groupcall_engine::video::y4m::Y4mReader;
+use groupcall_engine::video::{ReceivedVideo, VideoKind, VideoSink, VideoSource};
+use groupcall_engine::{CallConfig, CallEvent, Engine};
+use support::e2e::*;
+use support::proxy::{relay, Direction, ImpairConfig};
+
+const W: u32 = 640;
+const H: u32 = 360;
+
+fn camera() -> CallConfig {
+    CallConfig {
+        video: Some(VideoSource::pattern(W, H, 30.0).unwrap()),
+        ..CallConfig::default()
+    }
+}
+
+/// What B saw of A's camera over `secs` seconds after its first picture.
+struct Seen {
+    counters: Vec<u32>,
+    unreadable: usize,
+    sizes: BTreeSet<(u32, u32)>,
+    /// Mean (Y, U, V) of each quadrant's inside in the last full-size picture.
+    quadrants: Vec<(f64, f64, f64)>,
+}
+
+fn collect(rx: &std::sync::mpsc::Receiver<ReceivedVideo>, source: u32, secs: f64) -> Seen {
+    let mut seen = Seen {
+        counters: Vec::new(),
+        unreadable: 0,
+        sizes: BTreeSet::new(),
+        quadrants: Vec::new(),
+    };
+    let first = rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("B decodes a picture of A's camera within 15 s");
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut next = Some(first);
+    while let Some(v) = next.take() {
+        assert_eq!(v.source, source, "the picture is tagged with A's source");
+        assert_eq!(v.kind, VideoKind::Camera);
+        let f = &v.frame;
+        seen.sizes.insert((f.width, f.height));
+        match pattern::read_counter(f) {
+            Some(n) => seen.counters.push(n),
+            None => seen.unreadable += 1,
+        }
+        if (f.width, f.height) == (W, H) {
+            let (qw, qh) = (W / 2, H / 2);
+            seen.quadrants = (0..4)
+                .map(|i| {
+                    let (x, y) = ((i % 2) * qw, (i / 2) * qh);
+                    // The inside of the quadrant, clear of the counter row and the moving bar.
+                    f.mean_yuv(x + qw / 4, y + qh / 2, qw / 2, qh / 4).unwrap()
+                })
+                .collect();
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        next = rx.recv_timeout(left).ok();
+    }
+    seen
+}
+
+/// Missing counters between the first and the last read, and whether they came in order.
+fn missing_share(counters: &[u32]) -> (f64, bool) {
+    let in_order = counters.windows(2).all(|w| w[1] > w[0]);
+    let span = counters.last().unwrap() - counters.first().unwrap() + 1;
+    let distinct: BTreeSet<_> = counters.iter().collect();
+    (1.0 - distinct.len() as f64 / span as f64, in_order)
+}
+
+fn assert_colours(seen: &Seen) {
+    assert_eq!(seen.quadrants.len(), 4, "a full-size picture was seen");
+    for (i, (got, want)) in seen.quadrants.iter().zip(QUADRANTS).enumerate() {
+        let d = [
+            (got.0 - f64::from(want.0)).abs(),
+            (got.1 - f64::from(want.1)).abs(),
+            (got.2 - f64::from(want.2)).abs(),
+        ];
+        assert!(
+            d.iter().all(|&d| d <= 10.0),
+            "quadrant {i}: {got:?} against {want:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_reaches_another_engine_frame_for_frame_and_is_recorded() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, rx) = VideoSink::channel(256);
+    let mut b = s
+        .join(
+            2,
+            CallConfig {
+                video_sink: Some(sink),
+                record_video_dir: Some(dir.path().to_path_buf()),
+                ..CallConfig::default()
+            },
+        )
+        .await;
+    connected(&mut b).await;
+    let a = s.join(1, camera()).await;
+    let a_source = a.ssrc();
+    let event = until(&mut b, 10, "A's camera starts", |e| match e {
+        CallEvent::Video {
+            source,
+            kind,
+            state,
+            ..
+        } => Some((*source, *kind, *state)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        event,
+        (
+            a_source,
+            VideoKind::Camera,
+            groupcall_engine::VideoState::Started
+        )
+    );
+    let seen = tokio::task::spawn_blocking(move || collect(&rx, a_source, 4.0))
+        .await
+        .unwrap();
+    let (missing, in_order) = missing_share(&seen.counters);
+    eprintln!(
+        "clean: {} pictures, {} unreadable, counters {}..{}, {:.2} % missing, sizes {:?}",
+        seen.counters.len(),
+        seen.unreadable,
+        seen.counters[0],
+        seen.counters.last().unwrap(),
+        missing * 100.0,
+        seen.sizes
+    );
+    assert!(in_order, "counters in order: {:?}", seen.counters);
+    assert!(seen.counters.len() >= 100, "about 30 fps for 4 s");
+    assert!(
+        missing < 0.01,
+        "{:.2} % of the frames missing",
+        missing * 100.0
+    );
+    assert_eq!(
+        seen.sizes,
+        BTreeSet::from([(W, H)]),
+        "the top layer throughout"
+    );
+    assert_colours(&seen);
+    let sent = a.stats().video_sent.expect("A publishes a camera");
+    assert!(
+        sent.frames.iter().all(|&f| f > 0),
+        "every layer sent: {sent:?}"
+    );
+
+    a.leave().await.unwrap();
+    let left = until(&mut b, 10, "A's camera stops", |e| match e {
+        CallEvent::Video { state, .. } => Some(*state),
+        _ => None,
+    })
+    .await;
+    assert_eq!(left, groupcall_engine::VideoState::Stopped);
+    let summary = b.leave().await.unwrap();
+    assert_eq!(
+        summary.video_recordings.len(),
+        1,
+        "{:?}",
+        summary.video_recordings
+    );
+    let path = &summary.video_recordings[0];
+    assert!(path.to_string_lossy().ends_with("_camera.y4m"), "{path:?}");
+    let mut r = Y4mReader::new(std::fs::File::open(path).unwrap(), "recording").unwrap();
+    assert_eq!((r.width(), r.height(), r.rate()), (W, H, (30_000, 1000)));
+    let mut counters = Vec::new();
+    while let Some(f) = r.next_frame().unwrap() {
+        counters.extend(pattern::read_counter(&f));
+    }
+    // Placed on a 30 fps timeline: about as many pictures as were sent, each counter at most
+    // twice (a picture repeated over a gap), in order.
+    let distinct: BTreeSet<_> = counters.iter().collect();
+    assert!(
+        distinct.len() >= 100,
+        "{} distinct pictures recorded",
+        distinct.len()
+    );
+    assert!(
+        counters.windows(2).all(|w| w[1] >= w[0]),
+        "recorded in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_5_percent_loss_both_ways_nack_and_rtx_keep_at_least_90_percent_of_frames() {
+    let s = Setup::start().await;
+    let proxy = relay(
+        s.server.media_addr(),
+        ImpairConfig {
+            loss: 0.05,
+            seed: 5,
+            direction: Direction::Both,
+            ..ImpairConfig::default()
+        },
+    )
+    .await;
+    let (sink, rx) = VideoSink::channel(256);
+    let mut b = Engine::new(s.signaling(2))
+        .join(
+            s.call.clone(),
+            CallConfig {
+                video_sink: Some(sink),
+                media_via: Some(proxy.local_addr()),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    connected(&mut b).await;
+    let a = s.join(1, camera()).await;
+    let a_source = a.ssrc();
+    let seen = tokio::task::spawn_blocking(move || collect(&rx, a_source, 5.0))
+        .await
+        .unwrap();
+    let (missing, in_order) = missing_share(&seen.counters);
+    let stats = b.stats().video_received;
+    eprintln!(
+        "5 % loss: {} pictures, {} unreadable, {:.2} % missing, {stats:?}",
+        seen.counters.len(),
+        seen.unreadable,
+        missing * 100.0
+    );
+    assert!(in_order, "counters in order");
+    assert!(
+        missing <= 0.10,
+        "{:.2} % of the frames missing",
+        missing * 100.0
+    );
+    assert!(
+        stats.nacks_sent > 0 && stats.rtx_packets > 0,
+        "losses were repaired: {stats:?}"
+    );
+    a.leave().await.unwrap();
+    b.leave().await.unwrap();
+}
