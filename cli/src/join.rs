@@ -11,6 +11,7 @@ use groupcall_engine::audio::source::{OpenOptions, RawFormat};
 use groupcall_engine::audio::ProcessingConfig;
 use groupcall_engine::audio::{Channels, EncoderConfig, LoudnessConfig, Source, SourceOptions};
 use groupcall_engine::signaling::JoinOptions;
+use groupcall_engine::video::VideoSource;
 use groupcall_engine::{Call, CallConfig, CallEvent, CallSummary, Engine};
 
 use crate::backend::{parse_peer, BackendArgs};
@@ -61,6 +62,24 @@ pub struct Args {
     /// Join muted (nothing is sent until unmuted). Without --play this is the default.
     #[arg(long)]
     pub muted: bool,
+    /// Publish a camera: `pattern` (a generated test picture with a frame counter), a .y4m
+    /// file (read natively), `-` (raw I420 on standard input: give --video-size and --fps) or
+    /// any other video file (decoded by ffmpeg). Sent as three H.264 simulcast layers.
+    #[arg(long, value_name = "FILE|pattern|-")]
+    pub video: Option<String>,
+    /// Share a screen (a second, send-only connection). Not implemented yet: refused.
+    #[arg(long, value_name = "FILE|pattern|-")]
+    pub screen: Option<String>,
+    /// The published picture's size (default 1280x720; a .y4m file keeps its own).
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub video_size: Option<(u32, u32)>,
+    /// The published frame rate (default 30; a .y4m file keeps its own).
+    #[arg(long, value_name = "N")]
+    pub fps: Option<f32>,
+    /// Decode every participant's camera and record each to a Y4M file in this directory
+    /// (`peer<PEER>_ssrc<SSRC>_camera.y4m`; ffplay, mpv and VLC play them).
+    #[arg(long, value_name = "DIR")]
+    pub record_video_dir: Option<PathBuf>,
     /// Join as this channel or chat (dialog id, e.g. -1001234567890).
     #[arg(long, value_name = "PEER")]
     pub join_as: Option<String>,
@@ -251,6 +270,17 @@ fn call_config(
             ..LoudnessConfig::default()
         }),
         record_dir: args.record_dir.clone(),
+        record_video_dir: args.record_video_dir.clone(),
+        video: match &args.video {
+            Some(spec) if args.signaling == Some(SignalingMode::Stdio) && spec == "-" => {
+                return Err("--video - reads raw video from standard input, which --signaling stdio already uses for signaling; give a file or a named pipe".into());
+            }
+            Some(spec) => Some(
+                VideoSource::open(spec, args.video_size, args.fps)
+                    .map_err(|e| format!("--video {spec}: {e}"))?,
+            ),
+            None => None,
+        },
         record_mix: args.record.clone(),
         record_trim_silence: args.trim_silence.map(Duration::from_secs_f64),
         media_via: args.media_via,
@@ -258,7 +288,30 @@ fn call_config(
     })
 }
 
+/// `WxH`, as `--video-size` takes it.
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?} is not WxH (e.g. 1280x720)"))?;
+    let (w, h) = (
+        w.parse::<u32>()
+            .map_err(|_| format!("{s:?} is not WxH (e.g. 1280x720)"))?,
+        h.parse::<u32>()
+            .map_err(|_| format!("{s:?} is not WxH (e.g. 1280x720)"))?,
+    );
+    groupcall_engine::video::Frame::check_size(w, h).map_err(|e| e.to_string())?;
+    if w % 4 != 0 || h % 4 != 0 {
+        return Err(format!(
+            "{w}x{h}: both sides must be multiples of 4 (a camera's lowest layer is a quarter of the size)"
+        ));
+    }
+    Ok((w, h))
+}
+
 pub async fn run(args: Args) -> Result<(), String> {
+    if args.screen.is_some() {
+        return Err("--screen: screen sharing from the engine (the presentation connection) is not implemented yet; publish it as the camera with --video instead".into());
+    }
     let channels = if args.stereo || args.preset == Preset::Music {
         Channels::Stereo
     } else {
@@ -294,8 +347,18 @@ pub async fn run(args: Args) -> Result<(), String> {
     }
     let has_source = source.is_some();
     // A player with nothing to record leaves when its source is done.
-    let leave_at_end =
-        has_source && !args.looping && args.record.is_none() && args.record_dir.is_none();
+    let leave_at_end = has_source
+        && !args.looping
+        && args.record.is_none()
+        && args.record_dir.is_none()
+        && args.record_video_dir.is_none()
+        && args.video.is_none();
+    // A camera alone (no sound, nothing recorded) leaves when its video is done.
+    let leave_after_video = args.video.is_some()
+        && !has_source
+        && args.record.is_none()
+        && args.record_dir.is_none()
+        && args.record_video_dir.is_none();
     let mut config = call_config(&args, source, channels)?;
     if args.signaling == Some(SignalingMode::Stdio) {
         return crate::stdio::run(args.duration, leave_at_end, config).await;
@@ -326,6 +389,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         call,
         args.duration,
         leave_at_end,
+        leave_after_video,
         args.quiet,
         &mut clock,
         &mut queue,
@@ -416,6 +480,7 @@ pub async fn drive(
     mut call: Call,
     duration: Option<f64>,
     leave_at_end: bool,
+    leave_after_video: bool,
     quiet: bool,
     clock: &mut ClockLog,
     queue: &mut Queue,
@@ -444,6 +509,7 @@ pub async fn drive(
                         CallEvent::Ended { reason } => {
                             return Err(format!("the call ended: {}", status::end_reason(&reason)));
                         }
+                        CallEvent::VideoSourceEnded { .. } if leave_after_video => break,
                         CallEvent::SourceEnded { .. } | CallEvent::SourceError { .. } => {
                             // The next file is queued here; the call leaves after the last.
                             let nothing_left = queue.finished_one(&call).await;
@@ -555,6 +621,22 @@ pub fn report(summary: &CallSummary) {
     );
     for (ssrc, path) in &summary.recordings {
         eprintln!("recorded SSRC {ssrc} to {}", path.display());
+    }
+    for path in &summary.video_recordings {
+        eprintln!("recorded video to {}", path.display());
+    }
+    if let Some(v) = &summary.stats.video_sent {
+        eprintln!(
+            "video sent: {} frames per layer (lowest first) {:?}, {} packets, {} retransmitted, {} keyframes ({} asked for)",
+            v.frames.iter().max().unwrap_or(&0), v.frames, v.packets, v.retransmitted, v.keyframes, v.keyframe_requests
+        );
+    }
+    let r = &summary.stats.video_received;
+    if r.frames > 0 {
+        eprintln!(
+            "video received: {} frames, {} decoded, {} dropped, {} NACKs sent, {} RTX received, {} keyframes asked for",
+            r.frames, r.decoded, r.frames_dropped, r.nacks_sent, r.rtx_packets, r.keyframe_requests
+        );
     }
     if let Some(mix) = &summary.mix {
         eprintln!("recorded the mix to {}", mix.display());

@@ -98,6 +98,17 @@ pub fn event(name: &str, e: &CallEvent) -> Option<String> {
         CallEvent::DeviceFailed { device, error } => {
             format!("the speaker {device} failed ({error}); the call goes on without it")
         }
+        CallEvent::Video {
+            peer, kind, state, ..
+        } => format!("{peer}'s {} {}", kind.as_str(), state.as_str()),
+        CallEvent::VideoSourceEnded {
+            source,
+            error: None,
+        } => format!("finished showing {source}"),
+        CallEvent::VideoSourceEnded {
+            source,
+            error: Some(e),
+        } => format!("cannot show {source}: {e}"),
         CallEvent::Ended { reason } => format!("call ended: {}", end_reason(reason)),
     };
     Some(format!("{name}: {text}"))
