@@ -388,8 +388,10 @@ pub async fn run(args: Args) -> Result<(), String> {
     let summary = drive(
         call,
         args.duration,
-        leave_at_end,
-        leave_after_video,
+        LeaveWhen {
+            sources_end: leave_at_end,
+            video_ends: leave_after_video,
+        },
         args.quiet,
         &mut clock,
         &mut queue,
@@ -475,12 +477,19 @@ impl Queue {
 }
 
 /// Prints events and a status line until the call ends, `duration` passes, the source ends
-/// (when `leave_at_end`) or Ctrl+C; then leaves.
+/// (as `leave` says) or Ctrl+C; then leaves.
+/// When `drive` leaves on its own.
+pub struct LeaveWhen {
+    /// After the last audio source.
+    pub sources_end: bool,
+    /// When the camera's source ends.
+    pub video_ends: bool,
+}
+
 pub async fn drive(
     mut call: Call,
     duration: Option<f64>,
-    leave_at_end: bool,
-    leave_after_video: bool,
+    leave: LeaveWhen,
     quiet: bool,
     clock: &mut ClockLog,
     queue: &mut Queue,
@@ -509,11 +518,11 @@ pub async fn drive(
                         CallEvent::Ended { reason } => {
                             return Err(format!("the call ended: {}", status::end_reason(&reason)));
                         }
-                        CallEvent::VideoSourceEnded { .. } if leave_after_video => break,
+                        CallEvent::VideoSourceEnded { .. } if leave.video_ends => break,
                         CallEvent::SourceEnded { .. } | CallEvent::SourceError { .. } => {
                             // The next file is queued here; the call leaves after the last.
                             let nothing_left = queue.finished_one(&call).await;
-                            if nothing_left && leave_at_end {
+                            if nothing_left && leave.sources_end {
                                 break;
                             }
                         }

@@ -102,5 +102,13 @@ for case in "camera:" "camera:--video-codec vp8" "screen:" "screen:--video-codec
     failed=$((failed + 1))
   fi
 done
+# This engine's video against libwebrtc: `groupcall join --video pattern` publishes and ntgcalls
+# decodes it (frame numbers, size, colours); ntgcalls publishes and `groupcall join
+# --record-video-dir` records it to Y4M.
+start_local_server "$BIN" "$PY" "$LOG" -v
+echo "interop: video, this engine and ntgcalls both ways; groupcall serve on $CONTROL"
+# The test bounds itself (60 s).
+run_py 80 tests/interop/test_engine_video.py --control "$CONTROL" --bin "$BIN"
+stop_local_server
 echo "interop: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
