@@ -47,6 +47,10 @@ pub enum Error {
     #[error("E2E conference calls are not supported yet: nothing generates the conference key pair or encrypts media frames; join without JoinOptions::conference (only ordinary group calls work)")]
     ConferenceUnsupported,
 
+    /// The backend has no screen sharing (`phone.joinGroupCallPresentation`).
+    #[error("this signaling backend cannot start a screen share; share the screen through Telegram or the local server")]
+    PresentationUnsupported,
+
     #[error("{method}: the call has already started (GROUPCALL_ALREADY_STARTED); nothing to start, join it")]
     AlreadyStarted { method: &'static str },
 

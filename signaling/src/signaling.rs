@@ -2,13 +2,14 @@
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::retry::PayloadFactory;
 use crate::types::{
     CallInfo, CallRef, CallState, CreateCall, JoinOptions, Joined, ParticipantEdit,
     ParticipantPage, ParticipantQuery, PeerId,
 };
 use crate::updates::UpdateStream;
+use groupcall_media::JoinPayload;
 
 /// A group-call signaling backend: Telegram ([`crate::telegram::TelegramSignaling`]) or the
 /// local server ([`crate::local::LocalSignaling`]).
@@ -54,6 +55,21 @@ pub trait Signaling: Send + Sync {
     /// Mutes, unmutes, sets volume, raises the hand or changes the video flags of this participant.
     async fn edit_self(&self, call: &CallRef, edit: &ParticipantEdit) -> Result<()> {
         self.edit_participant(call, None, edit).await
+    }
+
+    /// Starts sharing a screen in `call`, which this participant has joined: a second,
+    /// send-only connection described by `payload` (its own ICE credentials, certificate and
+    /// sources: `phone.joinGroupCallPresentation`). Returns the server's answer for it.
+    async fn join_presentation(&self, call: &CallRef, payload: &JoinPayload) -> Result<Joined> {
+        let _ = (call, payload);
+        Err(Error::PresentationUnsupported)
+    }
+
+    /// Ends this participant's screen share (`phone.leaveGroupCallPresentation`). Ending a
+    /// share that already ended succeeds.
+    async fn leave_presentation(&self, call: &CallRef) -> Result<()> {
+        let _ = call;
+        Err(Error::PresentationUnsupported)
     }
 
     /// A new subscription to the updates of every call this backend watches.

@@ -174,14 +174,30 @@ pub(crate) async fn wait_for_answer(
     rx: &mut broadcast::Receiver<SignalingUpdate>,
     timeout: Duration,
 ) -> Result<String> {
+    wait_for(rx, timeout, false).await
+}
+
+/// [`wait_for_answer`] for a screen share's connection.
+pub(crate) async fn wait_for_presentation_answer(
+    rx: &mut broadcast::Receiver<SignalingUpdate>,
+    timeout: Duration,
+) -> Result<String> {
+    wait_for(rx, timeout, true).await
+}
+
+async fn wait_for(
+    rx: &mut broadcast::Receiver<SignalingUpdate>,
+    timeout: Duration,
+    presentation: bool,
+) -> Result<String> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Ok(SignalingUpdate::Connection {
-                presentation: false,
+                presentation: p,
                 answer_json,
                 ..
-            })) => return Ok(answer_json),
+            })) if p == presentation => return Ok(answer_json),
             Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
             Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => {
                 return Err(Error::NoAnswer { waited: timeout })

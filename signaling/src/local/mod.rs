@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use groupcall_media::payload::WireSsrc;
-use groupcall_media::ServerAnswer;
+use groupcall_media::{JoinPayload, ServerAnswer};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -34,6 +34,8 @@ use crate::updates::{JoinedState, UpdateHub, UpdateStream};
 mod names {
     pub const CREATE: &str = "phone.createGroupCall";
     pub const JOIN: &str = "phone.joinGroupCall";
+    pub const JOIN_PRESENTATION: &str = "phone.joinGroupCallPresentation";
+    pub const LEAVE_PRESENTATION: &str = "phone.leaveGroupCallPresentation";
     pub const START_SCHEDULED: &str = "phone.startScheduledGroupCall";
     pub const JOIN_AS: &str = "phone.getGroupCallJoinAs";
     pub const INVITE: &str = "phone.inviteToGroupCall";
@@ -631,6 +633,46 @@ impl Signaling for LocalSignaling {
             call: Some(id),
             participant,
         })
+    }
+
+    async fn join_presentation(&self, call: &CallRef, payload: &JoinPayload) -> Result<Joined> {
+        let id = self.call_id(call)?;
+        let body = json!({"peer": self.peer_wire(), "params": payload.to_json()});
+        let path = format!("/calls/{}/presentation/join", id.id);
+        let reply = self
+            .inner
+            .post::<WireJoined>(names::JOIN_PRESENTATION, &path, &body)
+            .await?;
+        let answer = ServerAnswer::parse(&reply.params).map_err(Error::BadAnswer)?;
+        self.inner.hub.record_answer(&reply.params);
+        let participant = reply
+            .participant
+            .map(|p| self.inner.participant(names::JOIN_PRESENTATION, p))
+            .transpose()?;
+        Ok(Joined {
+            answer,
+            answer_json: reply.params,
+            payload: payload.clone(),
+            attempts: 1,
+            call: Some(id),
+            participant,
+        })
+    }
+
+    async fn leave_presentation(&self, call: &CallRef) -> Result<()> {
+        let id = self.call_id(call)?;
+        let body = json!({"peer": self.peer_wire()});
+        let path = format!("/calls/{}/presentation/leave", id.id);
+        match self
+            .inner
+            .post::<Value>(names::LEAVE_PRESENTATION, &path, &body)
+            .await
+        {
+            Ok(_) | Err(Error::JoinMissing { .. }) | Err(Error::GroupCallForbidden { .. }) => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn leave(&self, call: &CallRef, source: u32) -> Result<()> {

@@ -26,7 +26,7 @@ use grammers_client::sender::{
 };
 use grammers_client::tl::{self, Deserializable, RemoteCall};
 use grammers_client::Client;
-use groupcall_media::ServerAnswer;
+use groupcall_media::{JoinPayload, ServerAnswer};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -605,10 +605,15 @@ struct JoinReply {
 }
 
 fn read_join_reply(updates: &[tl::enums::Update], ssrc: u32) -> JoinReply {
+    read_reply(updates, ssrc, false)
+}
+
+/// [`read_join_reply`] for a join (`presentation` false) or a screen share's join.
+fn read_reply(updates: &[tl::enums::Update], ssrc: u32, presentation: bool) -> JoinReply {
     let mut out = JoinReply::default();
     for u in updates {
         match u {
-            tl::enums::Update::GroupCallConnection(c) if !c.presentation => {
+            tl::enums::Update::GroupCallConnection(c) if c.presentation == presentation => {
                 let tl::enums::DataJson::Json(d) = &c.params;
                 out.answer_json.get_or_insert_with(|| d.data.clone());
             }
@@ -745,6 +750,51 @@ impl Signaling for TelegramSignaling {
             call: call_id,
             participant: found.participant,
         })
+    }
+
+    async fn join_presentation(&self, call: &CallRef, payload: &JoinPayload) -> Result<Joined> {
+        let mut stream = self.inner.hub.subscribe();
+        let request = requests::join_presentation(call, payload.to_json());
+        let reply = self.call(names::JOIN_PRESENTATION, &request).await?;
+        let reply = self.updates_reply(reply);
+        let found = read_reply(&reply.updates, payload.audio_ssrc(), true);
+        let answer_json = match found.answer_json {
+            Some(a) => a,
+            None => {
+                crate::updates::wait_for_presentation_answer(
+                    stream.raw(),
+                    self.inner.policy.answer_timeout,
+                )
+                .await?
+            }
+        };
+        let answer = ServerAnswer::parse(&answer_json).map_err(Error::BadAnswer)?;
+        self.inner.hub.record_answer(&answer_json);
+        Ok(Joined {
+            answer,
+            answer_json,
+            payload: payload.clone(),
+            attempts: 1,
+            call: call.id().or(found.call),
+            participant: found.participant,
+        })
+    }
+
+    async fn leave_presentation(&self, call: &CallRef) -> Result<()> {
+        match self
+            .call(
+                names::LEAVE_PRESENTATION,
+                &requests::leave_presentation(call),
+            )
+            .await
+        {
+            Ok(reply) => {
+                self.updates_reply(reply);
+                Ok(())
+            }
+            Err(Error::JoinMissing { .. }) | Err(Error::GroupCallForbidden { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn leave(&self, call: &CallRef, source: u32) -> Result<()> {

@@ -11,6 +11,8 @@ use crate::types::{CallRef, ConferenceKey, CreateCall, JoinOptions, ParticipantE
 pub(crate) mod names {
     pub const CREATE: &str = "phone.createGroupCall";
     pub const JOIN: &str = "phone.joinGroupCall";
+    pub const JOIN_PRESENTATION: &str = "phone.joinGroupCallPresentation";
+    pub const LEAVE_PRESENTATION: &str = "phone.leaveGroupCallPresentation";
     pub const START_SCHEDULED: &str = "phone.startScheduledGroupCall";
     pub const JOIN_AS: &str = "phone.getGroupCallJoinAs";
     pub const INVITE: &str = "phone.inviteToGroupCall";
@@ -58,6 +60,26 @@ pub(crate) fn join_group_call(
         public_key,
         block,
         params: tl::types::DataJson { data: params }.into(),
+    }
+}
+
+/// `phone.joinGroupCallPresentation#cbea6bc4`: a screen share's payload.
+pub(crate) fn join_presentation(
+    call: &CallRef,
+    params: String,
+) -> tl::functions::phone::JoinGroupCallPresentation {
+    tl::functions::phone::JoinGroupCallPresentation {
+        call: input_call(call),
+        params: tl::types::DataJson { data: params }.into(),
+    }
+}
+
+/// `phone.leaveGroupCallPresentation#1c50d144`.
+pub(crate) fn leave_presentation(
+    call: &CallRef,
+) -> tl::functions::phone::LeaveGroupCallPresentation {
+    tl::functions::phone::LeaveGroupCallPresentation {
+        call: input_call(call),
     }
 }
 

@@ -15,7 +15,7 @@ use groupcall_media::payload::{DtlsFingerprint, Setup, WireSsrc};
 use groupcall_media::{JoinPayload, ServerAnswer};
 
 use super::invoker::{BoxFuture, Invoker};
-use super::{convert, requests, TelegramSignaling};
+use super::{convert, read_reply, requests, TelegramSignaling};
 use crate::error::Error;
 use crate::retry::RetryPolicy;
 use crate::signaling::Signaling;
@@ -73,6 +73,26 @@ fn call_bytes() -> Vec<u8> {
 }
 
 // ---- golden tests ----
+
+#[test]
+fn join_and_leave_group_call_presentation() {
+    let req = requests::join_presentation(&CallRef::Id(CALL), "{}".into());
+    let want = [
+        &[0xc4, 0x6b, 0xea, 0xcb][..], // phone.joinGroupCallPresentation#cbea6bc4
+        &call_bytes(),
+        &DATA_JSON,
+        &tl_str(b"{}"),
+    ]
+    .concat();
+    assert_eq!(req.to_bytes(), want);
+    let req = requests::leave_presentation(&CallRef::Id(CALL));
+    let want = [
+        &[0x44, 0xd1, 0x50, 0x1c][..], // phone.leaveGroupCallPresentation#1c50d144
+        &call_bytes(),
+    ]
+    .concat();
+    assert_eq!(req.to_bytes(), want);
+}
 
 #[test]
 fn join_group_call_muted_with_invite_hash() {
@@ -1158,5 +1178,27 @@ async fn resolve_finds_the_call_of_a_chat_and_refuses_users() {
     assert_eq!(
         &sent[1][4..],
         &[&[0x28, 0xec, 0x5a, 0xf3][..], &le64(77), &le64(555)].concat()[..] // inputChannel#f35aec28
+    );
+}
+
+#[test]
+fn a_join_reply_and_a_screen_share_reply_each_take_their_own_connection() {
+    let main = connection(ANSWER);
+    let share = tl::types::UpdateGroupCallConnection {
+        presentation: true,
+        params: tl::types::DataJson {
+            data: "{\"screen\":1}".into(),
+        }
+        .into(),
+    }
+    .into();
+    let updates = vec![share, main];
+    assert_eq!(
+        read_reply(&updates, 1, false).answer_json.as_deref(),
+        Some(ANSWER)
+    );
+    assert_eq!(
+        read_reply(&updates, 1, true).answer_json.as_deref(),
+        Some("{\"screen\":1}")
     );
 }
