@@ -67,7 +67,8 @@ pub struct Args {
     /// any other video file (decoded by ffmpeg). Sent as three H.264 simulcast layers.
     #[arg(long, value_name = "FILE|pattern|-")]
     pub video: Option<String>,
-    /// Share a screen (a second, send-only connection). Not implemented yet: refused.
+    /// Share a screen from FILE (as --video takes it): a second, send-only connection with
+    /// two H.264 simulcast layers, beside the camera and the sound.
     #[arg(long, value_name = "FILE|pattern|-")]
     pub screen: Option<String>,
     /// The published picture's size (default 1280x720; a .y4m file keeps its own).
@@ -309,9 +310,19 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
-    if args.screen.is_some() {
-        return Err("--screen: screen sharing from the engine (the presentation connection) is not implemented yet; publish it as the camera with --video instead".into());
+    if args.screen.as_deref() == Some("-") && args.signaling == Some(SignalingMode::Stdio) {
+        return Err("--screen - reads raw video from standard input, which --signaling stdio already uses for signaling; give a file or a named pipe".into());
     }
+    if args.screen.as_deref() == Some("-") && args.video.as_deref() == Some("-") {
+        return Err("--video - and --screen - cannot both read standard input; give one a file or a named pipe".into());
+    }
+    let screen = match &args.screen {
+        Some(spec) => Some(
+            VideoSource::open(spec, args.video_size, args.fps)
+                .map_err(|e| format!("--screen {spec}: {e}"))?,
+        ),
+        None => None,
+    };
     let channels = if args.stereo || args.preset == Preset::Music {
         Channels::Stereo
     } else {
@@ -361,7 +372,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         && args.record_video_dir.is_none();
     let mut config = call_config(&args, source, channels)?;
     if args.signaling == Some(SignalingMode::Stdio) {
-        return crate::stdio::run(args.duration, leave_at_end, config).await;
+        return crate::stdio::run(args.duration, leave_at_end, config, screen).await;
     }
     let mut clock = ClockLog::new(args.clock_log.clone())?;
     let call_name = args.call.clone().unwrap_or_default();
@@ -378,6 +389,12 @@ pub async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot join {call_name}: {e}"))?;
     eprintln!("joined {call_name} with SSRC {}", call.ssrc());
+    if let Some(screen) = screen {
+        call.share_screen(screen)
+            .await
+            .map_err(|e| format!("cannot share the screen: {e}"))?;
+        eprintln!("sharing the screen");
+    }
     let mut queue = Queue {
         tracks,
         raw: args.raw,

@@ -102,13 +102,15 @@ pub fn event(name: &str, e: &CallEvent) -> Option<String> {
             peer, kind, state, ..
         } => format!("{peer}'s {} {}", kind.as_str(), state.as_str()),
         CallEvent::VideoSourceEnded {
+            kind,
             source,
             error: None,
-        } => format!("finished showing {source}"),
+        } => format!("finished showing {source} ({})", kind.as_str()),
         CallEvent::VideoSourceEnded {
+            kind,
             source,
             error: Some(e),
-        } => format!("cannot show {source}: {e}"),
+        } => format!("cannot show {source} ({}): {e}", kind.as_str()),
         CallEvent::Ended { reason } => format!("call ended: {}", end_reason(reason)),
     };
     Some(format!("{name}: {text}"))

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use groupcall_engine::signaling::stdio::{StdioCommand, StdioSignaling, STDIO_CALL};
 use groupcall_engine::signaling::CallRef;
+use groupcall_engine::video::VideoSource;
 use groupcall_engine::{CallConfig, CallEvent, Engine};
 use serde_json::json;
 
@@ -16,6 +17,7 @@ pub async fn run(
     duration: Option<f64>,
     leave_at_end: bool,
     config: CallConfig,
+    screen: Option<VideoSource>,
 ) -> Result<(), String> {
     let (signaling, mut commands) = StdioSignaling::new(
         tokio::io::BufReader::new(tokio::io::stdin()),
@@ -39,6 +41,16 @@ pub async fn run(
         }
     };
     eprintln!("joined with SSRC {}", call.ssrc());
+    if let Some(screen) = screen {
+        // Writes a `presentation_payload` line and waits for its `presentation_answer`.
+        match call.share_screen(screen).await {
+            Ok(()) => eprintln!("sharing the screen"),
+            Err(e) => {
+                let msg = format!("cannot share the screen: {e}");
+                say(json!({"error": {"message": msg}})).await;
+            }
+        }
+    }
     let deadline =
         duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     // Where the source is, once a second while one plays.

@@ -275,8 +275,10 @@ pub enum CallEvent {
         kind: VideoKind,
         state: VideoState,
     },
-    /// The published camera's source ended or failed; nothing more is sent until a new one.
+    /// The published camera's or screen's source ended or failed (or the screen share's
+    /// connection did); nothing more is sent of it until a new one.
     VideoSourceEnded {
+        kind: VideoKind,
         source: String,
         error: Option<SharedError>,
     },
@@ -333,8 +335,12 @@ impl CallEvent {
                 "event": "video", "source": *source as i32, "peer": peer.dialog_id(),
                 "kind": kind.as_str(), "state": state.as_str()
             }),
-            CallEvent::VideoSourceEnded { source, error } => json!({
-                "event": "video_source_ended", "name": source,
+            CallEvent::VideoSourceEnded {
+                kind,
+                source,
+                error,
+            } => json!({
+                "event": "video_source_ended", "kind": kind.as_str(), "name": source,
                 "error": error.as_ref().map(|e| e.to_string())
             }),
             CallEvent::Ended { reason } => {
@@ -524,6 +530,8 @@ pub(crate) enum Command {
     SetSource(Option<Box<Source>>),
     SetVideoSource(Option<Box<VideoSource>>, oneshot::Sender<Result<()>>),
     SetVideoPaused(bool),
+    ShareScreen(Box<VideoSource>, oneshot::Sender<Result<()>>),
+    StopScreen(oneshot::Sender<Result<()>>),
     SetGain(f32),
     Seek(Duration, oneshot::Sender<Result<()>>),
     Enqueue(Box<Source>, oneshot::Sender<Result<()>>),
@@ -738,6 +746,24 @@ impl Call {
         };
         self.signaling.edit_self(&self.call, &edit).await?;
         Ok(())
+    }
+
+    /// Shares a screen: `source` goes out on the presentation connection (two simulcast
+    /// layers) beside the camera and the sound, as Telegram's clients share one. Returns once
+    /// the server took the share; a share already running is replaced.
+    pub async fn share_screen(&self, source: VideoSource) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::ShareScreen(Box::new(source), tx))?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::CallEnded("its task has stopped".into())))
+    }
+
+    /// Ends the screen share (nothing to do without one).
+    pub async fn stop_screen(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::StopScreen(tx))?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::CallEnded("its task has stopped".into())))
     }
 
     /// Holds the camera on its last picture (`video_paused`): pictures are read but not sent.

@@ -35,6 +35,7 @@ use crate::machine::{Action, Input, Machine};
 use crate::outgoing::Outgoing;
 use crate::receive::Receivers;
 use crate::requests::{self, Reply};
+use crate::screen::{self, Screen, ScreenJoin};
 use crate::video::publish::{Control, Published, Publisher, VideoKind};
 use crate::video::receive::VideoReceivers;
 use groupcall_media::VideoPublish;
@@ -188,6 +189,8 @@ pub(crate) async fn start(
         publish,
         publisher,
         video_in,
+        screen: None,
+        screen_join: None,
         updates: Some(updates),
         commands: cmd_rx,
         events: ev_tx.clone(),
@@ -317,6 +320,10 @@ struct Driver {
     /// The camera's encoder thread, while a camera is published.
     publisher: Option<Publisher>,
     video_in: VideoReceivers,
+    /// The screen share, from `share_screen` to its end.
+    screen: Option<Screen>,
+    /// Its presentation join in flight.
+    screen_join: Option<ScreenJoin>,
     /// `None` between the end of a stream and the machine's resubscription.
     updates: Option<UpdateStream>,
     commands: mpsc::Receiver<Command>,
@@ -359,6 +366,9 @@ enum Wake {
     Joined(Box<Result<(Joined, LocalIdentity)>>),
     Reply(Reply),
     Video(Option<Published>),
+    ScreenDatagram(usize, SocketAddr),
+    ScreenFrame(Option<Published>),
+    ScreenJoined(Box<Result<(Joined, LocalIdentity)>>),
 }
 
 impl Driver {
@@ -370,6 +380,7 @@ impl Driver {
 
     async fn run(mut self) {
         let mut buf = vec![0u8; RECV_BUFFER];
+        let mut screen_buf = vec![0u8; RECV_BUFFER];
         let mut ticking = true;
         let mut tick = tokio::time::interval_at(next_on_grid(Instant::now()).into(), TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
@@ -404,10 +415,16 @@ impl Driver {
                     .connection
                     .as_mut()
                     .and_then(|c| c.transport.poll_timeout());
+                let screen_timer = self
+                    .screen
+                    .as_mut()
+                    .and_then(|s| s.connection.as_mut())
+                    .and_then(|c| c.transport.poll_timeout());
                 let wanted = [
                     transport,
                     self.machine.poll_timeout(),
                     self.video_in.poll_timeout(),
+                    screen_timer,
                 ]
                 .into_iter()
                 .flatten()
@@ -428,7 +445,22 @@ impl Driver {
                 let join = self.join.as_mut();
                 let updates = self.updates.as_mut();
                 let video = self.publisher.as_mut().map(|p| &mut p.frames);
+                let (screen_socket, screen_frames) = match self.screen.as_mut() {
+                    Some(s) => (
+                        s.connection.as_ref().map(|c| &c.socket),
+                        Some(&mut s.publisher.frames),
+                    ),
+                    None => (None, None),
+                };
+                let screen_join = self.screen_join.as_mut();
                 tokio::select! {
+                    r = async { screen_socket.expect("guarded").recv_from(&mut screen_buf).await }, if screen_socket.is_some() => match r {
+                        Ok((n, from)) => Wake::ScreenDatagram(n, from),
+                        // A broken presentation socket shows as its transport failing.
+                        Err(_) => Wake::Timeout,
+                    },
+                    f = async { screen_frames.expect("guarded").recv().await }, if screen_frames.is_some() => Wake::ScreenFrame(f),
+                    r = async { screen_join.expect("guarded").await }, if screen_join.is_some() => Wake::ScreenJoined(Box::new(r)),
                     v = async { video.expect("guarded").recv().await }, if video.is_some() => Wake::Video(v),
                     r = async { socket.expect("guarded").recv_from(&mut buf).await }, if socket.is_some() => match r {
                         Ok((n, from)) => Wake::Datagram(n, from),
@@ -465,6 +497,9 @@ impl Driver {
                 Wake::Timeout => {
                     fired = true;
                     if let Some(c) = self.connection.as_mut() {
+                        c.transport.handle_timeout(now);
+                    }
+                    if let Some(c) = self.screen.as_mut().and_then(|s| s.connection.as_mut()) {
                         c.transport.handle_timeout(now);
                     }
                     self.machine.handle_timeout(now);
@@ -516,6 +551,27 @@ impl Driver {
                     self.machine.handle(now, Input::Checked { source, present })
                 }
                 Wake::Video(v) => self.on_video(now, v),
+                Wake::ScreenDatagram(n, from) => {
+                    if let Some(c) = self.screen.as_mut().and_then(|s| s.connection.as_mut()) {
+                        c.transport.handle_datagram(now, from, &screen_buf[..n]);
+                    }
+                }
+                Wake::ScreenFrame(Some(f @ Published::Frame { .. })) => {
+                    if let Some(s) = self.screen.as_mut() {
+                        s.on_frame(now, f);
+                    }
+                }
+                Wake::ScreenFrame(end) => {
+                    let error = match end {
+                        Some(Published::Failed(e)) => Some(e),
+                        _ => None,
+                    };
+                    self.end_screen(now, error);
+                }
+                Wake::ScreenJoined(r) => self.on_screen_joined(now, *r),
+            }
+            if let Some(e) = self.screen.as_mut().and_then(|s| s.drain(now)) {
+                self.end_screen(now, Some(e));
             }
             if let Some(c) = self.connection.as_mut() {
                 let machine = &self.machine;
@@ -526,8 +582,11 @@ impl Driver {
         self.finish(reason).await;
     }
 
-    /// Sends everything the transport queued.
+    /// Sends everything the transports queued.
     async fn flush(&mut self) {
+        if let Some(s) = self.screen.as_mut() {
+            s.flush().await;
+        }
         if let Some(c) = self.connection.as_mut() {
             while let Some(t) = c.transport.poll_transmit() {
                 if let Err(e) = c.socket.send_to(&t.contents, t.destination).await {
@@ -693,6 +752,12 @@ impl Driver {
                 self.connection = Some(c);
                 self.outgoing.budget = 0;
                 self.machine.handle(now, Input::Joined { ssrc, call });
+                // The server ended the share with the old source: share again.
+                if let Some(s) = self.screen.as_mut() {
+                    s.close(now);
+                    self.screen_join =
+                        Some(screen::join(self.signaling.clone(), self.call.clone()));
+                }
             }
             Err(e) => {
                 // The server counts the accepted source as joined: take it back.
@@ -735,6 +800,7 @@ impl Driver {
             Some(Published::Ended) | None => {
                 if let Some(p) = self.publisher.take() {
                     self.events.send(CallEvent::VideoSourceEnded {
+                        kind: VideoKind::Camera,
                         source: p.name.clone(),
                         error: None,
                     });
@@ -744,6 +810,7 @@ impl Driver {
                 if let Some(p) = self.publisher.take() {
                     tracing::warn!(source = %p.name, "video source failed: {e}");
                     self.events.send(CallEvent::VideoSourceEnded {
+                        kind: VideoKind::Camera,
                         source: p.name.clone(),
                         error: Some(SharedError::from(e)),
                     });
@@ -767,8 +834,96 @@ impl Driver {
         Ok(())
     }
 
+    /// The presentation join answered: connect the share, or give it up.
+    fn on_screen_joined(&mut self, now: Instant, r: Result<(Joined, LocalIdentity)>) {
+        self.screen_join = None;
+        let Some(screen) = self.screen.as_mut() else {
+            // Stopped while joining: take the share back at the server.
+            if r.is_ok() {
+                self.leave_screen_at_server();
+            }
+            return;
+        };
+        let connected = r.and_then(|(joined, identity)| {
+            connect(&joined, &identity, &self.config, VideoPublish::Screen, now)
+        });
+        match connected {
+            Ok(c) => {
+                tracing::info!(ssrc = c.ssrc, "screen share joined");
+                screen.connection = Some(c);
+                screen.answer(Ok(()));
+            }
+            Err(e) if screen.reply.is_some() => {
+                if let Some(mut s) = self.screen.take() {
+                    s.answer(Err(e));
+                }
+            }
+            Err(e) => self.end_screen(now, Some(e)),
+        }
+    }
+
+    /// Ends the screen share (its source ended, it failed, or it was stopped), telling the
+    /// server and the application.
+    fn end_screen(&mut self, now: Instant, error: Option<Error>) {
+        let Some(mut s) = self.screen.take() else {
+            return;
+        };
+        self.screen_join = None;
+        if s.connection.is_some() {
+            self.leave_screen_at_server();
+        }
+        s.close(now);
+        let reason = error
+            .as_ref()
+            .map_or("the screen share ended".to_string(), |e| e.to_string());
+        s.answer(Err(Error::CallEnded(reason)));
+        self.events.send(CallEvent::VideoSourceEnded {
+            kind: VideoKind::Screen,
+            source: s.publisher.name.clone(),
+            error: error.map(SharedError::from),
+        });
+    }
+
+    fn leave_screen_at_server(&self) {
+        let (signaling, call) = (self.signaling.clone(), self.call.clone());
+        tokio::spawn(async move {
+            if let Err(e) = signaling.leave_presentation(&call).await {
+                tracing::debug!("leaving the screen share failed: {e}");
+            }
+        });
+    }
+
     fn on_command(&mut self, c: Command) {
         match c {
+            Command::ShareScreen(source, reply) => {
+                if let Some(mut old) = self.screen.take() {
+                    if old.connection.is_some() {
+                        self.leave_screen_at_server();
+                    }
+                    old.close(Instant::now());
+                }
+                match Screen::start(*source, reply) {
+                    Ok(s) => {
+                        self.screen = Some(s);
+                        self.screen_join =
+                            Some(screen::join(self.signaling.clone(), self.call.clone()));
+                    }
+                    Err((e, reply)) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::StopScreen(reply) => {
+                if let Some(mut s) = self.screen.take() {
+                    self.screen_join = None;
+                    if s.connection.is_some() {
+                        self.leave_screen_at_server();
+                    }
+                    s.close(Instant::now());
+                    s.answer(Err(Error::CallEnded("the screen share was stopped".into())));
+                }
+                let _ = reply.send(Ok(()));
+            }
             Command::SetVideoSource(source, reply) => {
                 let _ = reply.send(self.set_video_source(source.map(|s| *s)));
             }
@@ -1006,6 +1161,12 @@ impl Driver {
     async fn finish(mut self, reason: EndReason) -> CallSummary {
         let now = Instant::now();
         let had_connection = self.connection.is_some();
+        if let Some(mut s) = self.screen.take() {
+            if s.connection.is_some() && reason != EndReason::Discarded {
+                let _ = self.signaling.leave_presentation(&self.call).await;
+            }
+            s.close(now);
+        }
         if let Some(c) = self.connection.as_mut() {
             c.transport.close(now);
         }

@@ -23,6 +23,7 @@ mod machine;
 mod outgoing;
 mod receive;
 mod requests;
+mod screen;
 pub mod video;
 
 pub use call::{

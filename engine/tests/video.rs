@@ -253,3 +253,74 @@ async fn with_5_percent_loss_both_ways_nack_and_rtx_keep_at_least_90_percent_of_
     a.leave().await.unwrap();
     b.leave().await.unwrap();
 }
+
+/// A camera and a screen share from one participant at once: B decodes both, each tagged with
+/// its kind, each with its counters in order; stopping the share is an event at B, and the
+/// camera goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_screen_share_and_a_camera_from_one_participant_arrive_side_by_side() {
+    let s = Setup::start().await;
+    let (sink, rx) = VideoSink::channel(512);
+    let mut b = s
+        .join(
+            2,
+            CallConfig {
+                video_sink: Some(sink),
+                ..CallConfig::default()
+            },
+        )
+        .await;
+    connected(&mut b).await;
+    let mut a = s.join(1, camera()).await;
+    connected(&mut a).await;
+    a.share_screen(VideoSource::pattern(W, H, 15.0).unwrap())
+        .await
+        .expect("the server takes the share");
+    let a_source = a.ssrc();
+    let started = until(&mut b, 10, "A's screen starts", |e| match e {
+        CallEvent::Video {
+            kind: VideoKind::Screen,
+            state,
+            ..
+        } => Some(*state),
+        _ => None,
+    })
+    .await;
+    assert_eq!(started, groupcall_engine::VideoState::Started);
+    let pictures = tokio::task::spawn_blocking(move || {
+        let end = Instant::now() + Duration::from_secs(5);
+        let mut by_kind: std::collections::HashMap<VideoKind, Vec<u32>> = Default::default();
+        while let Ok(v) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            assert_eq!(v.source, a_source, "both are tagged with A's source");
+            if let Some(n) = pattern::read_counter(&v.frame) {
+                by_kind.entry(v.kind).or_default().push(n);
+            }
+            if Instant::now() >= end {
+                break;
+            }
+        }
+        by_kind
+    })
+    .await
+    .unwrap();
+    for (kind, want) in [(VideoKind::Camera, 60), (VideoKind::Screen, 30)] {
+        let got = pictures.get(&kind).map(Vec::as_slice).unwrap_or_default();
+        eprintln!("{kind:?}: {} pictures", got.len());
+        assert!(got.len() >= want, "{kind:?}: {} pictures", got.len());
+        assert!(got.windows(2).all(|w| w[1] > w[0]), "{kind:?} in order");
+    }
+    a.stop_screen().await.unwrap();
+    let stopped = until(&mut b, 10, "A's screen stops", |e| match e {
+        CallEvent::Video {
+            kind: VideoKind::Screen,
+            state,
+            ..
+        } => Some(*state),
+        _ => None,
+    })
+    .await;
+    assert_eq!(stopped, groupcall_engine::VideoState::Stopped);
+    assert!(a.stats().video_sent.is_some(), "the camera goes on");
+    a.leave().await.unwrap();
+    b.leave().await.unwrap();
+}

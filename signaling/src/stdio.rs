@@ -8,19 +8,28 @@
 //!   (`phone.joinGroupCall.params`), with the request's flags. A rejoin writes a new one and
 //!   waits for its answer.
 //! - `{"leave": {"source": N}}`: the engine left; call `phone.leaveGroupCall`.
-//! - `{"edit": {"muted": true}}`: the engine muted or unmuted itself; call
-//!   `phone.editGroupCallParticipant` for yourself.
+//! - `{"edit": {"muted": true}}`: the engine muted or unmuted itself (or turned its camera
+//!   on or off: `video_stopped`, `video_paused`); call `phone.editGroupCallParticipant` for
+//!   yourself.
+//! - `{"presentation_payload": {…}}`: the engine shares a screen; send the payload with
+//!   `phone.joinGroupCallPresentation` and answer with `presentation_answer`.
+//! - `{"presentation_leave": true}`: the share ended; call `phone.leaveGroupCallPresentation`.
 //!
 //! Lines the engine reads:
 //! - `{"answer": …}`: `updateGroupCallConnection.params`, as a JSON object or as the string
 //!   Telegram delivers;
+//! - `{"presentation_answer": …}`: the same for the screen share's connection (the update
+//!   with `presentation` set), or `{"presentation_error": …}` as `error` below;
 //! - `{"error": "GROUPCALL_SSRC_DUPLICATE_MUCH"}` (or any Telegram error name, or
 //!   `{"error": {"type": …, "code": …, "value": …, "message": …}}`, `value` being the number
 //!   of names such as `FLOOD_WAIT_X`): the join failed; a duplicate SSRC gets
 //!   a fresh payload line, anything else fails the join with that error;
 //! - `{"participants": [{"source": N, "peer": ID, "left": false, "muted": false}, …],
 //!   "version": V}`: the roster as `updateGroupCallParticipants` reports it (signed or unsigned
-//!   sources; `version` is optional, and lets the engine notice missed changes);
+//!   sources; `version` is optional, and lets the engine notice missed changes). A participant
+//!   with a camera or a screen has `"video"` / `"presentation"`: `{"endpoint": "…",
+//!   "source_groups": [{"semantics": "SIM", "sources": [N, …]}, …], "paused": false}`, and
+//!   `"video_stopped": true` while its camera is off;
 //! - `{"discarded": true}`: the call ended for everyone;
 //! - anything else is handed to the application as a [`StdioCommand`] (`leave`, `mute`,
 //!   `pause`, `seek`, `skip`)
@@ -49,11 +58,13 @@ use crate::retry::{join_with_retries, PayloadFactory, RetryPolicy};
 use crate::signaling::Signaling;
 use crate::types::{
     CallId, CallInfo, CallRef, CallState, CreateCall, JoinOptions, Joined, Participant,
-    ParticipantEdit, ParticipantPage, ParticipantQuery, PeerId, SignalingUpdate,
+    ParticipantEdit, ParticipantPage, ParticipantQuery, ParticipantVideo, PeerId, SignalingUpdate,
+    SourceGroup,
 };
 use crate::updates::{JoinedState, UpdateHub, UpdateStream};
 
 const METHOD: &str = "phone.joinGroupCall";
+const PRESENTATION_METHOD: &str = "phone.joinGroupCallPresentation";
 
 /// The longest input line read, newline excluded. Longer lines are skipped unbuffered.
 pub const MAX_LINE: usize = 1 << 20;
@@ -91,9 +102,12 @@ pub enum StdioCommand {
 
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
+/// An answer line: for the screen share's connection (`presentation`) or the call's own.
+type Answer = (bool, std::result::Result<String, Error>);
+
 struct Inner {
     writer: AsyncMutex<Writer>,
-    answers: AsyncMutex<mpsc::UnboundedReceiver<std::result::Result<String, Error>>>,
+    answers: AsyncMutex<mpsc::UnboundedReceiver<Answer>>,
     hub: UpdateHub,
     roster: Mutex<HashMap<u32, Participant>>,
     policy: RetryPolicy,
@@ -245,7 +259,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
 async fn read_lines(
     input: impl AsyncBufRead + Unpin,
     inner: Arc<Inner>,
-    answers: mpsc::UnboundedSender<std::result::Result<String, Error>>,
+    answers: mpsc::UnboundedSender<Answer>,
     commands: mpsc::UnboundedSender<StdioCommand>,
 ) {
     let mut lines = LineReader::new(input, MAX_LINE);
@@ -355,19 +369,27 @@ pub(crate) fn fuzz_lines(data: &[u8]) {
 fn handle_line(
     line: &str,
     inner: &Inner,
-    answers: &mpsc::UnboundedSender<std::result::Result<String, Error>>,
+    answers: &mpsc::UnboundedSender<Answer>,
     commands: &mpsc::UnboundedSender<StdioCommand>,
 ) -> std::result::Result<(), String> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let obj = v.as_object().ok_or("expected a JSON object")?;
-    if let Some(a) = obj.get("answer") {
+    let answer = obj
+        .get("answer")
+        .map(|a| (false, a))
+        .or_else(|| obj.get("presentation_answer").map(|a| (true, a)));
+    let error = obj
+        .get("error")
+        .map(|e| (false, e))
+        .or_else(|| obj.get("presentation_error").map(|e| (true, e)));
+    if let Some((presentation, a)) = answer {
         let text = match a {
             Value::String(s) => s.clone(),
             Value::Object(_) => a.to_string(),
             _ => return Err("\"answer\" must be the params object or its JSON text".into()),
         };
-        let _ = answers.send(Ok(text));
-    } else if let Some(e) = obj.get("error") {
+        let _ = answers.send((presentation, Ok(text)));
+    } else if let Some((presentation, e)) = error {
         let (name, code, value, message) = match e {
             Value::String(s) => (s.clone(), 400, None, None),
             Value::Object(o) => (
@@ -384,7 +406,15 @@ fn handle_line(
             ),
             _ => return Err("\"error\" must be a Telegram error name or an object".into()),
         };
-        let _ = answers.send(Err(Error::from_rpc(METHOD, code, &name, value, message)));
+        let method = if presentation {
+            PRESENTATION_METHOD
+        } else {
+            METHOD
+        };
+        let _ = answers.send((
+            presentation,
+            Err(Error::from_rpc(method, code, &name, value, message)),
+        ));
     } else if let Some(ps) = obj.get("participants") {
         let ps = ps.as_array().ok_or("\"participants\" must be an array")?;
         let version = match obj.get("version") {
@@ -440,7 +470,7 @@ fn handle_line(
         let _ = commands.send(StdioCommand::Skip);
     } else {
         return Err(
-            "unknown line: expected one of answer, error, participants, discarded, leave, mute, pause, seek, skip"
+            "unknown line: expected one of answer, error, presentation_answer, presentation_error, participants, discarded, leave, mute, pause, seek, skip"
                 .into(),
         );
     }
@@ -461,6 +491,14 @@ fn parse_participant(p: &Value) -> std::result::Result<Participant, String> {
             .ok_or("\"peer\" must be a dialog id (a non-zero number)")?,
     };
     let flag = |k: &str| p.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let video = |k: &str| -> std::result::Result<Option<ParticipantVideo>, String> {
+        match p.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => parse_video(v)
+                .map(Some)
+                .map_err(|e| format!("\"{k}\": {e}")),
+        }
+    };
     Ok(Participant {
         peer,
         source,
@@ -473,9 +511,64 @@ fn parse_participant(p: &Value) -> std::result::Result<Participant, String> {
         date: 0,
         volume: None,
         raise_hand_rating: None,
-        video_stopped: true,
-        video: None,
-        presentation: None,
+        video_stopped: p
+            .get("video_stopped")
+            .and_then(Value::as_bool)
+            .unwrap_or(p.get("video").is_none()),
+        video: video("video")?,
+        presentation: video("presentation")?,
+    })
+}
+
+/// The most source groups and sources per group taken (a camera has 4 groups of 2–3).
+const MAX_GROUPS: usize = 16;
+
+fn parse_video(v: &Value) -> std::result::Result<ParticipantVideo, String> {
+    let endpoint = v
+        .get("endpoint")
+        .and_then(Value::as_str)
+        .ok_or("\"endpoint\" (a string) is missing")?;
+    if endpoint.len() > 256 {
+        return Err("\"endpoint\" is longer than 256 bytes".into());
+    }
+    let groups = v
+        .get("source_groups")
+        .and_then(Value::as_array)
+        .ok_or("\"source_groups\" (an array) is missing")?;
+    if groups.len() > MAX_GROUPS {
+        return Err(format!("more than {MAX_GROUPS} source groups"));
+    }
+    let mut source_groups = Vec::with_capacity(groups.len());
+    for g in groups {
+        let semantics = g
+            .get("semantics")
+            .and_then(Value::as_str)
+            .ok_or("a source group without \"semantics\"")?;
+        let sources = g
+            .get("sources")
+            .and_then(Value::as_array)
+            .ok_or("a source group without \"sources\"")?;
+        if sources.is_empty() || sources.len() > MAX_GROUPS {
+            return Err(format!("a source group needs 1 to {MAX_GROUPS} sources"));
+        }
+        let sources = sources
+            .iter()
+            .map(|s| s.as_i64().and_then(ssrc_from_i64))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or("a source is not a 32-bit SSRC")?;
+        source_groups.push(SourceGroup {
+            semantics: semantics.chars().take(16).collect(),
+            sources,
+        });
+    }
+    Ok(ParticipantVideo {
+        endpoint: endpoint.to_owned(),
+        source_groups,
+        audio_source: v
+            .get("audio_source")
+            .and_then(Value::as_i64)
+            .and_then(ssrc_from_i64),
+        paused: v.get("paused").and_then(Value::as_bool).unwrap_or(false),
     })
 }
 
@@ -495,13 +588,29 @@ impl StdioSignaling {
             "video_stopped": options.video_stopped,
         }))
         .await?;
+        self.wait_answer(&mut answers, false).await
+    }
+
+    /// The next answer line of the kind asked for; one of the other kind is stale (its request
+    /// is no longer waiting) and dropped.
+    async fn wait_answer(
+        &self,
+        answers: &mut mpsc::UnboundedReceiver<Answer>,
+        presentation: bool,
+    ) -> Result<String> {
         let waited = self.inner.policy.answer_timeout;
-        match tokio::time::timeout(waited, answers.recv()).await {
-            Ok(Some(r)) => r,
-            Ok(None) => Err(Error::Stdio(
-                "the input ended before the answer came; write {\"answer\": …} after reading {\"payload\": …}".into(),
-            )),
-            Err(_) => Err(Error::NoAnswer { waited }),
+        let deadline = tokio::time::Instant::now() + waited;
+        loop {
+            match tokio::time::timeout_at(deadline, answers.recv()).await {
+                Ok(Some((p, r))) if p == presentation => return r,
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    return Err(Error::Stdio(
+                        "the input ended before the answer came; write {\"answer\": …} after reading {\"payload\": …} (or {\"presentation_answer\": …} after {\"presentation_payload\": …})".into(),
+                    ))
+                }
+                Err(_) => return Err(Error::NoAnswer { waited }),
+            }
         }
     }
 }
@@ -538,6 +647,30 @@ impl Signaling for StdioSignaling {
             call: Some(STDIO_CALL),
             participant: None,
         })
+    }
+
+    async fn join_presentation(&self, _call: &CallRef, payload: &JoinPayload) -> Result<Joined> {
+        let mut answers = self.inner.answers.lock().await;
+        while answers.try_recv().is_ok() {}
+        let value: Value = serde_json::from_str(&payload.to_json())
+            .map_err(|e| Error::InvalidArgument(format!("the payload is not JSON: {e}")))?;
+        self.write_line(&json!({ "presentation_payload": value }))
+            .await?;
+        let params = self.wait_answer(&mut answers, true).await?;
+        let answer = ServerAnswer::parse(&params).map_err(Error::BadAnswer)?;
+        Ok(Joined {
+            answer,
+            answer_json: params,
+            payload: payload.clone(),
+            attempts: 1,
+            call: Some(STDIO_CALL),
+            participant: None,
+        })
+    }
+
+    async fn leave_presentation(&self, _call: &CallRef) -> Result<()> {
+        self.write_line(&json!({ "presentation_leave": true }))
+            .await
     }
 
     async fn leave(&self, _call: &CallRef, source: u32) -> Result<()> {
@@ -592,6 +725,15 @@ impl Signaling for StdioSignaling {
         }
         if let Some(r) = edit.raise_hand {
             fields.insert("raise_hand".into(), json!(r));
+        }
+        for (key, v) in [
+            ("video_stopped", edit.video_stopped),
+            ("video_paused", edit.video_paused),
+            ("presentation_paused", edit.presentation_paused),
+        ] {
+            if let Some(v) = v {
+                fields.insert(key.into(), json!(v));
+            }
         }
         self.write_line(&json!({ "edit": fields })).await
     }
@@ -734,7 +876,7 @@ mod tests {
         let line = r#"{"error": {"type": "FLOOD_WAIT", "code": 420, "value": 7}}"#;
         handle_line(line, &sig.inner, &answers, &commands).unwrap();
         match got.recv().await {
-            Some(Err(Error::FloodWait { seconds, .. })) => assert_eq!(seconds, 7),
+            Some((false, Err(Error::FloodWait { seconds, .. }))) => assert_eq!(seconds, 7),
             other => panic!("expected a 7 s FLOOD_WAIT, got {other:?}"),
         }
     }
@@ -834,5 +976,86 @@ mod tests {
         }
         assert_eq!(commands.recv().await, Some(StdioCommand::Mute(true)));
         assert_eq!(commands.recv().await, Some(StdioCommand::Leave));
+    }
+
+    #[tokio::test]
+    async fn participants_carry_their_camera_and_screen_and_bad_video_is_reported() {
+        let (mut input, reader) = tokio::io::duplex(8192);
+        let (sig, mut commands) = StdioSignaling::new(BufReader::new(reader), tokio::io::sink());
+        let mut updates = sig.updates();
+        let cam = json!({"endpoint": "cam-1", "source_groups": [
+            {"semantics": "SIM", "sources": [11, 13, 15]},
+            {"semantics": "FID", "sources": [11, -12]}], "paused": true});
+        let good = json!({"participants": [{"source": 10, "peer": 7, "video": cam,
+            "video_stopped": false, "presentation": {"endpoint": "screen-1",
+            "source_groups": [{"semantics": "FID", "sources": [21, 22]}]}}]});
+        let bad = json!({"participants": [{"source": 10, "peer": 7,
+            "video": {"endpoint": "x", "source_groups": [{"semantics": "SIM", "sources": ["a"]}]}}]});
+        input
+            .write_all(format!("{good}\n{bad}\n").as_bytes())
+            .await
+            .unwrap();
+        let p = loop {
+            let u = tokio::time::timeout(Duration::from_secs(5), updates.next())
+                .await
+                .expect("an update in time")
+                .expect("the backend lives");
+            if let SignalingUpdate::Participants { participants, .. } = u {
+                break participants[0].clone();
+            }
+        };
+        let v = p.video.expect("the camera");
+        assert!(!p.video_stopped && v.paused);
+        assert_eq!(v.endpoint, "cam-1");
+        assert_eq!(v.source_groups[0].sources, [11, 13, 15]);
+        assert_eq!(v.source_groups[1].sources, [11, (-12i32) as u32]);
+        assert_eq!(p.presentation.expect("the screen").endpoint, "screen-1");
+        match next(&mut commands).await {
+            StdioCommand::Invalid { problem, .. } => {
+                assert!(
+                    problem.contains("\"video\"") && problem.contains("SSRC"),
+                    "{problem}"
+                )
+            }
+            other => panic!("expected the bad video reported, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_screen_share_writes_its_payload_and_takes_only_a_presentation_answer() {
+        let (mut input, reader) = tokio::io::duplex(8192);
+        let (out_w, out_r) = tokio::io::duplex(8192);
+        let (sig, _commands) = StdioSignaling::new(BufReader::new(reader), out_w);
+        let identity = groupcall_media::LocalIdentity::generate().unwrap();
+        let payload = JoinPayload::new(&identity, groupcall_media::VideoPublish::Screen);
+        let share = tokio::spawn({
+            let sig = sig.clone();
+            let payload = payload.clone();
+            async move {
+                sig.join_presentation(&CallRef::Id(STDIO_CALL), &payload)
+                    .await
+            }
+        });
+        let mut lines = BufReader::new(out_r).lines();
+        let line: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        let written = JoinPayload::parse(&line["presentation_payload"].to_string()).unwrap();
+        assert_eq!(written, payload);
+        assert_eq!(written.ssrc_groups.len(), 3, "two layers: SIM and two FID");
+        // A stray answer for the call's own connection is not the share's.
+        let answer = r#"{"transport":{"ufrag":"u","pwd":"p","fingerprints":[{"hash":"sha-256","setup":"active","fingerprint":"00:01:02:03:04:05:06:07:08:09:0A:0B:0C:0D:0E:0F:10:11:12:13:14:15:16:17:18:19:1A:1B:1C:1D:1E:1F"}],"candidates":[{"generation":"0","component":"1","protocol":"udp","port":"32000","ip":"127.0.0.1","foundation":"1","id":"c","priority":"1","type":"host","network":"0"}]}}"#;
+        input
+            .write_all(
+                format!("{{\"answer\": {{}}}}\n{{\"presentation_answer\": {answer}}}\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let joined = share.await.unwrap().expect("the share is answered");
+        let json = |t: &str| serde_json::from_str::<Value>(t).unwrap();
+        assert_eq!(json(&joined.answer_json), json(answer));
+        sig.leave_presentation(&CallRef::Id(STDIO_CALL))
+            .await
+            .unwrap();
+        let line: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(line, json!({"presentation_leave": true}));
     }
 }
