@@ -157,7 +157,11 @@ pub(crate) fn connect(
     )?;
     let video = match publish {
         VideoPublish::None => None,
-        publish => Some(VideoSender::new(ssrc, publish, video_codec(rtc)?)?),
+        publish => {
+            let codec = video_codec(rtc)?;
+            let start = start_bitrate(rtc, codec);
+            Some(VideoSender::new(ssrc, publish, codec, start)?)
+        }
     };
     Ok(Connection {
         socket,
@@ -192,6 +196,22 @@ fn video_codec(answer: &RtcAnswer) -> Result<VideoCodec> {
             offered.join(", ")
         ),
     })
+}
+
+/// `x-google-start-bitrate` (kbit/s) of `codec` in the answer, in bits per second: where the
+/// server says the estimate may start (docs/protocol.md §12.11).
+fn start_bitrate(answer: &RtcAnswer, codec: VideoCodec) -> Option<u64> {
+    let video = answer.video.as_ref()?;
+    let p = video
+        .media
+        .payload_types
+        .iter()
+        .find(|p| p.id == codec.payload_type())?;
+    let v = p.parameters.get("x-google-start-bitrate")?;
+    let kbps = v
+        .as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))?;
+    Some(kbps.clamp(30, 10_000) * 1000)
 }
 
 impl Connection {

@@ -35,7 +35,7 @@ use crate::machine::{Action, Input, Machine};
 use crate::outgoing::Outgoing;
 use crate::receive::Receivers;
 use crate::requests::{self, Reply};
-use crate::screen::{self, Screen, ScreenJoin};
+use crate::screen::{self, Layers, Screen, ScreenJoin};
 use crate::video::publish::{Control, Published, Publisher, VideoKind};
 use crate::video::receive::VideoReceivers;
 use groupcall_media::VideoPublish;
@@ -191,6 +191,7 @@ pub(crate) async fn start(
         video_in,
         screen: None,
         screen_join: None,
+        camera_layers: Layers::all(VideoKind::Camera),
         updates: Some(updates),
         commands: cmd_rx,
         events: ev_tx.clone(),
@@ -324,6 +325,8 @@ struct Driver {
     screen: Option<Screen>,
     /// Its presentation join in flight.
     screen_join: Option<ScreenJoin>,
+    /// How many of the camera's layers the receivers want and the estimate carries.
+    camera_layers: Layers,
     /// `None` between the end of a stream and the machine's resubscription.
     updates: Option<UpdateStream>,
     commands: mpsc::Receiver<Command>,
@@ -617,7 +620,16 @@ impl Driver {
                 Event::Connected { profile, remote } => {
                     tracing::info!(%remote, ?profile, "connected");
                     // Frames encoded before now went nowhere: start receivers on a keyframe.
+                    if let Some(n) = self
+                        .connection
+                        .as_ref()
+                        .and_then(|c| c.video.as_ref())
+                        .map(|v| v.estimate_layers())
+                    {
+                        self.camera_layers.estimate = n;
+                    }
                     if let Some(p) = &self.publisher {
+                        p.send(Control::Layers(self.camera_layers.active()));
                         p.send(Control::Keyframe);
                     }
                     self.machine.handle(now, Input::Connected);
@@ -640,9 +652,16 @@ impl Driver {
                 Event::Rtcp(packets) => {
                     if let Some(c) = self.connection.as_mut() {
                         if let Some(v) = c.video.as_mut() {
-                            if v.on_rtcp(now, &mut c.transport, &packets) {
-                                if let Some(p) = &self.publisher {
+                            let fb = v.on_rtcp(now, &mut c.transport, &packets);
+                            if let Some(n) = fb.layers {
+                                self.camera_layers.estimate = n;
+                            }
+                            if let Some(p) = &self.publisher {
+                                if fb.keyframe {
                                     p.send(Control::Keyframe);
+                                }
+                                if fb.layers.is_some() {
+                                    p.send(Control::Layers(self.camera_layers.active()));
                                 }
                             }
                         }
@@ -660,13 +679,14 @@ impl Driver {
                 }
                 Event::DataChannelMessage(text) => {
                     if let Some(height) = crate::video::constraints::sender_ideal_height(&text) {
+                        let wanted = crate::video::constraints::layers_for_height(
+                            height,
+                            VideoKind::Camera.layers(),
+                        );
+                        tracing::debug!(height, wanted, "receivers' constraints");
+                        self.camera_layers.wanted = wanted;
                         if let Some(p) = &self.publisher {
-                            let layers = crate::video::constraints::layers_for_height(
-                                height,
-                                p.kind.layers(),
-                            );
-                            tracing::debug!(height, layers, "receivers' constraints");
-                            p.send(Control::Layers(layers));
+                            p.send(Control::Layers(self.camera_layers.active()));
                         }
                     }
                 }
@@ -830,6 +850,7 @@ impl Driver {
             ));
         }
         let p = Publisher::start(source, VideoKind::Camera, rand::random())?;
+        p.send(Control::Layers(self.camera_layers.active()));
         self.publisher = Some(p);
         Ok(())
     }

@@ -31,9 +31,31 @@ pub(crate) fn join(signaling: Arc<dyn Signaling>, call: CallRef) -> ScreenJoin {
     })
 }
 
+/// What decides how many simulcast layers a publisher encodes: the receivers'
+/// `SenderVideoConstraints` and the bandwidth estimate, whichever allows fewer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layers {
+    pub wanted: usize,
+    pub estimate: usize,
+}
+
+impl Layers {
+    pub(crate) fn all(kind: VideoKind) -> Self {
+        Layers {
+            wanted: kind.layers(),
+            estimate: kind.layers(),
+        }
+    }
+
+    pub(crate) fn active(&self) -> usize {
+        self.wanted.min(self.estimate)
+    }
+}
+
 /// One screen share, from the request to its end.
 pub(crate) struct Screen {
     pub publisher: Publisher,
+    pub layers: Layers,
     /// `None` while the presentation join is in flight (or again during a rejoin).
     pub connection: Option<Connection>,
     /// Answered once the share is joined (or failed to be).
@@ -49,6 +71,7 @@ impl Screen {
         match Publisher::start(source, VideoKind::Screen, rand::random()) {
             Ok(publisher) => Ok(Screen {
                 publisher,
+                layers: Layers::all(VideoKind::Screen),
                 connection: None,
                 reply: Some(reply),
             }),
@@ -91,19 +114,28 @@ impl Screen {
             match event {
                 Event::Connected { .. } => {
                     tracing::info!("screen share connected");
+                    if let Some(v) = &c.video {
+                        self.layers.estimate = v.estimate_layers();
+                        self.publisher.send(Control::Layers(self.layers.active()));
+                    }
                     self.publisher.send(Control::Keyframe);
                 }
                 Event::Rtcp(packets) => {
                     if let Some(v) = c.video.as_mut() {
-                        if v.on_rtcp(now, &mut c.transport, &packets) {
+                        let fb = v.on_rtcp(now, &mut c.transport, &packets);
+                        if fb.keyframe {
                             self.publisher.send(Control::Keyframe);
+                        }
+                        if let Some(n) = fb.layers {
+                            self.layers.estimate = n;
+                            self.publisher.send(Control::Layers(self.layers.active()));
                         }
                     }
                 }
                 Event::DataChannelMessage(text) => {
                     if let Some(h) = sender_ideal_height(&text) {
-                        let layers = layers_for_height(h, VideoKind::Screen.layers());
-                        self.publisher.send(Control::Layers(layers));
+                        self.layers.wanted = layers_for_height(h, VideoKind::Screen.layers());
+                        self.publisher.send(Control::Layers(self.layers.active()));
                     }
                 }
                 Event::StateChanged(State::Failed(cause)) => {

@@ -160,9 +160,15 @@ async fn a_camera_reaches_another_engine_frame_for_frame_and_is_recorded() {
     );
     assert_colours(&seen);
     let sent = a.stats().video_sent.expect("A publishes a camera");
+    eprintln!("sent: {sent:?}");
     assert!(
         sent.frames.iter().all(|&f| f > 0),
         "every layer sent: {sent:?}"
+    );
+    // The server's transport-cc feedback reaches the estimate, which carries all three layers.
+    assert!(
+        sent.estimate_bps > 0 && sent.estimate_layers == 3,
+        "{sent:?}"
     );
 
     a.leave().await.unwrap();

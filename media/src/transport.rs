@@ -980,6 +980,12 @@ impl Transport {
         Ok(())
     }
 
+    /// The transport-wide sequence number the next [`Transport::send_rtp`] stamps, when the
+    /// answer has the extension: what a send-side bandwidth estimate records the packet under.
+    pub fn next_transport_seq(&self) -> Option<u16> {
+        self.rtp.extensions.transport_cc.map(|_| self.transport_seq)
+    }
+
     /// Protects and queues a plaintext RTP packet (a forwarder's path). Its layout is kept;
     /// where it carries abs-send-time or the transport-wide sequence number on this
     /// transport's ids, the values are replaced by this hop's, as they describe the hop.

@@ -111,7 +111,6 @@ struct NoFrame {
 
 /// One running encoder thread. Dropping it stops the thread (at its next frame).
 pub(crate) struct Publisher {
-    pub kind: VideoKind,
     pub name: String,
     pub frames: mpsc::Receiver<Published>,
     control: std_mpsc::Sender<Control>,
@@ -133,7 +132,6 @@ impl Publisher {
             .spawn(move || run(source, kind, rtp_base, tx, ctl_rx, counter))
             .map_err(Error::RecorderStart)?;
         Ok(Publisher {
-            kind,
             name,
             frames: rx,
             control: ctl_tx,

@@ -7,7 +7,9 @@
 
 use std::time::Instant;
 
+use groupcall_media::bwe::{active_layers, BweConfig, LayerRates, SendSideBwe, CAMERA_LAYERS};
 use groupcall_media::transport::rtcp;
+use groupcall_media::transport::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use groupcall_media::video::history::rtx_payload_type;
 use groupcall_media::video::packetize::DEFAULT_MAX_PAYLOAD;
 use groupcall_media::video::{HistoryConfig, HistoryStats, Packetizer, SendHistory};
@@ -40,6 +42,19 @@ pub struct VideoSendStats {
     /// NACKed packets answered with RTX, and NACKed ones too old to answer.
     pub retransmitted: u64,
     pub history_misses: u64,
+    /// The send-side bandwidth estimate (transport-cc feedback through GCC), bits per second.
+    pub estimate_bps: u64,
+    /// Layers the estimate carries (the encoder runs at most these, fewer if nobody watches).
+    pub estimate_layers: usize,
+}
+
+/// What the receivers' feedback asks of the encoder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Feedback {
+    /// A PLI or FIR: the next frame of every layer is a keyframe.
+    pub keyframe: bool,
+    /// The estimate changed how many layers fit.
+    pub layers: Option<usize>,
 }
 
 /// The RTP side of one published video on one connection.
@@ -48,11 +63,20 @@ pub(crate) struct VideoSender {
     layers: Vec<Layer>,
     keyframes: u64,
     keyframe_requests: u64,
+    bwe: SendSideBwe,
+    /// Each layer's rates, scaled from libwebrtc's 720p table to this source's size.
+    rates: Vec<LayerRates>,
+    estimate_layers: usize,
 }
 
 impl VideoSender {
     /// The layers `publish` declares for `audio_ssrc`, sending `codec`.
-    pub(crate) fn new(audio_ssrc: u32, publish: VideoPublish, codec: VideoCodec) -> Result<Self> {
+    pub(crate) fn new(
+        audio_ssrc: u32,
+        publish: VideoPublish,
+        codec: VideoCodec,
+        start_bps: Option<u64>,
+    ) -> Result<Self> {
         let groups = publish.ssrc_groups(audio_ssrc);
         let mut layers = Vec::new();
         for g in groups.iter().filter(|g| g.semantics == "FID") {
@@ -76,12 +100,28 @@ impl VideoSender {
                 bytes: 0,
             });
         }
+        // The top layers of libwebrtc's table, as many as this stream has (a screen's two
+        // are a camera's upper two).
+        let rates = CAMERA_LAYERS[CAMERA_LAYERS.len() - layers.len().min(3)..].to_vec();
+        let config = BweConfig {
+            initial_bps: start_bps.unwrap_or(BweConfig::default().initial_bps),
+            ..BweConfig::default()
+        };
+        let estimate_layers = active_layers(config.initial_bps, &rates);
         Ok(VideoSender {
             codec,
             layers,
             keyframes: 0,
             keyframe_requests: 0,
+            bwe: SendSideBwe::new(config),
+            rates,
+            estimate_layers,
         })
+    }
+
+    /// How many layers the estimate carries now.
+    pub(crate) fn estimate_layers(&self) -> usize {
+        self.estimate_layers
     }
 
     pub(crate) fn owns(&self, ssrc: u32) -> bool {
@@ -111,9 +151,15 @@ impl VideoSender {
                 marker: p.marker,
                 ..OutgoingRtp::new(l.ssrc, p.sequence, p.timestamp, pt, &p.payload)
             };
+            let tseq = transport.next_transport_seq();
             if transport.send_rtp(now, &out).is_ok() {
                 l.packets += 1;
                 l.bytes += p.payload.len() as u64;
+                if let Some(t) = tseq {
+                    // Header, extensions and SRTP tag on top of the payload.
+                    let size = p.payload.len() + groupcall_media::video::packetize::PACKET_OVERHEAD;
+                    self.bwe.on_sent(now, l.ssrc, p.sequence, t, size);
+                }
             }
         }
         l.frames += 1;
@@ -123,18 +169,31 @@ impl VideoSender {
         Ok(n)
     }
 
-    /// Answers what an RTCP compound says about our layers. Returns whether a receiver asked for
-    /// a keyframe.
+    /// Answers what an RTCP compound says about our layers: NACKs with RTX, transport-cc
+    /// feedback into the estimate; says what the encoder must do.
     pub(crate) fn on_rtcp(
         &mut self,
         now: Instant,
         transport: &mut Transport,
         packets: &[Box<dyn rtcp::packet::Packet>],
-    ) -> bool {
+    ) -> Feedback {
         let mut keyframe = false;
+        let mut layers = None;
         for p in packets {
             let any = p.as_any();
-            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+            if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
+                self.bwe.on_feedback(now, cc);
+                let fit = active_layers(self.bwe.target_bps(), &self.rates);
+                if fit != self.estimate_layers {
+                    tracing::debug!(
+                        estimate_bps = self.bwe.target_bps(),
+                        layers = fit,
+                        "bandwidth estimate moved"
+                    );
+                    self.estimate_layers = fit;
+                    layers = Some(fit);
+                }
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 if let Some(l) = self.layers.iter_mut().find(|l| l.ssrc == nack.media_ssrc) {
                     for rtx in l.history.handle_nack(now, nack) {
                         let _ = transport.send_rtp(now, &rtx.to_outgoing());
@@ -153,13 +212,15 @@ impl VideoSender {
         if keyframe {
             self.keyframe_requests += 1;
         }
-        keyframe
+        Feedback { keyframe, layers }
     }
 
     pub(crate) fn stats(&self) -> VideoSendStats {
         let mut s = VideoSendStats {
             keyframes: self.keyframes,
             keyframe_requests: self.keyframe_requests,
+            estimate_bps: self.bwe.target_bps(),
+            estimate_layers: self.estimate_layers,
             ..Default::default()
         };
         for (i, l) in self.layers.iter().enumerate() {
