@@ -222,17 +222,25 @@ impl Connection {
         }
         let c = self;
         let sent = c.sender.stats();
-        if sent.packets == 0 {
-            return;
+        let wall = SystemTime::now();
+        let mut reports = Vec::new();
+        if sent.packets > 0 {
+            reports.push(SenderInfo {
+                ssrc: c.ssrc,
+                rtp_time: c.sender.rtp_timestamp(),
+                packets: sent.packets as u32,
+                octets: sent.payload_bytes as u32,
+            });
         }
-        let info = SenderInfo {
-            ssrc: c.ssrc,
-            rtp_time: c.sender.rtp_timestamp(),
-            packets: sent.packets as u32,
-            octets: sent.payload_bytes as u32,
-        };
-        if let Err(e) = c.transport.send_sender_report(&info, SystemTime::now()) {
-            tracing::debug!("sender report not sent: {e}");
+        // Video's reports map its RTP clock onto the same wallclock as the audio's: what a
+        // receiver lines the two up with (lip sync).
+        if let Some(v) = &c.video {
+            reports.extend(v.sender_reports(Instant::now()));
+        }
+        for info in reports {
+            if let Err(e) = c.transport.send_sender_report(&info, wall) {
+                tracing::debug!("sender report not sent: {e}");
+            }
         }
     }
 }

@@ -1060,9 +1060,7 @@ impl Driver {
             self.update_ledger();
         }
         if self.ticks.is_multiple_of(REPORT_TICKS) {
-            if let Some(c) = self.connection.as_mut() {
-                c.send_report();
-            }
+            self.send_reports();
         }
     }
 
@@ -1075,9 +1073,17 @@ impl Driver {
         self.update_ledger();
         self.idle_ticks = self.idle_ticks.wrapping_add(1);
         if self.idle_ticks.is_multiple_of(IDLE_REPORT_TICKS) {
-            if let Some(c) = self.connection.as_mut() {
-                c.send_report();
-            }
+            self.send_reports();
+        }
+    }
+
+    /// Sender reports on the call's connection and the screen share's.
+    fn send_reports(&mut self) {
+        if let Some(c) = self.connection.as_mut() {
+            c.send_report();
+        }
+        if let Some(c) = self.screen.as_mut().and_then(|s| s.connection.as_mut()) {
+            c.send_report();
         }
     }
 

@@ -22,6 +22,8 @@ use crate::error::Result;
 
 struct Layer {
     ssrc: u32,
+    /// The last frame's RTP timestamp and when it went out: the RTP clock now, for reports.
+    last: Option<(u32, Instant)>,
     packetizer: Packetizer,
     history: SendHistory,
     frames: u64,
@@ -83,6 +85,7 @@ impl VideoSender {
             let (ssrc, rtx) = (g.sources[0].0, g.sources[1].0);
             layers.push(Layer {
                 ssrc,
+                last: None,
                 packetizer: Packetizer::new(
                     codec,
                     DEFAULT_MAX_PAYLOAD,
@@ -163,6 +166,7 @@ impl VideoSender {
             }
         }
         l.frames += 1;
+        l.last = Some((rtp_timestamp, now));
         if keyframe {
             self.keyframes += 1;
         }
@@ -215,6 +219,24 @@ impl VideoSender {
         Feedback { keyframe, layers }
     }
 
+    /// Sender reports for the layers that sent anything: each layer's RTP clock at `now`,
+    /// carried on from its last frame at 90 kHz.
+    pub(crate) fn sender_reports(&self, now: Instant) -> Vec<groupcall_media::SenderInfo> {
+        self.layers
+            .iter()
+            .filter_map(|l| {
+                let (rtp, at) = l.last?;
+                let ticks = (now.saturating_duration_since(at).as_micros() * 9 / 100) as u32;
+                Some(groupcall_media::SenderInfo {
+                    ssrc: l.ssrc,
+                    rtp_time: rtp.wrapping_add(ticks),
+                    packets: l.packets as u32,
+                    octets: l.bytes as u32,
+                })
+            })
+            .collect()
+    }
+
     pub(crate) fn stats(&self) -> VideoSendStats {
         let mut s = VideoSendStats {
             keyframes: self.keyframes,
@@ -234,5 +256,29 @@ impl VideoSender {
             s.history_misses += h.unknown;
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn sender_reports_carry_each_layers_rtp_clock_on_from_its_last_frame() {
+        let mut s = VideoSender::new(1000, VideoPublish::Camera, VideoCodec::H264, None).unwrap();
+        assert!(
+            s.sender_reports(Instant::now()).is_empty(),
+            "nothing sent yet"
+        );
+        let t0 = Instant::now();
+        s.layers[2].last = Some((u32::MAX - 1000, t0));
+        s.layers[2].packets = 7;
+        let r = s.sender_reports(t0 + Duration::from_millis(500));
+        assert_eq!(r.len(), 1, "only the layer that sent");
+        assert_eq!(r[0].ssrc, 1000 + 1 + 2 * 2);
+        // Half a second at 90 kHz, wrapping.
+        assert_eq!(r[0].rtp_time, (u32::MAX - 1000).wrapping_add(45_000));
+        assert_eq!(r[0].packets, 7);
     }
 }
