@@ -290,7 +290,7 @@ fn call_config(
 }
 
 /// `WxH`, as `--video-size` takes it.
-fn parse_size(s: &str) -> Result<(u32, u32), String> {
+pub(crate) fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s
         .split_once(['x', 'X'])
         .ok_or_else(|| format!("{s:?} is not WxH (e.g. 1280x720)"))?;

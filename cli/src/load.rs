@@ -700,7 +700,7 @@ fn push_audio(
 }
 
 /// Nearest-rank percentile; `None` for no data.
-fn percentile(values: &[f64], p: f64) -> Option<f64> {
+pub(crate) fn percentile(values: &[f64], p: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
@@ -711,7 +711,7 @@ fn percentile(values: &[f64], p: f64) -> Option<f64> {
 }
 
 /// A `/proc/self/status` field in kB (`VmRSS`, `VmHWM`); `None` where there is no /proc.
-fn memory(field: &str) -> Option<u64> {
+pub(crate) fn memory(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status.lines().find_map(|l| {
         let rest = l.strip_prefix(field)?.strip_prefix(':')?;
@@ -746,7 +746,7 @@ impl CpuSnapshot {
 }
 
 /// User + system CPU seconds of the whole process (every thread, exited ones included).
-fn process_cpu() -> f64 {
+pub(crate) fn process_cpu() -> f64 {
     // SAFETY: getrusage only writes the struct it is given, which is plain data.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: RUSAGE_SELF with a valid pointer to a rusage.
@@ -783,7 +783,7 @@ fn thread_cpu() -> (f64, f64) {
 
 /// One thread's CPU seconds: schedstat (nanoseconds) where the kernel has it, else stat's
 /// clock ticks.
-fn task_cpu(dir: &std::path::Path) -> Option<f64> {
+pub(crate) fn task_cpu(dir: &std::path::Path) -> Option<f64> {
     if let Ok(s) = std::fs::read_to_string(dir.join("schedstat")) {
         if let Some(ns) = s
             .split_whitespace()

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod backend;
+mod benchvideo;
 mod callcmd;
 mod demo;
 mod devices;
@@ -51,6 +52,9 @@ enum Command {
     /// Load test: a local server and N participants in this process; CPU, memory, loss,
     /// join and audio latency figures.
     BenchLoad(load::Args),
+    /// Video figures: CPU of a published camera and of a received stream, glass-to-glass
+    /// latency from the counter drawn into each picture, memory across play/stop cycles.
+    BenchVideo(benchvideo::Args),
     /// Soak test: thousands of join/play/switch/mute/leave cycles and forced rejoins, plus one
     /// long call, against a local server in this process; prints memory and open fds.
     Soak(soak::Args),
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
             Command::Login(args) => login::run(args).await,
             Command::Call(cmd) => callcmd::run(cmd).await,
             Command::BenchLoad(args) => load::run(args).await,
+            Command::BenchVideo(args) => benchvideo::run(args).await,
             Command::Soak(args) => soak::run(args).await,
             Command::Impair(args) => impair::run(args).await,
         }

@@ -74,9 +74,11 @@ fn collect(rx: &std::sync::mpsc::Receiver<ReceivedVideo>, source: u32, secs: f64
     seen
 }
 
-/// Missing counters between the first and the last read, and whether they came in order.
+/// Missing counters between the first and the last read, and whether they came in order. A
+/// counter may come twice: the server switches a receiver to another layer at that layer's
+/// keyframe, which can be the same picture (at another size) as the last one of the old layer.
 fn missing_share(counters: &[u32]) -> (f64, bool) {
-    let in_order = counters.windows(2).all(|w| w[1] > w[0]);
+    let in_order = counters.windows(2).all(|w| w[1] >= w[0]);
     let span = counters.last().unwrap() - counters.first().unwrap() + 1;
     let distinct: BTreeSet<_> = counters.iter().collect();
     (1.0 - distinct.len() as f64 / span as f64, in_order)
@@ -313,7 +315,7 @@ async fn a_screen_share_and_a_camera_from_one_participant_arrive_side_by_side() 
         let got = pictures.get(&kind).map(Vec::as_slice).unwrap_or_default();
         eprintln!("{kind:?}: {} pictures", got.len());
         assert!(got.len() >= want, "{kind:?}: {} pictures", got.len());
-        assert!(got.windows(2).all(|w| w[1] > w[0]), "{kind:?} in order");
+        assert!(got.windows(2).all(|w| w[1] >= w[0]), "{kind:?} in order");
     }
     a.stop_screen().await.unwrap();
     let stopped = until(&mut b, 10, "A's screen stops", |e| match e {

@@ -83,7 +83,12 @@ impl H264Encoder {
             } else {
                 UsageType::CameraVideoRealTime
             })
-            .skip_frames(false);
+            // As libwebrtc: without frame skipping OpenH264 cannot hold the bitrate (and says so
+            // on standard error for every encoder).
+            .skip_frames(true)
+            // OpenH264 has neither for screen content (it turns them off with a warning).
+            .adaptive_quantization(!screen)
+            .background_detection(!screen);
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| codec_error("cannot create the encoder", e))?;
         Ok(H264Encoder {
