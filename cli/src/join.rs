@@ -81,6 +81,10 @@ pub struct Args {
     /// (`peer<PEER>_ssrc<SSRC>_camera.y4m`; ffplay, mpv and VLC play them).
     #[arg(long, value_name = "DIR")]
     pub record_video_dir: Option<PathBuf>,
+    /// Decode every participant's video without recording it (the figures are in the report):
+    /// what an application that shows video costs.
+    #[arg(long)]
+    pub decode_video: bool,
     /// Join as this channel or chat (dialog id, e.g. -1001234567890).
     #[arg(long, value_name = "PEER")]
     pub join_as: Option<String>,
@@ -272,6 +276,9 @@ fn call_config(
         }),
         record_dir: args.record_dir.clone(),
         record_video_dir: args.record_video_dir.clone(),
+        video_sink: args
+            .decode_video
+            .then(|| groupcall_engine::video::VideoSink::callback(|_| {})),
         video: match &args.video {
             Some(spec) if args.signaling == Some(SignalingMode::Stdio) && spec == "-" => {
                 return Err("--video - reads raw video from standard input, which --signaling stdio already uses for signaling; give a file or a named pipe".into());
