@@ -36,6 +36,21 @@ pub fn line(name: &str, s: &CallStats) -> String {
             out.push_str(&format!(" (+{} queued)", s.queued));
         }
     }
+    if let Some(v) = &s.video_sent {
+        out.push_str(&format!(
+            "  video out {} frames, {} layer(s), estimate {} kbit/s",
+            v.frames.iter().max().unwrap_or(&0),
+            v.estimate_layers,
+            v.estimate_bps / 1000
+        ));
+    }
+    let r = &s.video_received;
+    if r.frames > 0 || r.ignored > 0 {
+        out.push_str(&format!(
+            "  video in {} frames, {} decoded, {} dropped",
+            r.frames, r.decoded, r.frames_dropped
+        ));
+    }
     for sp in &s.speakers {
         let who = sp.peer.map_or_else(
             || format!("ssrc {}", sp.ssrc),
