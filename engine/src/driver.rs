@@ -1147,6 +1147,7 @@ impl Driver {
             let mut speakers: Vec<SpeakerStats> = t
                 .ssrcs
                 .iter()
+                .filter(|(ssrc, _)| !self.video_in.is_video_ssrc(**ssrc))
                 .map(|(&ssrc, st)| SpeakerStats {
                     ssrc,
                     peer: self.machine.peer(ssrc),

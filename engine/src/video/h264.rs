@@ -14,6 +14,7 @@ use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, FrameType, U
 use openh264::formats::YUVSource;
 use openh264::OpenH264API;
 
+pub use super::codec::EncodedFrame;
 use super::frame::Frame;
 use crate::error::{Error, Result};
 
@@ -52,15 +53,6 @@ impl YUVSource for I420<'_> {
         let c = w.div_ceil(2) * h.div_ceil(2);
         &self.0.data()[w * h + c..]
     }
-}
-
-/// One encoded picture.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EncodedFrame {
-    /// Annex B: NAL units behind start codes; a keyframe carries SPS and PPS first.
-    pub data: Vec<u8>,
-    pub keyframe: bool,
-    pub timestamp: Duration,
 }
 
 /// A camera- or screen-tuned H.264 encoder for one picture size.

@@ -6,8 +6,10 @@
 //! a header naming their size and rate) without ffmpeg; [`pattern`] draws a test picture with a
 //! frame counter that survives lossy coding and reads it back, so a test on the far side of a
 //! call can tell which frames arrived, in which order; [`h264`] (cargo feature `h264`, on by
-//! default) encodes and decodes them.
+//! default) and [`vp8`] (cargo feature `vp8`, off by default: it links the system's libvpx)
+//! encode and decode them, both handing out a [`codec::EncodedFrame`].
 
+pub mod codec;
 pub mod constraints;
 pub mod frame;
 #[cfg(feature = "h264")]
@@ -18,6 +20,8 @@ pub mod receive;
 pub mod scale;
 pub mod send;
 pub mod source;
+#[cfg(feature = "vp8")]
+pub mod vp8;
 pub mod y4m;
 
 pub use frame::Frame;

@@ -154,6 +154,11 @@ impl VideoReceivers {
         })
     }
 
+    /// Whether `ssrc` is a declared video stream or its RTX (not a speaker).
+    pub(crate) fn is_video_ssrc(&self, ssrc: u32) -> bool {
+        self.streams.contains_key(&ssrc) || self.rtx.contains_key(&ssrc)
+    }
+
     pub(crate) fn is_consuming(&self) -> bool {
         self.decoder.is_some()
     }
