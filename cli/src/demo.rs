@@ -13,7 +13,7 @@ use groupcall_engine::audio::{Channels, Source, SourceOptions};
 use groupcall_engine::signaling::local::LocalSignaling;
 use groupcall_engine::signaling::{CallRef, CreateCall, PeerId, Signaling};
 use groupcall_engine::video::{pattern, Frame, ReceivedVideo, VideoSink, VideoSource};
-use groupcall_engine::{Call, CallConfig, CallEvent, CallStats, CallSummary, Engine};
+use groupcall_engine::{Call, CallConfig, CallEvent, CallSummary, Engine};
 use groupcall_sfu::{LocalServer, LocalServerConfig};
 
 use crate::status;
@@ -251,11 +251,7 @@ pub async fn run(args: Args) -> Result<(), String> {
                 stats
                     .speakers
                     .retain(|sp| sp.peer.is_some() || sp.receive.is_some());
-                println!(
-                    "  {}{}",
-                    status::line(&bot.name, &stats),
-                    video_status(&stats)
-                );
+                println!("  {}", status::line(&bot.name, &stats));
             }
         }
         if started.elapsed() > Duration::from_secs(30) {
@@ -387,25 +383,6 @@ pub async fn run(args: Args) -> Result<(), String> {
             "neither the audio (see the report above) nor the video made it through: {}",
             video_failures.join("; ")
         )),
-    }
-}
-
-/// The video part of a live status line: frames sent, or pictures decoded.
-fn video_status(s: &CallStats) -> String {
-    if let Some(v) = &s.video_sent {
-        return format!(
-            "  video sent {} frames",
-            v.frames.iter().max().unwrap_or(&0)
-        );
-    }
-    let r = &s.video_received;
-    if r.frames > 0 {
-        format!(
-            "  video {} frames, {} decoded, {} NACKs",
-            r.frames, r.decoded, r.nacks_sent
-        )
-    } else {
-        String::new()
     }
 }
 
@@ -609,7 +586,7 @@ fn contact_sheet(path: &Path, thumbs: &[&Thumb]) -> Result<(), String> {
                 for (b, _) in bits.char_indices().filter(|(_, ch)| *ch == '#') {
                     let (px, py) = (left + b as i32 * SCALE, top + r as i32 * SCALE);
                     root.draw(&Rectangle::new(
-                        [(px, py), (px + SCALE - 1, py + SCALE - 1)],
+                        [(px, py), (px + SCALE, py + SCALE)],
                         BLACK.filled(),
                     ))
                     .map_err(|e| e.to_string())?;
