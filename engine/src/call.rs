@@ -455,7 +455,9 @@ pub struct CallStats {
     pub connected: bool,
     pub ssrc: u32,
     pub muted: bool,
+    /// Audio packets sent.
     pub packets_sent: u64,
+    /// RTP packets received, audio and video (`video_received` has video's own figures).
     pub packets_received: u64,
     /// Datagrams dropped by the transport (malformed, forged, replayed, not ready).
     pub dropped: u64,

@@ -723,6 +723,7 @@ impl Driver {
                 Action::Video { owner, kind, video } => {
                     let own = self.machine.own_ssrc();
                     self.video_in.declare(own, owner, kind, video.as_ref());
+                    self.forget_video_ssrcs();
                 }
                 Action::FetchRoster(query) => self.fetch_roster(query),
                 Action::Check(source) => requests::check_membership(
@@ -1077,6 +1078,15 @@ impl Driver {
         }
     }
 
+    /// Drops the transport's statistics of video streams that ended.
+    fn forget_video_ssrcs(&mut self) {
+        for ssrc in self.video_in.take_forgotten() {
+            if let Some(c) = self.connection.as_mut() {
+                c.transport.forget_ssrc(ssrc);
+            }
+        }
+    }
+
     /// Sender reports on the call's connection and the screen share's.
     fn send_reports(&mut self) {
         if let Some(c) = self.connection.as_mut() {
@@ -1095,6 +1105,7 @@ impl Driver {
         self.levels.remove(&ssrc);
         self.lookups_asked.remove(&ssrc);
         self.video_in.forget(ssrc);
+        self.forget_video_ssrcs();
         if let Some(c) = self.connection.as_mut() {
             c.transport.forget_ssrc(ssrc);
         }

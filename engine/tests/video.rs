@@ -161,6 +161,11 @@ async fn a_camera_reaches_another_engine_frame_for_frame_and_is_recorded() {
         "the top layer throughout"
     );
     assert_colours(&seen);
+    let speakers: Vec<u32> = b.stats().speakers.iter().map(|s| s.ssrc).collect();
+    assert!(
+        !speakers.contains(&a_source.wrapping_add(1)),
+        "A's camera is not a speaker: {speakers:?}"
+    );
     let sent = a.stats().video_sent.expect("A publishes a camera");
     eprintln!("sent: {sent:?}");
     assert!(

@@ -134,6 +134,8 @@ pub(crate) struct VideoReceivers {
     declared: HashMap<(u32, VideoKind), (u32, u32)>,
     decoder: Option<DecodeThread>,
     stats: VideoReceiveStats,
+    /// SSRCs of streams dropped since the driver last asked, for the transport to forget.
+    forgotten: Vec<u32>,
 }
 
 impl VideoReceivers {
@@ -151,7 +153,13 @@ impl VideoReceivers {
             declared: HashMap::new(),
             decoder,
             stats: VideoReceiveStats::default(),
+            forgotten: Vec::new(),
         })
+    }
+
+    /// The SSRCs of the streams dropped since the last call (their statistics can go).
+    pub(crate) fn take_forgotten(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.forgotten)
     }
 
     /// Whether `ssrc` is a declared video stream or its RTX (not a speaker).
@@ -240,6 +248,9 @@ impl VideoReceivers {
         self.declared.remove(&key);
         self.streams.remove(&primary);
         self.rtx.remove(&rtx);
+        if self.forgotten.len() < 2 * MAX_STREAMS {
+            self.forgotten.extend([primary, rtx]);
+        }
         if let Some(d) = &self.decoder {
             d.close(key);
         }
