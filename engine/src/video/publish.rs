@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 #[cfg(feature = "h264")]
 use super::h264::SimulcastEncoder;
-use super::source::VideoSource;
+use super::source::{Next, VideoSource};
 use crate::error::{Error, Result};
 
 /// Encoded frames waiting for the call's task (a few frames of every layer). When it is full
@@ -209,9 +209,12 @@ fn run(
                 n = 0;
             }
         }
-        let frame = match source.next_frame() {
-            Ok(Some(f)) => f,
-            Ok(None) => {
+        // Pushed frames are waited for a little at a time, so that a call that ended (or
+        // replaced this source) is noticed even while the application pushes nothing.
+        let frame = match source.next_frame_within(Duration::from_millis(200)) {
+            Ok(Next::Frame(f)) => f,
+            Ok(Next::Nothing) => continue,
+            Ok(Next::End) => {
                 let _ = out.blocking_send(Published::Ended);
                 return;
             }
@@ -292,5 +295,23 @@ mod tests {
         }
         // The top layer (320x180) reads every counter.
         assert_eq!(counters[2], (0..10).map(Some).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_dropped_publisher_lets_go_of_its_pushed_source_while_the_application_pushes_nothing() {
+        let (source, pusher) = VideoSource::pushed(64, 48, 30.0).unwrap();
+        let p = Publisher::start(source, VideoKind::Camera, 0).unwrap();
+        drop(p);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let frame = pattern::draw(64, 48, 0, Duration::ZERO).unwrap();
+        loop {
+            match pusher.push(frame.clone()) {
+                Err(Error::SourceClosed) => break,
+                _ if Instant::now() > deadline => {
+                    panic!("the encoder thread still holds the source")
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
 }

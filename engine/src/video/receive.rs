@@ -136,6 +136,8 @@ pub(crate) struct VideoReceivers {
     stats: VideoReceiveStats,
     /// SSRCs of streams dropped since the driver last asked, for the transport to forget.
     forgotten: Vec<u32>,
+    /// Streams whose close the decoder thread's full queue refused, to send again.
+    closing: Vec<Key>,
 }
 
 impl VideoReceivers {
@@ -154,6 +156,7 @@ impl VideoReceivers {
             decoder,
             stats: VideoReceiveStats::default(),
             forgotten: Vec::new(),
+            closing: Vec::new(),
         })
     }
 
@@ -252,7 +255,9 @@ impl VideoReceivers {
             self.forgotten.extend([primary, rtx]);
         }
         if let Some(d) = &self.decoder {
-            d.close(key);
+            if !d.close(key) && self.closing.len() < MAX_STREAMS {
+                self.closing.push(key);
+            }
         }
         self.stats.streams = self.streams.len();
     }
@@ -330,6 +335,7 @@ impl VideoReceivers {
         let Some(decoder) = &self.decoder else {
             return;
         };
+        self.closing.retain(|&key| !decoder.close(key));
         for (&ssrc, stream) in self.streams.iter_mut() {
             if let Some((codec, a)) = &mut stream.assembler {
                 let codec = *codec;
@@ -535,10 +541,13 @@ impl DecodeThread {
         }
     }
 
-    fn close(&self, key: Key) {
-        // Closing must not be lost to a full queue, or a file stays open: this is rare (a
-        // roster change) and the thread is quick, so wait for room.
-        let _ = self.jobs.send(Job::Close(key));
+    /// Asks the thread to close a stream's decoder and file; `false` when its queue is full
+    /// (the caller tries again later: the call's task never waits for the thread).
+    fn close(&self, key: Key) -> bool {
+        !matches!(
+            self.jobs.try_send(Job::Close(key)),
+            Err(TrySendError::Full(_))
+        )
     }
 
     fn finish(self) -> Result<()> {

@@ -28,6 +28,24 @@ pub const PUSH_CAPACITY: usize = 4;
 trait Input: Send {
     /// The next picture, `None` at the end. The timestamp is set by the caller.
     fn next(&mut self) -> Result<Option<Frame>>;
+
+    /// [`Input::next`], giving up after `wait` where the input can (pushed frames), so the
+    /// reader can check whether it is still wanted.
+    fn next_within(&mut self, wait: Duration) -> Result<Next> {
+        let _ = wait;
+        Ok(match self.next()? {
+            Some(f) => Next::Frame(f),
+            None => Next::End,
+        })
+    }
+}
+
+/// What a source gave within a wait.
+pub(crate) enum Next {
+    Frame(Frame),
+    End,
+    /// Nothing yet.
+    Nothing,
 }
 
 /// A video to publish: what it is called, its size and rate, and how to read it.
@@ -164,6 +182,14 @@ impl Input for PushedInput {
     fn next(&mut self) -> Result<Option<Frame>> {
         // The application's handle dropped: the end of the source.
         Ok(self.frames.recv().ok())
+    }
+
+    fn next_within(&mut self, wait: Duration) -> Result<Next> {
+        Ok(match self.frames.recv_timeout(wait) {
+            Ok(f) => Next::Frame(f),
+            Err(mpsc::RecvTimeoutError::Timeout) => Next::Nothing,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Next::End,
+        })
     }
 }
 
@@ -390,17 +416,31 @@ impl VideoSource {
     }
 
     /// The next picture (blocking on a file, a pipe or the application), `None` at the end.
+    #[cfg(test)]
     pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>> {
         let f = self.input.next()?;
         match f {
-            Some(f) if (f.width, f.height) != (self.width, self.height) => {
-                Err(Error::InvalidConfig(format!(
-                    "{}: a {}x{} frame in a {}x{} video",
-                    self.name, f.width, f.height, self.width, self.height
-                )))
-            }
-            f => Ok(f),
+            Some(f) => self.checked(f).map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// [`VideoSource::next_frame`] waiting at most `wait` for pushed frames.
+    pub(crate) fn next_frame_within(&mut self, wait: Duration) -> Result<Next> {
+        match self.input.next_within(wait)? {
+            Next::Frame(f) => self.checked(f).map(Next::Frame),
+            other => Ok(other),
+        }
+    }
+
+    fn checked(&self, f: Frame) -> Result<Frame> {
+        if (f.width, f.height) != (self.width, self.height) {
+            return Err(Error::InvalidConfig(format!(
+                "{}: a {}x{} frame in a {}x{} video",
+                self.name, f.width, f.height, self.width, self.height
+            )));
+        }
+        Ok(f)
     }
 }
 
