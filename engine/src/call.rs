@@ -22,6 +22,7 @@ use crate::audio::{
 };
 use crate::driver;
 use crate::error::{Error, Result, SharedError};
+use crate::video::constraints::VideoSubscription;
 use crate::video::publish::VideoKind;
 use crate::video::receive::{VideoReceiveStats, VideoSink};
 use crate::video::send::VideoSendStats;
@@ -67,6 +68,9 @@ pub struct CallConfig {
     pub video: Option<VideoSource>,
     /// Every participant's decoded video, as it arrives (decoded on the call's own thread).
     pub video_sink: Option<VideoSink>,
+    /// Which participants' video to receive and how tall (`ReceiverVideoConstraints`); `None`
+    /// takes every video at full size. Change it with [`Call::subscribe_video`].
+    pub video_subscription: Option<VideoSubscription>,
     /// One Y4M file per received camera or screen in this directory, created if missing
     /// (`peer<PEER>_ssrc<SSRC>_camera.y4m`, a new `…_part2` when the picture's size changes).
     pub record_video_dir: Option<PathBuf>,
@@ -107,6 +111,7 @@ impl Default for CallConfig {
             app_sink: None,
             video: None,
             video_sink: None,
+            video_subscription: None,
             record_video_dir: None,
             jitter: JitterConfig::default(),
             hold_unknown: Duration::from_secs(2),
@@ -532,6 +537,7 @@ pub(crate) enum Command {
     SetSource(Option<Box<Source>>),
     SetVideoSource(Option<Box<VideoSource>>, oneshot::Sender<Result<()>>),
     SetVideoPaused(bool),
+    SubscribeVideo(VideoSubscription),
     ShareScreen(Box<VideoSource>, oneshot::Sender<Result<()>>),
     StopScreen(oneshot::Sender<Result<()>>),
     SetGain(f32),
@@ -766,6 +772,14 @@ impl Call {
         self.send(Command::StopScreen(tx))?;
         rx.await
             .unwrap_or_else(|_| Err(Error::CallEnded("its task has stopped".into())))
+    }
+
+    /// Receives only the video `subscription` asks for, from now on (the server sends each
+    /// endpoint the simulcast layer that suits its height). Needs a call that takes video
+    /// ([`CallConfig::video_sink`] or `record_video_dir`) or publishes it: others have no data
+    /// channel to say it on.
+    pub fn subscribe_video(&self, subscription: VideoSubscription) -> Result<()> {
+        self.send(Command::SubscribeVideo(subscription))
     }
 
     /// Holds the camera on its last picture (`video_paused`): pictures are read but not sent.

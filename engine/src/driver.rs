@@ -36,6 +36,7 @@ use crate::outgoing::Outgoing;
 use crate::receive::Receivers;
 use crate::requests::{self, Reply};
 use crate::screen::{self, Layers, Screen, ScreenJoin};
+use crate::video::constraints::VideoSubscription;
 use crate::video::publish::{Control, Published, Publisher, VideoKind};
 use crate::video::receive::VideoReceivers;
 use groupcall_media::VideoPublish;
@@ -669,13 +670,7 @@ impl Driver {
                 }
                 Event::DataChannelOpen => {
                     tracing::debug!("data channel open");
-                    if !self.video_in.is_consuming() {
-                        // Nothing here shows or records video: ask the server not to send any.
-                        let none = r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":0},"constraints":{}}"#;
-                        if let Some(c) = self.connection.as_mut() {
-                            let _ = c.transport.send_data_channel(now, none);
-                        }
-                    }
+                    self.send_subscription(now);
                 }
                 Event::DataChannelMessage(text) => {
                     if let Some(height) = crate::video::constraints::sender_ideal_height(&text) {
@@ -915,8 +910,29 @@ impl Driver {
         });
     }
 
+    /// Tells the server which video this call wants: the subscription, or nothing at all when
+    /// nothing here shows or records video. Without one, the server sends everything.
+    fn send_subscription(&mut self, now: Instant) {
+        let message = if !self.video_in.is_consuming() {
+            VideoSubscription::all(0).to_message()
+        } else if let Some(s) = &self.config.video_subscription {
+            s.to_message()
+        } else {
+            return;
+        };
+        if let Some(c) = self.connection.as_mut() {
+            if let Err(e) = c.transport.send_data_channel(now, &message) {
+                tracing::debug!("video constraints not sent: {e}");
+            }
+        }
+    }
+
     fn on_command(&mut self, c: Command) {
         match c {
+            Command::SubscribeVideo(s) => {
+                self.config.video_subscription = Some(s);
+                self.send_subscription(Instant::now());
+            }
             Command::ShareScreen(source, reply) => {
                 if let Some(mut old) = self.screen.take() {
                     if old.connection.is_some() {

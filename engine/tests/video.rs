@@ -337,3 +337,58 @@ async fn a_screen_share_and_a_camera_from_one_participant_arrive_side_by_side() 
     a.leave().await.unwrap();
     b.leave().await.unwrap();
 }
+
+/// Receivers choose what they get: B asks for everyone at 360 and gets the camera's middle
+/// layer (320x180 of a 640x360 camera), then 180 and gets the lowest, then only A's endpoint at
+/// full size, then nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_picks_the_height_and_the_endpoints_it_wants() {
+    use groupcall_engine::video::VideoSubscription;
+    let s = Setup::start().await;
+    let (sink, rx) = VideoSink::channel(512);
+    let mut b = s
+        .join(
+            2,
+            CallConfig {
+                video_sink: Some(sink),
+                video_subscription: Some(VideoSubscription::all(360)),
+                ..CallConfig::default()
+            },
+        )
+        .await;
+    connected(&mut b).await;
+    let _a = s.join(1, camera()).await;
+    // Waits for pictures of `size` (a switch happens at the new layer's keyframe) and returns
+    // the endpoint they came from.
+    let wait_for_size = |rx: std::sync::mpsc::Receiver<ReceivedVideo>, size: (u32, u32)| {
+        tokio::task::spawn_blocking(move || {
+            let end = Instant::now() + Duration::from_secs(10);
+            let mut last = None;
+            while Instant::now() < end {
+                if let Ok(v) = rx.recv_timeout(Duration::from_millis(500)) {
+                    last = Some((v.frame.width, v.frame.height));
+                    if last == Some(size) {
+                        return (rx, v.endpoint);
+                    }
+                }
+            }
+            panic!("no {size:?} picture within 10 s; the last was {last:?}");
+        })
+    };
+    let (rx, endpoint) = wait_for_size(rx, (W / 2, H / 2)).await.unwrap();
+    b.subscribe_video(VideoSubscription::all(180)).unwrap();
+    let (rx, _) = wait_for_size(rx, (W / 4, H / 4)).await.unwrap();
+    b.subscribe_video(VideoSubscription::only([(endpoint, 720)]))
+        .unwrap();
+    let (rx, _) = wait_for_size(rx, (W, H)).await.unwrap();
+    b.subscribe_video(VideoSubscription::all(0)).unwrap();
+    let quiet = tokio::task::spawn_blocking(move || {
+        // What was on its way when the server heard it is let through first.
+        std::thread::sleep(Duration::from_millis(500));
+        while rx.try_recv().is_ok() {}
+        rx.recv_timeout(Duration::from_secs(1)).is_err()
+    })
+    .await
+    .unwrap();
+    assert!(quiet, "pictures still came after asking for none");
+}

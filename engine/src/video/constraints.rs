@@ -1,10 +1,57 @@
-//! The data-channel messages a publisher reads: `SenderVideoConstraints`, the tallest picture
-//! any receiver wants of our camera (docs/protocol.md §6). Layers above it are not encoded; a
-//! height of 0 (nobody watches) encodes nothing. The text comes from the network: anything
-//! else, or anything malformed, is not a constraint.
+//! The data-channel messages about video (docs/protocol.md §6). A publisher reads
+//! `SenderVideoConstraints`, the tallest picture any receiver wants of our camera: layers above
+//! it are not encoded, and a height of 0 (nobody watches) encodes nothing. The text comes from
+//! the network: anything else, or anything malformed, is not a constraint. A receiver writes
+//! `ReceiverVideoConstraints` ([`VideoSubscription`]): which participants' video it wants, how
+//! tall.
+
+use std::collections::HashMap;
 
 use groupcall_media::video::layers::layer_for_height;
 use serde::Deserialize;
+
+/// Which video a call receives: every endpoint at most `default_max_height` tall, except those
+/// in `max_heights` (endpoint ids, as `ReceivedVideo::endpoint` and the roster give them). The
+/// server sends the simulcast layer that suits the height: 720 and up the top layer, 360 the
+/// middle, less the lowest, 0 none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VideoSubscription {
+    pub default_max_height: u32,
+    pub max_heights: HashMap<String, u32>,
+}
+
+impl VideoSubscription {
+    /// Everyone's video at up to `max_height`.
+    pub fn all(max_height: u32) -> Self {
+        VideoSubscription {
+            default_max_height: max_height,
+            max_heights: HashMap::new(),
+        }
+    }
+
+    /// Only these endpoints, each at up to its height.
+    pub fn only(endpoints: impl IntoIterator<Item = (String, u32)>) -> Self {
+        VideoSubscription {
+            default_max_height: 0,
+            max_heights: endpoints.into_iter().collect(),
+        }
+    }
+
+    /// The `ReceiverVideoConstraints` message.
+    pub fn to_message(&self) -> String {
+        let constraints: serde_json::Map<String, serde_json::Value> = self
+            .max_heights
+            .iter()
+            .map(|(e, h)| (e.clone(), serde_json::json!({ "maxHeight": h })))
+            .collect();
+        serde_json::json!({
+            "colibriClass": "ReceiverVideoConstraints",
+            "defaultConstraints": { "maxHeight": self.default_max_height },
+            "constraints": constraints,
+        })
+        .to_string()
+    }
+}
 
 /// Longer messages are not constraints (they need a few dozen bytes).
 const MAX_LEN: usize = 4096;

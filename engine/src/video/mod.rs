@@ -24,6 +24,7 @@ pub mod source;
 pub mod vp8;
 pub mod y4m;
 
+pub use constraints::VideoSubscription;
 pub use frame::Frame;
 pub use publish::VideoKind;
 pub use receive::{ReceivedVideo, VideoReceiveStats, VideoSink};
