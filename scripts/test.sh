@@ -12,6 +12,8 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 # PulseAudio server with null sinks (no sound card needed).
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 dpkg -s libasound2-dev >/dev/null 2>&1 || need_apt+=(libasound2-dev)
+# VP8 (the engine's feature `vp8`, tested below) links the system's libvpx, found with pkg-config.
+dpkg -s libvpx-dev >/dev/null 2>&1 || need_apt+=(libvpx-dev)
 command -v pulseaudio >/dev/null 2>&1 || need_apt+=(pulseaudio)
 command -v pacat >/dev/null 2>&1 || need_apt+=(pulseaudio-utils)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -27,11 +29,15 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/groupcall/main-target}
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+# The engine's optional VP8 codec (libvpx) is linted and tested with everything else, in the same
+# workspace-wide runs: one feature set for both commands, no second build of the engine.
+features=groupcall-engine/vp8
+
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features "$features" -- -D warnings
 
 echo "== cargo test"
-cargo test --workspace
+cargo test --workspace --features "$features"
 
 if [ -x tests/interop/run.sh ]; then
   echo "== interop with ntgcalls"

@@ -1,8 +1,9 @@
 //! VP8 through the system's libvpx (Debian's `libvpx-dev`, found with pkg-config; the
-//! `env-libvpx-sys` bindings are pre-generated, so no libclang). Every Telegram client decodes
-//! VP8, and the server may offer it alone.
+//! `env-libvpx-sys` bindings are pre-generated, so no libclang). VP8 is the first video codec in
+//! the list Telegram's clients offer (payload type 100), and what ntgcalls sends when the answer
+//! has no H.264 (docs/protocol.md §12.11).
 //!
-//! The API is [`super::h264`]'s, so the sending and receiving sides take either: the encoder
+//! The API is `h264.rs`'s, so the sending and receiving sides take either: the encoder
 //! takes [`Frame`]s and gives one VP8 frame per picture (what `groupcall_media::video::packetize`
 //! takes for `VideoCodec::Vp8`); the decoder takes what the frame assembler hands out and gives
 //! [`Frame`]s back. Both are synchronous and CPU-bound: the caller runs them off the call's task.
@@ -10,7 +11,7 @@
 //! The encoder is set up as libwebrtc sets up its own VP8 encoder for a call: one pass, no
 //! look-ahead, constant bitrate with frame dropping, the realtime deadline at a negative
 //! `cpu-used` (speed over quality, adaptively), error resilient, keyframes when asked for and
-//! otherwise only every 3,000 frames.
+//! libvpx's own at most 3,000 frames apart.
 
 use std::ffi::{c_char, c_int, c_uint, c_ulong, CStr};
 use std::mem::MaybeUninit;
@@ -575,29 +576,20 @@ mod tests {
                     .expect("a picture per frame");
                 assert_eq!((out.width, out.height, out.timestamp), (w, h, ts));
                 read.push(pattern::read_counter(&out).expect("the counter reads"));
-                // Each quadrant's colour, away from the counter row and the moving bar.
+                // Each quadrant's colour, away from the counter row and the moving bar. (The first
+                // frames, while rate control finds its quantizer, are off by up to 6 in chroma.)
                 for (want, (x, y)) in
                     pattern::QUADRANTS
                         .into_iter()
                         .zip([(40, 60), (480, 60), (40, 260), (480, 260)])
                 {
                     let (my, mu, mv) = out.mean_yuv(x, y, 100, 40).unwrap();
-                    eprintln!(
-                        "DIAG {i} {} {} ({x},{y}) {:.1} {:.1} {:.1}",
-                        encoded.data.len(),
-                        encoded.keyframe,
-                        my - want.0 as f64,
-                        mu - want.1 as f64,
-                        mv - want.2 as f64
+                    assert!(
+                        (my - want.0 as f64).abs() < 4.0
+                            && (mu - want.1 as f64).abs() < 8.0
+                            && (mv - want.2 as f64).abs() < 8.0,
+                        "frame {i} at ({x}, {y}): ({my:.0}, {mu:.0}, {mv:.0}) for {want:?}"
                     );
-                    if false {
-                        assert!(
-                            (my - want.0 as f64).abs() < 6.0
-                                && (mu - want.1 as f64).abs() < 6.0
-                                && (mv - want.2 as f64).abs() < 6.0,
-                            "frame {i} at ({x}, {y}): ({my:.0}, {mu:.0}, {mv:.0}) for {want:?}"
-                        );
-                    }
                 }
             }
         }
