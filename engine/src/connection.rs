@@ -174,26 +174,34 @@ pub(crate) fn connect(
     })
 }
 
-/// The codec to publish with: H.264, the one this engine encodes, if the server takes it. A
-/// server that announces no video section takes Telegram's fixed set.
+/// The codec to publish with: the first this build encodes (H.264, then VP8) that the server
+/// takes. A server that announces no video section takes Telegram's fixed set.
 fn video_codec(answer: &RtcAnswer) -> Result<VideoCodec> {
-    let Some(video) = &answer.video else {
-        return Ok(VideoCodec::H264);
+    let ours = crate::video::simulcast::encodable();
+    let offered: Vec<&str> = answer
+        .video
+        .as_ref()
+        .map(|v| {
+            v.media
+                .payload_types
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let takes = |c: VideoCodec| {
+        offered.is_empty() || offered.iter().any(|n| n.eq_ignore_ascii_case(c.name()))
     };
-    let offered: Vec<&str> = video
-        .media
-        .payload_types
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect();
-    if offered.is_empty() || offered.iter().any(|n| n.eq_ignore_ascii_case("H264")) {
-        return Ok(VideoCodec::H264);
+    if let Some(c) = ours.iter().copied().find(|&c| takes(c)) {
+        return Ok(c);
     }
+    let ours: Vec<&str> = ours.iter().map(|c| c.name()).collect();
     Err(Error::Codec {
-        codec: "H264",
+        codec: "video",
         reason: format!(
-            "the server takes only {} video; this engine encodes H.264 only (VP8 encoding is not implemented): publish to a server that offers H264",
-            offered.join(", ")
+            "the server takes {} video and this build encodes {}: build groupcall-engine with the feature for one the server takes (`h264`, `vp8`)",
+            offered.join(", "),
+            if ours.is_empty() { "none".to_string() } else { ours.join(", ") }
         ),
     })
 }

@@ -621,6 +621,7 @@ impl Driver {
                 Event::Connected { profile, remote } => {
                     tracing::info!(%remote, ?profile, "connected");
                     // Frames encoded before now went nowhere: start receivers on a keyframe.
+                    self.send_camera_codec();
                     if let Some(n) = self
                         .connection
                         .as_ref()
@@ -848,6 +849,7 @@ impl Driver {
         let p = Publisher::start(source, VideoKind::Camera, rand::random())?;
         p.send(Control::Layers(self.camera_layers.active()));
         self.publisher = Some(p);
+        self.send_camera_codec();
         Ok(())
     }
 
@@ -1091,6 +1093,18 @@ impl Driver {
         self.idle_ticks = self.idle_ticks.wrapping_add(1);
         if self.idle_ticks.is_multiple_of(IDLE_REPORT_TICKS) {
             self.send_reports();
+        }
+    }
+
+    /// Tells the camera's encoder thread the codec the connection's answer chose.
+    fn send_camera_codec(&self) {
+        let codec = self
+            .connection
+            .as_ref()
+            .and_then(|c| c.video.as_ref())
+            .map(|v| v.codec());
+        if let (Some(p), Some(codec)) = (&self.publisher, codec) {
+            p.send(Control::Codec(codec));
         }
     }
 

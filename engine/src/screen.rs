@@ -115,6 +115,7 @@ impl Screen {
                 Event::Connected { .. } => {
                     tracing::info!("screen share connected");
                     if let Some(v) = &c.video {
+                        self.publisher.send(Control::Codec(v.codec()));
                         self.layers.estimate = v.estimate_layers();
                         self.publisher.send(Control::Layers(self.layers.active()));
                     }

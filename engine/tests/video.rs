@@ -392,3 +392,58 @@ async fn a_receiver_picks_the_height_and_the_endpoints_it_wants() {
     .unwrap();
     assert!(quiet, "pictures still came after asking for none");
 }
+
+/// With a server that takes only VP8, the camera goes out as VP8 (libvpx) and comes back
+/// decoded, every counter in order.
+#[cfg(feature = "vp8")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_takes_only_vp8_gets_vp8_and_it_decodes() {
+    use groupcall_engine::media::VideoCodec;
+    use groupcall_engine::signaling::{CallRef, CreateCall};
+    use groupcall_sfu::{LocalServer, LocalServerConfig, VideoOffer};
+    let server = LocalServer::start(LocalServerConfig {
+        video: VideoOffer {
+            codecs: vec![VideoCodec::Vp8],
+            ..VideoOffer::default()
+        },
+        ..LocalServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let info = local(&server, 1)
+        .create_call(None, &CreateCall::default())
+        .await
+        .unwrap();
+    let call = CallRef::Id(info.id);
+    let (sink, rx) = VideoSink::channel(256);
+    let mut b = Engine::new(local(&server, 2))
+        .join(
+            call.clone(),
+            CallConfig {
+                video_sink: Some(sink),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    connected(&mut b).await;
+    let a = Engine::new(local(&server, 1))
+        .join(call, camera())
+        .await
+        .unwrap();
+    let a_source = a.ssrc();
+    let seen = tokio::task::spawn_blocking(move || collect(&rx, a_source, 3.0))
+        .await
+        .unwrap();
+    let (missing, in_order) = missing_share(&seen.counters);
+    eprintln!(
+        "vp8: {} pictures, {:.2} % missing, sizes {:?}",
+        seen.counters.len(),
+        missing * 100.0,
+        seen.sizes
+    );
+    assert!(in_order && missing < 0.01 && seen.counters.len() >= 75);
+    assert_colours(&seen);
+    a.leave().await.unwrap();
+    b.leave().await.unwrap();
+}

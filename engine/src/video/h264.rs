@@ -127,77 +127,6 @@ impl H264Encoder {
     }
 }
 
-/// A camera (three layers: quarter, half and full size) or a screen (two: half and full) as
-/// simulcast, one encoder per layer, lowest first (docs/protocol.md §1.2, §5.2). Which layers run
-/// is the caller's choice each frame, from the bandwidth estimate
-/// (`groupcall_media::bwe::active_layers`) and the receivers' `SenderVideoConstraints`; a layer
-/// that comes back on starts with a keyframe.
-pub struct SimulcastEncoder {
-    layers: Vec<(u32, H264Encoder)>,
-    was_active: Vec<bool>,
-}
-
-impl SimulcastEncoder {
-    /// Layers for a `width` x `height` source: `count` of them, each half the size of the next,
-    /// with bitrates `bitrates_bps` (lowest first).
-    pub fn new(
-        width: u32,
-        height: u32,
-        fps: f32,
-        bitrates_bps: &[u32],
-        screen: bool,
-    ) -> Result<Self> {
-        let count = bitrates_bps.len() as u32;
-        let mut layers = Vec::new();
-        for (i, bps) in bitrates_bps.iter().enumerate() {
-            let halvings = count - 1 - i as u32;
-            let (w, h) = ((width >> halvings).max(2), (height >> halvings).max(2));
-            layers.push((halvings, H264Encoder::new(w, h, fps, *bps, screen)?));
-        }
-        Ok(SimulcastEncoder {
-            was_active: vec![false; layers.len()],
-            layers,
-        })
-    }
-
-    pub fn layer_count(&self) -> usize {
-        self.layers.len()
-    }
-
-    /// Every layer's next frame is a keyframe.
-    pub fn request_keyframe(&mut self) {
-        for (_, e) in &mut self.layers {
-            e.request_keyframe();
-        }
-    }
-
-    /// Encodes `frame` on the lowest `active` layers; returns (layer, encoded) for each.
-    pub fn encode(&mut self, frame: &Frame, active: usize) -> Result<Vec<(usize, EncodedFrame)>> {
-        let mut out = Vec::new();
-        for (i, (halvings, enc)) in self.layers.iter_mut().enumerate() {
-            let on = i < active;
-            if on && !self.was_active[i] {
-                enc.request_keyframe();
-            }
-            self.was_active[i] = on;
-            if !on {
-                continue;
-            }
-            let scaled;
-            let input = if *halvings == 0 {
-                frame
-            } else {
-                scaled = super::scale::halve(frame, *halvings)?;
-                &scaled
-            };
-            if let Some(e) = enc.encode(input)? {
-                out.push((i, e));
-            }
-        }
-        Ok(out)
-    }
-}
-
 /// An H.264 decoder.
 pub struct H264Decoder {
     decoder: Decoder,
@@ -301,8 +230,15 @@ mod tests {
 
     #[test]
     fn simulcast_layers_decode_at_their_sizes_and_a_layer_coming_back_starts_on_a_keyframe() {
-        let mut sim =
-            SimulcastEncoder::new(1280, 720, 30.0, &[150_000, 500_000, 1_500_000], false).unwrap();
+        let mut sim = crate::video::simulcast::SimulcastEncoder::new(
+            VideoCodec::H264,
+            1280,
+            720,
+            30.0,
+            &[150_000, 500_000, 1_500_000],
+            false,
+        )
+        .unwrap();
         let mut decoders: Vec<H264Decoder> = (0..3).map(|_| H264Decoder::new().unwrap()).collect();
         let mut sizes = vec![None; 3];
         let mut keyframes = vec![Vec::new(); 3];

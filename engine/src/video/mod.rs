@@ -19,6 +19,7 @@ pub mod publish;
 pub mod receive;
 pub mod scale;
 pub mod send;
+pub mod simulcast;
 pub mod source;
 #[cfg(feature = "vp8")]
 pub mod vp8;

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-#[cfg(feature = "h264")]
-use super::h264::SimulcastEncoder;
+use groupcall_media::VideoCodec;
+
+use super::simulcast::SimulcastEncoder;
 use super::source::{Next, VideoSource};
 use crate::error::{Error, Result};
 
@@ -58,6 +59,8 @@ pub(crate) enum Control {
     Layers(usize),
     /// Pictures are read but not sent (`video_paused`).
     Paused(bool),
+    /// Encode with this codec from the next frame (the server's answer decides it).
+    Codec(VideoCodec),
 }
 
 /// What the thread hands the call's task.
@@ -83,30 +86,6 @@ fn layer_bitrate(width: u32, height: u32, fps: f32, screen: bool) -> u32 {
     let bits_per_pixel = if screen { 0.05 } else { 0.08 };
     let bps = f64::from(width) * f64::from(height) * f64::from(fps) * bits_per_pixel;
     bps.clamp(50_000.0, 4_000_000.0) as u32
-}
-
-/// Without the `h264` feature there is no encoder: publishing is refused with a clear error.
-#[cfg(not(feature = "h264"))]
-struct SimulcastEncoder;
-
-#[cfg(not(feature = "h264"))]
-impl SimulcastEncoder {
-    fn new(_: u32, _: u32, _: f32, _: &[u32], _: bool) -> Result<Self> {
-        Err(Error::Codec {
-            codec: "H264",
-            reason: "this build has no video encoder: build groupcall-engine with the `h264` feature to publish video".into(),
-        })
-    }
-    fn request_keyframe(&mut self) {}
-    fn encode(&mut self, _: &super::frame::Frame, _: usize) -> Result<Vec<(usize, NoFrame)>> {
-        Ok(Vec::new())
-    }
-}
-
-#[cfg(not(feature = "h264"))]
-struct NoFrame {
-    data: Vec<u8>,
-    keyframe: bool,
 }
 
 /// One running encoder thread. Dropping it stops the thread (at its next frame).
@@ -171,7 +150,11 @@ fn run(
             layer_bitrate(w >> halvings, h >> halvings, fps, screen)
         })
         .collect();
-    let mut encoder = match SimulcastEncoder::new(w, h, fps, &bitrates, screen) {
+    let mut codec = super::simulcast::encodable()
+        .first()
+        .copied()
+        .unwrap_or(VideoCodec::H264);
+    let mut encoder = match SimulcastEncoder::new(codec, w, h, fps, &bitrates, screen) {
         Ok(e) => e,
         Err(e) => {
             let _ = out.blocking_send(Published::Failed(e));
@@ -192,6 +175,19 @@ fn run(
                 Ok(Control::Keyframe) => encoder.request_keyframe(),
                 Ok(Control::Layers(k)) => active = k.min(kind.layers()),
                 Ok(Control::Paused(p)) => paused = p,
+                Ok(Control::Codec(c)) if c != codec => {
+                    match SimulcastEncoder::new(c, w, h, fps, &bitrates, screen) {
+                        Ok(e) => {
+                            encoder = e;
+                            codec = c;
+                        }
+                        Err(e) => {
+                            let _ = out.blocking_send(Published::Failed(e));
+                            return;
+                        }
+                    }
+                }
+                Ok(Control::Codec(_)) => {}
                 Err(std_mpsc::TryRecvError::Empty) => break,
                 Err(std_mpsc::TryRecvError::Disconnected) => return,
             }

@@ -127,6 +127,10 @@ impl VideoSender {
         self.estimate_layers
     }
 
+    pub(crate) fn codec(&self) -> VideoCodec {
+        self.codec
+    }
+
     pub(crate) fn owns(&self, ssrc: u32) -> bool {
         self.layers.iter().any(|l| l.ssrc == ssrc)
     }
