@@ -10,8 +10,9 @@ use crate::error::{Error, Result};
 
 /// One layer's encoder.
 enum LayerEncoder {
+    // Boxed: OpenH264's encoder is 7 KB, libvpx's a pointer.
     #[cfg(feature = "h264")]
-    H264(super::h264::H264Encoder),
+    H264(Box<super::h264::H264Encoder>),
     #[cfg(feature = "vp8")]
     Vp8(super::vp8::Vp8Encoder),
 }
@@ -28,13 +29,9 @@ impl LayerEncoder {
         let _ = (width, height, fps, bitrate_bps, screen);
         match codec {
             #[cfg(feature = "h264")]
-            VideoCodec::H264 => Ok(LayerEncoder::H264(super::h264::H264Encoder::new(
-                width,
-                height,
-                fps,
-                bitrate_bps,
-                screen,
-            )?)),
+            VideoCodec::H264 => Ok(LayerEncoder::H264(Box::new(
+                super::h264::H264Encoder::new(width, height, fps, bitrate_bps, screen)?,
+            ))),
             #[cfg(feature = "vp8")]
             VideoCodec::Vp8 => Ok(LayerEncoder::Vp8(super::vp8::Vp8Encoder::new(
                 width,
@@ -79,13 +76,13 @@ impl LayerEncoder {
 
 /// The codecs this build encodes, the one to prefer first.
 pub fn encodable() -> Vec<VideoCodec> {
-    #[allow(unused_mut)]
-    let mut v = Vec::new();
-    #[cfg(feature = "h264")]
-    v.push(VideoCodec::H264);
-    #[cfg(feature = "vp8")]
-    v.push(VideoCodec::Vp8);
-    v
+    [
+        (cfg!(feature = "h264"), VideoCodec::H264),
+        (cfg!(feature = "vp8"), VideoCodec::Vp8),
+    ]
+    .into_iter()
+    .filter_map(|(built, c)| built.then_some(c))
+    .collect()
 }
 
 /// A camera (three layers: quarter, half and full size) or a screen (two: half and full) as
