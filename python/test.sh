@@ -29,6 +29,6 @@ VENV=$WHEEL_VENV make_venv || { echo "python: cannot make a venv" >&2; exit 1; }
 "$WHEEL_VENV/bin/pip" install -q "$WHEELS"/groupcall-*.whl "${TEST_DEPS[@]}"
 
 export GROUPCALL_BIN=${GROUPCALL_BIN:-$CARGO_TARGET_DIR/debug/groupcall}
-[ -x "$GROUPCALL_BIN" ] || cargo build -q -p groupcall-cli --bin groupcall
+[ -x "$GROUPCALL_BIN" ] || cargo build -q -p groupcall-cli --bin groupcall ${GROUPCALL_CARGO_FEATURES:+--features "$GROUPCALL_CARGO_FEATURES"}
 cd python/tests
 exec "$WHEEL_VENV/bin/python" -m pytest -q -p no:cacheprovider -rs "$@"

@@ -32,6 +32,8 @@ cargo fmt --all -- --check
 # The engine's optional VP8 codec (libvpx) is linted and tested with everything else, in the same
 # workspace-wide runs: one feature set for both commands, no second build of the engine.
 features=groupcall-engine/vp8
+# The scripts below build the binary with the same features, so nothing is compiled twice.
+export GROUPCALL_CARGO_FEATURES=$features
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --features "$features" -- -D warnings
@@ -54,6 +56,6 @@ python/test.sh
 # binary the tests built is enough for three participants.
 echo "== receive quality against ntgcalls"
 scripts/compare-receive.sh --self-test
-cargo build -q -p groupcall-cli --bin groupcall
+cargo build -q -p groupcall-cli --bin groupcall --features "$features"
 GROUPCALL_BIN=$CARGO_TARGET_DIR/debug/groupcall scripts/compare-receive.sh \
   --rows none,10 --seeds 1 --signal tone --check

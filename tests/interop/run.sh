@@ -21,7 +21,7 @@ if [ -n "${GROUPCALL_BIN:-}" ]; then
 else
   BIN=${CARGO_TARGET_DIR:-target}/debug/groupcall
   # Always: a no-op when it is current, and never a stale binary from an older checkout.
-  cargo build -q -p groupcall-cli --bin groupcall
+  cargo build -q -p groupcall-cli --bin groupcall ${GROUPCALL_CARGO_FEATURES:+--features "$GROUPCALL_CARGO_FEATURES"}
 fi
 
 # shellcheck source=../../scripts/local-server.sh
