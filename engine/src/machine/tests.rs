@@ -567,3 +567,95 @@ fn the_roster_is_bounded() {
     assert_eq!(m.roster.len(), MAX_ROSTER);
     assert_eq!(m.roster_overflow(), 10);
 }
+
+fn camera(endpoint: &str, first: u32) -> ParticipantVideo {
+    ParticipantVideo {
+        endpoint: endpoint.into(),
+        source_groups: vec![groupcall_signaling::SourceGroup {
+            semantics: "SIM".into(),
+            sources: vec![first, first + 2, first + 4],
+        }],
+        audio_source: None,
+        paused: false,
+    }
+}
+
+fn video_events(actions: &[Action]) -> Vec<(VideoKind, VideoState)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Emit(CallEvent::Video { kind, state, .. }) => Some((*kind, *state)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn receiver_changes(actions: &[Action]) -> Vec<(VideoKind, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Video { kind, video, .. } => Some((*kind, video.is_some())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A participant's camera and screen: started, paused, stopped (`video_stopped`), a screen
+/// share beside it, a partial entry that says nothing about video, and leaving, which stops
+/// what was on.
+#[test]
+fn video_events_follow_the_roster_and_a_leave_stops_what_was_on() {
+    use VideoKind::{Camera, Screen};
+    use VideoState::{Paused, Started, Stopped};
+    let t0 = Instant::now();
+    let mut m = connected(t0);
+    let on = Participant {
+        video_stopped: false,
+        video: Some(camera("cam", 21)),
+        ..person(20, 2)
+    };
+    m.handle(t0, participants(2, vec![on.clone()]));
+    let a = drain(&mut m);
+    assert_eq!(video_events(&a), [(Camera, Started)]);
+    assert_eq!(receiver_changes(&a), [(Camera, true)]);
+    let mut paused = on.clone();
+    paused.video.as_mut().unwrap().paused = true;
+    m.handle(t0, participants(3, vec![paused.clone()]));
+    let a = drain(&mut m);
+    assert_eq!(video_events(&a), [(Camera, Paused)]);
+    assert!(
+        receiver_changes(&a).is_empty(),
+        "same sources: the stream stays"
+    );
+    let sharing = Participant {
+        presentation: Some(camera("screen", 41)),
+        ..on.clone()
+    };
+    m.handle(t0, participants(4, vec![sharing.clone()]));
+    let a = drain(&mut m);
+    assert_eq!(video_events(&a), [(Camera, Started), (Screen, Started)]);
+    assert_eq!(receiver_changes(&a), [(Screen, true)]);
+    let min = Participant {
+        min: true,
+        video: None,
+        presentation: None,
+        ..sharing.clone()
+    };
+    m.handle(t0, participants(5, vec![min]));
+    assert!(
+        video_events(&drain(&mut m)).is_empty(),
+        "a partial entry keeps the video"
+    );
+    let stopped = Participant {
+        video_stopped: true,
+        ..sharing.clone()
+    };
+    m.handle(t0, participants(6, vec![stopped]));
+    let a = drain(&mut m);
+    assert_eq!(video_events(&a), [(Camera, Stopped)]);
+    assert_eq!(receiver_changes(&a), [(Camera, false)]);
+    m.handle(t0, participants(7, vec![left(20, 2)]));
+    let a = drain(&mut m);
+    assert_eq!(video_events(&a), [(Screen, Stopped)]);
+    assert!(matches!(a[0], Action::Gone { ssrc: 20 }));
+}

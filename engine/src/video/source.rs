@@ -533,4 +533,75 @@ mod tests {
         }
         assert!(s.next_frame().unwrap().is_none());
     }
+
+    /// A stand-in for ffmpeg: checks the arguments the source passes and writes the file named
+    /// after `-i` (raw I420 frames) to standard output; `fail` makes it fail after that.
+    fn fake_ffmpeg(dir: &Path, fail: bool) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let script = format!(
+            r#"#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -i) shift; in="$1" ;;
+    -f) shift; f="$1" ;;
+    -pix_fmt) shift; pix="$1" ;;
+    -vf) shift; vf="$1" ;;
+  esac
+  shift
+done
+[ "$f" = rawvideo ] && [ "$pix" = yuv420p ] || {{ echo "bad arguments" >&2; exit 2; }}
+case "$vf" in *scale=64:48*fps=30*) ;; *) echo "bad filter $vf" >&2; exit 2 ;; esac
+cat "$in"
+{}
+"#,
+            if fail {
+                "echo 'Invalid data found when processing input' >&2; exit 1"
+            } else {
+                ""
+            }
+        );
+        let path = dir.join(if fail { "ffmpeg-fails" } else { "ffmpeg-works" });
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn open_fake(bin: &Path, input: &Path) -> VideoSource {
+        // Spawning right after writing the script can meet ETXTBSY while another test forks.
+        for _ in 0..50 {
+            match VideoSource::ffmpeg_with(bin, input, 64, 48, 30.0) {
+                Err(Error::FfmpegSpawn { source, .. }) if source.raw_os_error() == Some(26) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                other => return other.unwrap(),
+            }
+        }
+        panic!("the ffmpeg stand-in stays busy");
+    }
+
+    #[test]
+    fn ffmpeg_output_is_read_frame_by_frame_and_its_failure_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("clip.raw");
+        let mut raw = Vec::new();
+        for i in 0..3 {
+            raw.extend_from_slice(pattern::draw(64, 48, i, Duration::ZERO).unwrap().data());
+        }
+        std::fs::write(&input, raw).unwrap();
+        let mut s = open_fake(&fake_ffmpeg(dir.path(), false), &input);
+        assert_eq!((s.width(), s.height()), (64, 48));
+        let counters: Vec<_> = std::iter::from_fn(|| s.next_frame().unwrap())
+            .map(|f| pattern::read_counter(&f))
+            .collect();
+        assert_eq!(counters, vec![Some(0), Some(1), Some(2)]);
+        let mut s = open_fake(&fake_ffmpeg(dir.path(), true), &input);
+        for _ in 0..3 {
+            assert!(s.next_frame().unwrap().is_some());
+        }
+        let e = s.next_frame().unwrap_err();
+        assert!(
+            matches!(&e, Error::FfmpegFailed { stderr, .. } if stderr.contains("Invalid data")),
+            "{e}"
+        );
+    }
 }
