@@ -37,6 +37,10 @@ pub struct Args {
     /// Play/stop cycles of a Y4M file for the memory figure (0: none).
     #[arg(long, default_value_t = 20)]
     pub cycles: u32,
+    /// How long a bot sending sound and a camera together is watched for drift between the
+    /// two (0: not at all).
+    #[arg(long, default_value_t = 30.0)]
+    pub av_seconds: f64,
 }
 
 /// CPU seconds of the live threads whose names start with `prefix`.
@@ -253,6 +257,94 @@ pub async fn run(args: Args) -> Result<(), String> {
         );
     }
     let _ = a.leave().await;
+    if args.av_seconds > 0.0 {
+        av_drift(&signaling(3)?, &call, args.av_seconds).await?;
+    }
     let _ = b.leave().await;
+    Ok(())
+}
+
+/// A bot sends a looping tone and the pattern at 30 fps. Each stream's media time is what it
+/// has sent (20 ms per audio packet, 1/30 s per video frame: exactly what their RTP timestamps
+/// advance by); their difference, read at the start and the end of the window, is the drift
+/// between sound and picture.
+async fn av_drift(
+    signaling: &Arc<dyn Signaling>,
+    call: &CallRef,
+    seconds: f64,
+) -> Result<(), String> {
+    use groupcall_engine::audio::{Channels, Source, SourceOptions};
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let wav = dir.path().join("tone.wav");
+    {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 48_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&wav, spec).map_err(|e| e.to_string())?;
+        for i in 0..48_000 {
+            let x = (i as f64 * 440.0 * std::f64::consts::TAU / 48_000.0).sin();
+            w.write_sample((x * 8000.0) as i16)
+                .map_err(|e| e.to_string())?;
+        }
+        w.finalize().map_err(|e| e.to_string())?;
+    }
+    let sound = Source::wav(
+        &wav,
+        SourceOptions {
+            channels: Channels::Mono,
+            looping: true,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut c = Engine::new(signaling.clone())
+        .join(
+            call.clone(),
+            CallConfig {
+                source: Some(sound),
+                video: Some(VideoSource::pattern(640, 360, 30.0).map_err(|e| e.to_string())?),
+                ..CallConfig::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("the A/V bot cannot join: {e}"))?;
+    connected(&mut c).await?;
+    // Media time sent, in seconds, of sound and of picture (the top layer's frames).
+    let media = |c: &groupcall_engine::Call| {
+        let s = c.stats();
+        let audio = s.packets_sent as f64 * 0.020;
+        let video = s
+            .video_sent
+            .map_or(0.0, |v| *v.frames.iter().max().unwrap_or(&0) as f64 / 30.0);
+        audio - video
+    };
+    // One reading is as coarse as a frame (33 ms); the mean of 50, taken every 100 ms over 5 s
+    // at either end of the window, is a few milliseconds.
+    async fn mean_over_5s(
+        c: &groupcall_engine::Call,
+        media: impl Fn(&groupcall_engine::Call) -> f64,
+    ) -> f64 {
+        let mut sum = 0.0;
+        for _ in 0..50 {
+            sum += media(c);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sum / 50.0
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t0 = Instant::now();
+    let start = mean_over_5s(&c, media).await;
+    tokio::time::sleep(Duration::from_secs_f64((seconds - 10.0).max(0.0))).await;
+    let end = mean_over_5s(&c, media).await;
+    let wall = t0.elapsed().as_secs_f64() - 5.0;
+    let drift_ms = (end - start) * 1e3;
+    println!(
+        "  sound and picture of one bot over {wall:.0} s: the picture moved {drift_ms:+.1} ms against the sound ({:+.0} ppm, {:+.0} ms in 30 minutes at that rate)",
+        drift_ms / 1e3 / wall * 1e6,
+        drift_ms / wall * 1800.0
+    );
+    let _ = c.leave().await;
     Ok(())
 }
