@@ -7,8 +7,11 @@ use crate::error::Result;
 
 /// `frame` halved `times` times (each side rounded down, at least 2 pixels).
 pub fn halve(frame: &Frame, times: u32) -> Result<Frame> {
-    let mut out = frame.clone();
-    for _ in 0..times {
+    if times == 0 {
+        return Ok(frame.clone());
+    }
+    let mut out = halve_once(frame)?;
+    for _ in 1..times {
         out = halve_once(&out)?;
     }
     Ok(out)

@@ -133,7 +133,10 @@ impl SimulcastEncoder {
     /// Encodes `frame` on the lowest `active` layers; returns (layer, encoded) for each.
     pub fn encode(&mut self, frame: &Frame, active: usize) -> Result<Vec<(usize, EncodedFrame)>> {
         let mut out = Vec::new();
-        for (i, (halvings, enc)) in self.layers.iter_mut().enumerate() {
+        // Each layer's picture is made from the next larger one, not from the source again:
+        // the quarter from the half.
+        let mut scaled: Option<(u32, Frame)> = None;
+        for (i, (halvings, enc)) in self.layers.iter_mut().enumerate().rev() {
             let on = i < active;
             if on && !self.was_active[i] {
                 enc.request_keyframe();
@@ -142,17 +145,21 @@ impl SimulcastEncoder {
             if !on {
                 continue;
             }
-            let scaled;
             let input = if *halvings == 0 {
                 frame
             } else {
-                scaled = halve(frame, *halvings)?;
-                &scaled
+                let next = match scaled.take() {
+                    Some((h, f)) if h < *halvings => (*halvings, halve(&f, *halvings - h)?),
+                    Some(same) if same.0 == *halvings => same,
+                    _ => (*halvings, halve(frame, *halvings)?),
+                };
+                &scaled.insert(next).1
             };
             if let Some(e) = enc.encode(input)? {
                 out.push((i, e));
             }
         }
+        out.reverse();
         Ok(out)
     }
 }
