@@ -6,9 +6,10 @@
 //! file or a pipe may block. Sources with a rate are paced by that thread at their frame rate
 //! (frame n leaves at start + n/fps whatever the reads cost); pushed frames leave as they come.
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -115,8 +116,9 @@ struct RawInput<R: Read + Send> {
     name: String,
     width: u32,
     height: u32,
-    /// A child process whose output this is (ffmpeg), killed when the source is dropped.
-    child: Option<Child>,
+    /// A child process whose output this is (ffmpeg), killed when the source is dropped, and
+    /// the thread that reads its error output.
+    child: Option<(Child, std::thread::JoinHandle<String>)>,
 }
 
 impl<R: Read + Send> Input for RawInput<R> {
@@ -137,13 +139,10 @@ impl<R: Read + Send> Input for RawInput<R> {
             }
         }
         if got == 0 {
-            if let Some(mut child) = self.child.take() {
+            if let Some((mut child, drain)) = self.child.take() {
                 let status = child.wait().ok();
+                let stderr = drain.join().unwrap_or_default();
                 if status.is_some_and(|s| !s.success()) {
-                    let mut stderr = String::new();
-                    if let Some(mut e) = child.stderr.take() {
-                        let _ = e.read_to_string(&mut stderr);
-                    }
                     return Err(Error::FfmpegFailed {
                         input: self.name.clone(),
                         status: status.map(|s| s.to_string()).unwrap_or_default(),
@@ -167,7 +166,7 @@ impl<R: Read + Send> Input for RawInput<R> {
 
 impl<R: Read + Send> Drop for RawInput<R> {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        if let Some((mut c, _)) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -303,34 +302,21 @@ impl VideoSource {
         if !path.exists() {
             return Err(Error::NoSuchInput { input: name });
         }
-        let mut child = Command::new(binary)
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-i"])
-            .arg(path)
-            .args(["-an", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-vf"])
-            .arg(format!(
-                "scale={width}:{height}:force_original_aspect_ratio=decrease,pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,fps={fps}"
-            ))
-            .arg("-")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| {
-                if source.kind() == std::io::ErrorKind::NotFound {
-                    Error::FfmpegMissing {
-                        binary: binary.to_path_buf(),
-                    }
-                } else {
-                    Error::FfmpegSpawn {
-                        binary: binary.to_path_buf(),
-                        source,
-                    }
-                }
-            })?;
-        let stdout = child.stdout.take().ok_or_else(|| Error::FfmpegSpawn {
-            binary: binary.to_path_buf(),
-            source: std::io::Error::other("no standard output"),
-        })?;
+        let mut args: Vec<OsString> = ["-hide_banner", "-loglevel", "error", "-nostdin", "-i"]
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        args.push(path.into());
+        args.extend(
+            ["-an", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-vf"]
+                .into_iter()
+                .map(Into::into),
+        );
+        args.push(format!(
+            "scale={width}:{height}:force_original_aspect_ratio=decrease,pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,fps={fps}"
+        ).into());
+        args.push("-".into());
+        let (child, stdout, stderr) = crate::audio::source::ffmpeg::spawn(binary, &args)?;
         Ok(VideoSource {
             name: name.clone(),
             width,
@@ -342,7 +328,7 @@ impl VideoSource {
                 name,
                 width,
                 height,
-                child: Some(child),
+                child: Some((child, stderr)),
             }),
         })
     }

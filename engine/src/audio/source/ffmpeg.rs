@@ -167,23 +167,42 @@ impl Ffmpeg {
 }
 
 fn start(
-    binary: &PathBuf,
+    binary: &std::path::Path,
     input: &str,
     channels: usize,
 ) -> Result<(Child, ChildStdout, JoinHandle<String>)> {
-    let mut child = Command::new(binary)
-        .args([
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-i",
-            input,
-            "-vn",
-        ])
-        .args(["-f", "s16le", "-acodec", "pcm_s16le", "-ar", "48000", "-ac"])
-        .arg(channels.to_string())
-        .arg("pipe:1")
+    let mut args: Vec<std::ffi::OsString> = [
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-i",
+        input,
+        "-vn",
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    args.extend(
+        ["-f", "s16le", "-acodec", "pcm_s16le", "-ar", "48000", "-ac"]
+            .into_iter()
+            .map(Into::into),
+    );
+    args.push(channels.to_string().into());
+    args.push("pipe:1".into());
+    spawn(binary, &args)
+}
+
+/// Starts `binary` (ffmpeg) with `args`, its output on a pipe and its error output read on a
+/// thread of its own (so that a chatty ffmpeg never blocks on a full pipe), which returns the
+/// last few hundred bytes of it when the child ends: what an error names.
+pub(crate) fn spawn(
+    binary: &std::path::Path,
+    args: &[std::ffi::OsString],
+) -> Result<(Child, ChildStdout, JoinHandle<String>)> {
+    let binary = binary.to_path_buf();
+    let mut child = Command::new(&binary)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

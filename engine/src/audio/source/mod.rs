@@ -8,7 +8,7 @@
 
 mod ahead;
 mod decoded;
-mod ffmpeg;
+pub(crate) mod ffmpeg;
 #[cfg(feature = "http")]
 mod http;
 mod ogg_opus;
