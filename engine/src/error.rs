@@ -187,6 +187,11 @@ pub enum Error {
         capacity: usize,
     },
 
+    /// A received video changed size or jumped in time so often that its recording would be a
+    /// file per picture; it stops (the call and the other recordings go on).
+    #[error("{path}: the sender's picture changed size or jumped in time {parts} times, so its video recording stops here; the call goes on")]
+    RecordingParts { path: PathBuf, parts: u32 },
+
     /// The thread that writes a call's recordings could not be started.
     #[error(
         "cannot start the recording writer thread: {0}; the system is out of threads or memory"

@@ -44,6 +44,8 @@ pub const MAX_STREAMS: usize = 512;
 /// Recordings are written at this rate: each received picture is placed by its RTP timestamp,
 /// the last one repeated over gaps, so the file plays at the pace it was sent.
 pub const RECORD_FPS: u32 = 30;
+/// Files one received stream may be recorded into (a new one per size change or jump).
+pub const MAX_PARTS: u32 = 100;
 /// A timestamp jump larger than this starts the recording's timeline again rather than filling
 /// the gap with copies.
 const MAX_GAP: Duration = Duration::from_secs(5);
@@ -573,9 +575,11 @@ struct Decoding {
 struct Recording {
     writer: Y4mWriter<BufWriter<File>>,
     path: PathBuf,
-    /// RTP timestamp of the file's first picture, and pictures written.
-    start: u32,
+    /// The last picture written, its RTP timestamp and its place on the file's timeline: each
+    /// new picture is placed from the one before, so the 32-bit timestamp may wrap.
     last: Option<Frame>,
+    last_rtp: u32,
+    last_index: u64,
 }
 
 struct Worker {
@@ -678,13 +682,19 @@ impl Worker {
         let Some(d) = self.streams.get_mut(&key) else {
             return;
         };
-        let tick = 90_000 / RECORD_FPS;
+        let tick = i64::from(90_000 / RECORD_FPS);
+        let max_gap = MAX_GAP.as_secs() as i64 * i64::from(RECORD_FPS);
+        // How many places on the timeline after the last picture this one belongs (negative:
+        // a late picture, not written).
+        let step = |r: &Recording| {
+            let delta = i64::from(rtp.wrapping_sub(r.last_rtp) as i32);
+            (delta + tick / 2).div_euclid(tick)
+        };
         // A new file when the picture's size changes (a layer switch) or the timeline jumps.
-        let restart = d.recording.as_ref().is_some_and(|r| {
-            r.writer.size() != (frame.width, frame.height)
-                || rtp.wrapping_sub(r.start)
-                    > (MAX_GAP.as_secs() as u32) * 90_000 + r.writer.frames() as u32 * tick
-        });
+        let restart = d
+            .recording
+            .as_ref()
+            .is_some_and(|r| r.writer.size() != (frame.width, frame.height) || step(r) > max_gap);
         if restart {
             let r = d.recording.take();
             self.close(r);
@@ -693,6 +703,18 @@ impl Worker {
             return;
         };
         if d.recording.is_none() {
+            if d.part >= MAX_PARTS {
+                // A sender whose pictures change size or jump in time all the time would
+                // otherwise make a file per picture.
+                if d.part == MAX_PARTS {
+                    d.part += 1;
+                    self.error.get_or_insert(Error::RecordingParts {
+                        path: recording_path(&dir, key, peer, MAX_PARTS),
+                        parts: MAX_PARTS,
+                    });
+                }
+                return;
+            }
             d.part += 1;
             let path = recording_path(&dir, key, peer, d.part);
             let opened = File::create(&path).and_then(|f| {
@@ -712,8 +734,9 @@ impl Worker {
                     d.recording = Some(Recording {
                         writer,
                         path,
-                        start: rtp,
                         last: None,
+                        last_rtp: rtp,
+                        last_index: 0,
                     });
                 }
                 Err(source) => {
@@ -728,7 +751,13 @@ impl Worker {
         };
         // The picture's place on the file's 30 fps timeline; earlier places still empty get
         // the previous picture again, a place already written is not written twice.
-        let index = u64::from(rtp.wrapping_sub(r.start).wrapping_add(tick / 2) / tick);
+        let step = step(r);
+        if r.last.is_some() && step < 0 {
+            return;
+        }
+        let index = r.last_index + step.max(0) as u64;
+        r.last_rtp = rtp;
+        r.last_index = index;
         let mut result = Ok(());
         while r.writer.frames() < index && result.is_ok() {
             result = match &r.last {
@@ -787,4 +816,79 @@ fn recording_path(dir: &Path, key: Key, peer: Option<PeerId>, part: u32) -> Path
         String::new()
     };
     dir.join(format!("{who}_{}{suffix}.y4m", key.1.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::video::pattern;
+    use crate::video::y4m::Y4mReader;
+
+    fn worker(dir: &Path) -> Worker {
+        Worker {
+            sink: None,
+            dir: Some(dir.to_path_buf()),
+            counters: Arc::new(Counters::default()),
+            recordings: Arc::new(Mutex::new(Vec::new())),
+            streams: HashMap::new(),
+            error: None,
+        }
+    }
+
+    fn counters_in(path: &Path) -> Vec<Option<u32>> {
+        let mut r = Y4mReader::new(File::open(path).unwrap(), "rec").unwrap();
+        std::iter::from_fn(|| r.next_frame().unwrap())
+            .map(|f| pattern::read_counter(&f))
+            .collect()
+    }
+
+    /// Pictures go on a 30 fps timeline by their RTP time, across the 32-bit wrap: a gap is
+    /// filled with the picture before it, a late picture is left out, a jump of more than 5 s
+    /// or a change of size starts a new file, and a stream that does that all the time stops
+    /// being recorded after 100 files, with an error.
+    #[test]
+    fn recordings_follow_rtp_time_across_the_wrap_and_are_bounded_in_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = worker(dir.path());
+        let key = (7, VideoKind::Camera);
+        w.streams.insert(
+            key,
+            Decoding {
+                #[cfg(feature = "h264")]
+                h264: None,
+                #[cfg(feature = "vp8")]
+                vp8: None,
+                recording: None,
+                part: 0,
+            },
+        );
+        let pic = |n| pattern::draw(64, 48, n, Duration::ZERO).unwrap();
+        let start = u32::MAX - 4_000;
+        // 0, 1, (2 missing), 3, then 1 again (late), then 4 after the wrap.
+        for (n, rtp) in [(0, 0u32), (1, 3000), (3, 9000), (1, 3000), (4, 12_000)] {
+            w.record(key, None, start.wrapping_add(rtp), &pic(n));
+        }
+        let first = w.recordings.lock().unwrap()[0].clone();
+        // A jump of 10 s: a new file.
+        w.record(key, None, start.wrapping_add(12_000 + 900_000), &pic(5));
+        let r = w.streams.get_mut(&key).unwrap().recording.take();
+        w.close(r);
+        assert_eq!(
+            counters_in(&first),
+            [Some(0), Some(1), Some(1), Some(3), Some(4)]
+        );
+        assert_eq!(w.recordings.lock().unwrap().len(), 2);
+        // A size change on every picture: 100 files in all, then an error, then nothing.
+        for i in 0..200u32 {
+            let size = if i % 2 == 0 { (32, 32) } else { (64, 48) };
+            let f = pattern::draw(size.0, size.1, i, Duration::ZERO).unwrap();
+            w.record(key, None, i * 3000, &f);
+        }
+        assert_eq!(w.recordings.lock().unwrap().len(), MAX_PARTS as usize);
+        assert!(
+            matches!(w.error, Some(Error::RecordingParts { parts: 100, .. })),
+            "{:?}",
+            w.error
+        );
+    }
 }
