@@ -173,64 +173,7 @@ impl H264Decoder {
 mod tests {
     use super::*;
     use crate::video::pattern;
-    use groupcall_media::video::depacketize::{AssemblerConfig, AssemblerEvent, FrameAssembler};
-    use groupcall_media::video::packetize::{Packetizer, DEFAULT_MAX_PAYLOAD};
     use groupcall_media::VideoCodec;
-    use std::time::Instant;
-
-    /// The whole video path but the network: pattern → H.264 → RTP payloads → frame assembly →
-    /// decoder → the counter read back, for every frame, at the picture's size and colours.
-    #[test]
-    fn pattern_frames_survive_encoding_packetizing_and_decoding_with_their_counters() {
-        let (w, h) = (640, 360);
-        let mut enc = H264Encoder::new(w, h, 30.0, 800_000, false).unwrap();
-        let mut dec = H264Decoder::new().unwrap();
-        let mut pack = Packetizer::new(VideoCodec::H264, DEFAULT_MAX_PAYLOAD, 1000, 0).unwrap();
-        let mut asm = FrameAssembler::new(VideoCodec::H264, AssemblerConfig::default());
-        let now = Instant::now();
-        let mut read = Vec::new();
-        let mut keyframes = Vec::new();
-        for i in 0..60u32 {
-            if i == 30 {
-                enc.request_keyframe();
-            }
-            let ts = Duration::from_millis(i as u64 * 33);
-            let frame = pattern::draw(w, h, i, ts).unwrap();
-            let Some(encoded) = enc.encode(&frame).unwrap() else {
-                continue;
-            };
-            if encoded.keyframe {
-                keyframes.push(i);
-            }
-            for p in pack.packetize(i * 3000, &encoded.data).unwrap() {
-                asm.push(now, p);
-            }
-            while let Some(ev) = asm.poll_event() {
-                let AssemblerEvent::Frame(f) = ev else {
-                    panic!("nothing is lost here: {ev:?}");
-                };
-                let out = dec
-                    .decode(&f.data, ts)
-                    .unwrap()
-                    .expect("a picture per access unit");
-                assert_eq!((out.width, out.height), (w, h));
-                read.push(pattern::read_counter(&out).expect("the counter reads"));
-                let (y, u, v) = out.mean_yuv(480, 300, 100, 40).unwrap();
-                let want = pattern::QUADRANTS[3];
-                assert!(
-                    (y - want.0 as f64).abs() < 6.0
-                        && (u - want.1 as f64).abs() < 6.0
-                        && (v - want.2 as f64).abs() < 6.0,
-                    "colour ({y:.0}, {u:.0}, {v:.0})"
-                );
-            }
-        }
-        assert_eq!(read, (0..60).collect::<Vec<u32>>(), "every frame, in order");
-        assert!(
-            keyframes.contains(&0) && keyframes.contains(&30),
-            "{keyframes:?}"
-        );
-    }
 
     #[test]
     fn simulcast_layers_decode_at_their_sizes_and_a_layer_coming_back_starts_on_a_keyframe() {

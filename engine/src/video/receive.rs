@@ -28,6 +28,7 @@ use groupcall_media::{RtpPacket, Transport, VideoCodec};
 use groupcall_signaling::ParticipantVideo;
 use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 
+use super::codec::VideoDecoder;
 use super::frame::Frame;
 use super::publish::VideoKind;
 use super::y4m::Y4mWriter;
@@ -564,10 +565,7 @@ impl DecodeThread {
 
 /// One stream on the decoder thread.
 struct Decoding {
-    #[cfg(feature = "h264")]
-    h264: Option<super::h264::H264Decoder>,
-    #[cfg(feature = "vp8")]
-    vp8: Option<super::vp8::Vp8Decoder>,
+    decoder: Option<(VideoCodec, VideoDecoder)>,
     recording: Option<Recording>,
     part: u32,
 }
@@ -642,37 +640,16 @@ impl Worker {
 
     fn decode(&mut self, key: Key, codec: VideoCodec, data: &[u8]) -> Result<Option<Frame>> {
         let d = self.streams.entry(key).or_insert_with(|| Decoding {
-            #[cfg(feature = "h264")]
-            h264: None,
-            #[cfg(feature = "vp8")]
-            vp8: None,
+            decoder: None,
             recording: None,
             part: 0,
         });
-        // A build without decoders uses neither.
-        let _ = (&data, &d);
-        match codec {
-            #[cfg(feature = "h264")]
-            VideoCodec::H264 => {
-                let dec = match &mut d.h264 {
-                    Some(dec) => dec,
-                    slot => slot.insert(super::h264::H264Decoder::new()?),
-                };
-                dec.decode(data, Duration::ZERO)
-            }
-            #[cfg(feature = "vp8")]
-            VideoCodec::Vp8 => {
-                let dec = match &mut d.vp8 {
-                    Some(dec) => dec,
-                    slot => slot.insert(super::vp8::Vp8Decoder::new()?),
-                };
-                dec.decode(data, Duration::ZERO)
-            }
-            other => Err(Error::Codec {
-                codec: other.name(),
-                reason: "this build does not decode it (H.264 needs the feature `h264`, VP8 `vp8`; VP9 is not implemented)".into(),
-            }),
-        }
+        // A stream that changes codec gets a new decoder.
+        let decoder = match &mut d.decoder {
+            Some((c, dec)) if *c == codec => dec,
+            slot => &mut slot.insert((codec, VideoDecoder::new(codec)?)).1,
+        };
+        decoder.decode(data, Duration::ZERO)
     }
 
     fn record(&mut self, key: Key, peer: Option<PeerId>, rtp: u32, frame: &Frame) {
@@ -854,10 +831,7 @@ mod tests {
         w.streams.insert(
             key,
             Decoding {
-                #[cfg(feature = "h264")]
-                h264: None,
-                #[cfg(feature = "vp8")]
-                vp8: None,
+                decoder: None,
                 recording: None,
                 part: 0,
             },

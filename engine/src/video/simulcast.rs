@@ -3,76 +3,10 @@
 
 use groupcall_media::VideoCodec;
 
-use super::codec::EncodedFrame;
+use super::codec::{EncodedFrame, VideoEncoder};
 use super::frame::Frame;
 use super::scale::halve;
-use crate::error::{Error, Result};
-
-/// One layer's encoder.
-enum LayerEncoder {
-    // Boxed: OpenH264's encoder is 7 KB, libvpx's a pointer.
-    #[cfg(feature = "h264")]
-    H264(Box<super::h264::H264Encoder>),
-    #[cfg(feature = "vp8")]
-    Vp8(super::vp8::Vp8Encoder),
-}
-
-impl LayerEncoder {
-    fn new(
-        codec: VideoCodec,
-        width: u32,
-        height: u32,
-        fps: f32,
-        bitrate_bps: u32,
-        screen: bool,
-    ) -> Result<Self> {
-        let _ = (width, height, fps, bitrate_bps, screen);
-        match codec {
-            #[cfg(feature = "h264")]
-            VideoCodec::H264 => Ok(LayerEncoder::H264(Box::new(
-                super::h264::H264Encoder::new(width, height, fps, bitrate_bps, screen)?,
-            ))),
-            #[cfg(feature = "vp8")]
-            VideoCodec::Vp8 => Ok(LayerEncoder::Vp8(super::vp8::Vp8Encoder::new(
-                width,
-                height,
-                fps,
-                bitrate_bps,
-                screen,
-            )?)),
-            other => Err(Error::Codec {
-                codec: other.name(),
-                reason: "this build cannot encode it: build groupcall-engine with the feature `h264` (H.264) or `vp8` (VP8)".into(),
-            }),
-        }
-    }
-
-    fn request_keyframe(&mut self) {
-        match self {
-            #[cfg(feature = "h264")]
-            LayerEncoder::H264(e) => e.request_keyframe(),
-            #[cfg(feature = "vp8")]
-            LayerEncoder::Vp8(e) => e.request_keyframe(),
-            // A build without encoders makes none (`new` refuses).
-            #[allow(unreachable_patterns)]
-            _ => {}
-        }
-    }
-
-    fn encode(&mut self, frame: &Frame) -> Result<Option<EncodedFrame>> {
-        match self {
-            #[cfg(feature = "h264")]
-            LayerEncoder::H264(e) => e.encode(frame),
-            #[cfg(feature = "vp8")]
-            LayerEncoder::Vp8(e) => e.encode(frame),
-            #[allow(unreachable_patterns)]
-            _ => {
-                let _ = frame;
-                Ok(None)
-            }
-        }
-    }
-}
+use crate::error::Result;
 
 /// The codecs this build encodes, the one to prefer first.
 pub fn encodable() -> Vec<VideoCodec> {
@@ -91,7 +25,7 @@ pub fn encodable() -> Vec<VideoCodec> {
 /// (`groupcall_media::bwe::active_layers`) and the receivers' `SenderVideoConstraints`; a layer
 /// that comes back on starts with a keyframe.
 pub struct SimulcastEncoder {
-    layers: Vec<(u32, LayerEncoder)>,
+    layers: Vec<(u32, VideoEncoder)>,
     was_active: Vec<bool>,
 }
 
@@ -111,7 +45,7 @@ impl SimulcastEncoder {
         for (i, bps) in bitrates_bps.iter().enumerate() {
             let halvings = count - 1 - i as u32;
             let (w, h) = ((width >> halvings).max(2), (height >> halvings).max(2));
-            layers.push((halvings, LayerEncoder::new(codec, w, h, fps, *bps, screen)?));
+            layers.push((halvings, VideoEncoder::new(codec, w, h, fps, *bps, screen)?));
         }
         Ok(SimulcastEncoder {
             was_active: vec![false; layers.len()],
