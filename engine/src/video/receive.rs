@@ -378,8 +378,8 @@ impl VideoReceivers {
         }
     }
 
-    /// The earliest NACK retry or assembler deadline (keyframe requests wait for the next
-    /// pass, at most a tick).
+    /// The earliest NACK retry or assembler deadline. A keyframe request the decoder thread
+    /// raised waits for the call task's next pass: the stream's next packet at the latest.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.decoder.as_ref()?;
         self.streams
