@@ -79,6 +79,7 @@ import json
 import os
 import re
 import selectors
+import shlex
 import shutil
 import signal
 import socket
@@ -647,7 +648,7 @@ def preset_args(ctx, preset):
         args = ["--preset", preset]
         if ctx.args.complexity is not None:
             args += ["--complexity", str(ctx.args.complexity)]
-        return args
+        return args + shlex.split(ctx.args.sender_args or "")
     return [] if preset == "voice" else ["--stereo", "--bitrate", "128"]
 
 
@@ -895,6 +896,8 @@ def main():
     p.add_argument("--clips", default="speech,music", help="speech, music or both (comma-separated)")
     p.add_argument("--complexity", type=int, choices=range(11), metavar="0-10",
                    help="groupcall senders' libopus complexity (default: the preset's: voice 3, music 5)")
+    p.add_argument("--sender-args", help="more encoder flags for the groupcall senders, e.g. "
+                   "'--application low-delay --bitrate 48' (see groupcall join --help)")
     p.add_argument("--json", help="also write every figure to this file")
     p.add_argument("--out", help="keep the clips, records and logs here (default: a temporary directory, removed)")
     p.add_argument("--self-test", action="store_true", help="test the scoring on synthetic records and exit")

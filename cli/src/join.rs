@@ -9,7 +9,9 @@ use groupcall_engine::audio::device::{MicrophoneConfig, SpeakerConfig};
 use groupcall_engine::audio::source::{OpenOptions, RawFormat};
 #[cfg(feature = "devices")]
 use groupcall_engine::audio::ProcessingConfig;
-use groupcall_engine::audio::{Channels, EncoderConfig, LoudnessConfig, Source, SourceOptions};
+use groupcall_engine::audio::{
+    Application, Channels, EncoderConfig, LoudnessConfig, Source, SourceOptions,
+};
 use groupcall_engine::signaling::JoinOptions;
 use groupcall_engine::video::VideoSource;
 use groupcall_engine::{Call, CallConfig, CallEvent, CallSummary, Engine};
@@ -94,11 +96,6 @@ pub struct Args {
     /// Leave after this many seconds.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: Option<f64>,
-    /// Encoder settings: `voice` (32 kbit/s mono, libopus VOIP, as Telegram's apps) or
-    /// `music` (128 kbit/s stereo, libopus AUDIO, full band). --stereo and --bitrate override
-    /// a preset's channels and rate.
-    #[arg(long, value_enum, default_value_t = Preset::Voice)]
-    pub preset: Preset,
     /// Send stereo (the voice preset is mono, as Telegram's apps).
     #[arg(long)]
     pub stereo: bool,
@@ -126,17 +123,8 @@ pub struct Args {
     /// -1 dBFS.
     #[arg(long, value_name = "LUFS", num_args = 0..=1, default_missing_value = "-16", allow_hyphen_values = true)]
     pub normalize: Option<f32>,
-    /// Opus bitrate in kbit/s (default: the preset's, 32 for voice, 128 for music).
-    #[arg(long, value_name = "KBITS")]
-    pub bitrate: Option<u32>,
-    /// libopus complexity, 0 (least CPU) to 10 (default: the preset's, 3 for voice, 5 for
-    /// music); docs/performance.md measures what each costs and sounds like.
-    #[arg(long, value_name = "0-10", value_parser = clap::value_parser!(u8).range(0..=10))]
-    pub complexity: Option<u8>,
-    /// Audio per packet, 20 (the default), 40 or 60 ms: longer packets mean fewer packets and
-    /// more delay (ntgcalls sends 60 ms).
-    #[arg(long, value_name = "MS", value_parser = parse_packet_ms)]
-    pub packet_ms: Option<u8>,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
     /// No status line (events are still printed).
     #[arg(long)]
     pub quiet: bool,
@@ -171,7 +159,72 @@ pub struct RawArgs {
     pub ffmpeg: bool,
 }
 
-/// A number of seconds that a timer can hold (finite, not negative, under a year).
+/// The encoder flags `join` and `bench-load` share, each over the preset's value.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EncoderArgs {
+    /// Encoder settings: `voice` (32 kbit/s mono, libopus VOIP with in-band FEC, as
+    /// Telegram's apps), `lean` (64 kbit/s mono CELT: a fifth of voice's CPU, full band, no
+    /// FEC; for many calls per host) or `music` (128 kbit/s stereo, libopus AUDIO, full
+    /// band). The flags below override a preset's values.
+    #[arg(long, value_enum, default_value_t = Preset::Voice)]
+    pub preset: Preset,
+    /// Opus bitrate in kbit/s, 6 to 510 (default: the preset's, 32 for voice, 128 for music).
+    #[arg(long, value_name = "KBITS", value_parser = clap::value_parser!(u32).range(6..=510))]
+    pub bitrate: Option<u32>,
+    /// libopus complexity, 0 (least CPU) to 10 (default: the preset's, 3 for voice, 5 for
+    /// music); docs/performance.md measures what each costs and sounds like.
+    #[arg(long, value_name = "0-10", value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub complexity: Option<u8>,
+    /// Audio per packet, 20 (the default), 40 or 60 ms: longer packets mean fewer packets and
+    /// more delay (ntgcalls sends 60 ms).
+    #[arg(long, value_name = "MS", value_parser = parse_packet_ms)]
+    pub packet_ms: Option<u8>,
+    /// How libopus codes: `voip` (SILK and hybrid, speech), `audio` (music) or `low-delay`
+    /// (CELT alone: a quarter of the CPU, no in-band FEC). Default: the preset's.
+    #[arg(long, value_enum)]
+    pub application: Option<ApplicationArg>,
+    /// The loss rate in % the in-band FEC is planned for (0 sends none; default: the
+    /// preset's, 10 for voice).
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub expected_loss: Option<u8>,
+}
+
+impl EncoderArgs {
+    /// The preset's settings with the flags given on top.
+    pub fn config(&self) -> EncoderConfig {
+        let base = match self.preset {
+            Preset::Voice => EncoderConfig::voice(),
+            Preset::Lean => EncoderConfig::lean(),
+            Preset::Music => EncoderConfig::music(),
+        };
+        EncoderConfig {
+            bitrate: self.bitrate.map_or(base.bitrate, |k| k * 1000),
+            complexity: self.complexity.unwrap_or(base.complexity),
+            packet_ms: self.packet_ms.unwrap_or(base.packet_ms),
+            application: self.application.map_or(base.application, Application::from),
+            expected_loss_percent: self.expected_loss.unwrap_or(base.expected_loss_percent),
+            ..base
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplicationArg {
+    Voip,
+    Audio,
+    LowDelay,
+}
+
+impl From<ApplicationArg> for Application {
+    fn from(a: ApplicationArg) -> Self {
+        match a {
+            ApplicationArg::Voip => Application::Voip,
+            ApplicationArg::Audio => Application::Audio,
+            ApplicationArg::LowDelay => Application::LowDelay,
+        }
+    }
+}
+
 /// `--packet-ms`: what the encoder takes (`EncoderConfig::packet_ms`).
 pub(crate) fn parse_packet_ms(s: &str) -> Result<u8, String> {
     match s.trim() {
@@ -182,6 +235,7 @@ pub(crate) fn parse_packet_ms(s: &str) -> Result<u8, String> {
     }
 }
 
+/// A number of seconds that a timer can hold (finite, not negative, under a year).
 fn parse_seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
@@ -219,26 +273,19 @@ fn device_name(name: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_owned())
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Preset {
+    #[default]
     Voice,
+    Lean,
     Music,
 }
 
 /// The encoder settings of the preset, with --stereo, --bitrate and --complexity on top.
 fn encoder_config(args: &Args, channels: Channels) -> EncoderConfig {
-    let preset = match args.preset {
-        Preset::Voice => EncoderConfig::voice(),
-        Preset::Music => EncoderConfig::music(),
-    };
     EncoderConfig {
         channels,
-        bitrate: args
-            .bitrate
-            .map_or(preset.bitrate, |k| k.saturating_mul(1000)),
-        complexity: args.complexity.unwrap_or(preset.complexity),
-        packet_ms: args.packet_ms.unwrap_or(preset.packet_ms),
-        ..preset
+        ..args.encoder.config()
     }
 }
 
@@ -330,7 +377,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         ),
         None => None,
     };
-    let channels = if args.stereo || args.preset == Preset::Music {
+    let channels = if args.stereo || args.encoder.preset == Preset::Music {
         Channels::Stereo
     } else {
         Channels::Mono
@@ -357,11 +404,6 @@ pub async fn run(args: Args) -> Result<(), String> {
         source
             .seek(Duration::from_secs_f64(start))
             .map_err(|e| format!("--start: {e}"))?;
-    }
-    if let Some(kbits) = args.bitrate.filter(|k| !(6..=510).contains(k)) {
-        return Err(format!(
-            "--bitrate {kbits} is out of range: Opus takes 6 to 510 kbit/s"
-        ));
     }
     let has_source = source.is_some();
     // A player with nothing to record leaves when its source is done.

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use groupcall_engine::audio::source::RawFormat;
 use groupcall_engine::audio::{
-    AppSink, Channels, EncoderConfig, FramePusher, ReceivedFrame, Source, SourceOptions,
+    AppSink, Channels, FramePusher, ReceivedFrame, Source, SourceOptions,
 };
 use groupcall_engine::error::Error as EngineError;
 use groupcall_engine::signaling::local::LocalSignaling;
@@ -107,12 +107,9 @@ pub struct Args {
     /// Worker threads of the server's own runtime.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     server_threads: u32,
-    /// The speakers' libopus complexity, 0 to 10 (default: the engine's voice preset, 3).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=10))]
-    complexity: Option<u8>,
-    /// The speakers' audio per packet: 20, 40 or 60 ms (default: the engine's, 20).
-    #[arg(long, value_parser = crate::join::parse_packet_ms)]
-    packet_ms: Option<u8>,
+    /// The speakers' encoder.
+    #[command(flatten)]
+    encoder: crate::join::EncoderArgs,
 }
 
 /// Burst push times per speaker SSRC, shared by the pusher and the probes.
@@ -254,12 +251,7 @@ async fn run_with_server(
         if let Some(ms) = args.jitter_min_ms {
             config.jitter.min_delay = Duration::from_millis(ms);
         }
-        if let Some(c) = args.complexity {
-            config.encoder.complexity = c;
-        }
-        if let Some(ms) = args.packet_ms {
-            config.encoder.packet_ms = ms;
-        }
+        config.encoder = args.encoder.config();
         let speaks = if many { i % 2 == 0 } else { i < speakers };
         let call = if many { &calls[i / 2] } else { &calls[0] };
         let mut pusher = None;
@@ -499,6 +491,7 @@ async fn run_with_server(
         println!("ended early: {e}");
     }
 
+    let encoder = args.encoder.config();
     let json = serde_json::json!({
         "tool": "groupcall",
         "scenario": args.scenario.name(),
@@ -509,8 +502,11 @@ async fn run_with_server(
         "probes": probes.len(),
         "seconds": window,
         "dtls_delay_ms": args.dtls_delay_ms,
-        "complexity": args.complexity.unwrap_or(EncoderConfig::voice().complexity),
-        "packet_ms": args.packet_ms.unwrap_or(EncoderConfig::voice().packet_ms),
+        "complexity": encoder.complexity,
+        "packet_ms": encoder.packet_ms,
+        "application": format!("{:?}", encoder.application),
+        "bitrate_kbps": encoder.bitrate / 1000,
+        "expected_loss_pct": encoder.expected_loss_percent,
         "cpu_process_s": cpu.total,
         "cpu_server_s": cpu.server,
         "cpu_pusher_s": cpu.pusher,
