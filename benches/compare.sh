@@ -6,7 +6,8 @@
 # ratios ntgcalls / groupcall.
 #
 # Usage: benches/compare.sh [-n N] [--seconds S] [--warmup W] [--scenario LIST]
-#                           [--probes K] [--dtls-delay-ms MS]
+#                           [--probes K] [--dtls-delay-ms MS] [--preset voice|lean|music]
+#                           [--runs R]
 # LIST: one or more of one-speaker (N participants in one call, one speaks), all-speak (all
 # speak), many-calls (N calls in one process, each a bot playing a file to one listener outside
 # the measured part), separated by commas. The output ends with one line per scenario:
@@ -14,7 +15,11 @@
 # Defaults: N=10, 15 s measured after 2 s of warm-up, one-speaker, every listener a probe (it
 # takes the received audio: an application sink in groupcall, ntgcalls' EXTERNAL playback sink
 # into Python), and a server DTLS start delay of 50 ms for both (libwebrtc needs it; `groupcall
-# serve` defaults to it). --probes 0 compares listeners that take no audio.
+# serve` defaults to it). --probes 0 compares listeners that take no audio. --preset is
+# groupcall's speakers' encoder preset (default voice; see `groupcall join --help`); ntgcalls
+# sends with its own settings either way. --runs R runs each side R times, alternating, and
+# compares the medians (this machine's CPU figures drift by a third between runs; a failed
+# ntgcalls run is reported and left out).
 #
 # CPU is the participants' alone on both sides: ntgcalls' process does not hold the server, and
 # bench-load subtracts its in-process server's threads (and its audio pusher thread). RSS of
@@ -32,6 +37,8 @@ WARMUP=2
 SCENARIO=one-speaker
 PROBES=
 DTLS_DELAY_MS=50
+PRESET=voice
+RUNS=1
 while [ $# -gt 0 ]; do
   case "$1" in
     -n|--participants) N=$2; shift 2 ;;
@@ -40,11 +47,13 @@ while [ $# -gt 0 ]; do
     --scenario) SCENARIO=$2; shift 2 ;;
     --probes) PROBES=$2; shift 2 ;;
     --dtls-delay-ms) DTLS_DELAY_MS=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --preset) PRESET=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "compare: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in "$N" "$SECS" "$WARMUP" "${PROBES:-0}" "$DTLS_DELAY_MS"; do
+for v in "$N" "$SECS" "$WARMUP" "${PROBES:-0}" "$DTLS_DELAY_MS" "$RUNS"; do
   case "$v" in
     ''|*[!0-9]*) echo "compare: '$v' is not a whole number" >&2; exit 2 ;;
   esac
@@ -84,30 +93,57 @@ for SC in "${SCENARIOS[@]}"; do
   esac
   if [ "$SC" = many-calls ]; then WHAT="$N calls"; else WHAT="$N participants"; fi
 
-  echo "==== groupcall bench-load: $WHAT, $SC ===="
-  timeout -k 5 "$LIMIT" "$BIN" bench-load -n "$N" --scenario "$SC" --seconds "$SECS" \
-    --warmup "$WARMUP" ${PROBES:+--probes "$PROBES"} --dtls-delay-ms "$DTLS_DELAY_MS" \
-    | tee "$OUT/groupcall-$SC.log"
+  for R in $(seq 1 "$RUNS"); do
+    echo "==== groupcall bench-load: $WHAT, $SC (run $R of $RUNS) ===="
+    timeout -k 5 "$LIMIT" "$BIN" bench-load -n "$N" --scenario "$SC" --seconds "$SECS" \
+      --warmup "$WARMUP" ${PROBES:+--probes "$PROBES"} --dtls-delay-ms "$DTLS_DELAY_MS" \
+      --preset "$PRESET" | tee "$OUT/groupcall-$SC-$R.log"
 
-  start_local_server "$BIN" "$PY" "$OUT/server.log" --dtls-delay-ms "$DTLS_DELAY_MS"
-  echo
-  echo "==== ntgcalls ($PY) against groupcall serve on $CONTROL: $WHAT, $SC ===="
-  timeout -k 5 "$LIMIT" "$PY" benches/ntgcalls_load.py --control "$CONTROL" -n "$N" \
-    --scenario "$SC" --seconds "$SECS" --warmup "$WARMUP" ${PROBES:+--probes "$PROBES"} \
-    | tee "$OUT/ntgcalls-$SC.log"
-  stop_local_server
+    start_local_server "$BIN" "$PY" "$OUT/server.log" --dtls-delay-ms "$DTLS_DELAY_MS"
+    echo
+    echo "==== ntgcalls ($PY) against groupcall serve on $CONTROL: $WHAT, $SC (run $R of $RUNS) ===="
+    if ! timeout -k 5 "$LIMIT" "$PY" benches/ntgcalls_load.py --control "$CONTROL" -n "$N" \
+      --scenario "$SC" --seconds "$SECS" --warmup "$WARMUP" ${PROBES:+--probes "$PROBES"} \
+      >"$OUT/ntgcalls-$SC-$R.out" 2>&1; then
+      cat "$OUT/ntgcalls-$SC-$R.out"
+      echo "compare: ntgcalls run $R failed (above); it is left out of the medians"
+    else
+      cat "$OUT/ntgcalls-$SC-$R.out"
+      mv "$OUT/ntgcalls-$SC-$R.out" "$OUT/ntgcalls-$SC-$R.log"
+    fi
+    stop_local_server
+    echo
+  done
 
   echo
-  "$PY" - "$OUT/groupcall-$SC.log" "$OUT/ntgcalls-$SC.log" "$N" >"$OUT/table-$SC" <<'EOF'
-import json, sys
+  "$PY" - "$OUT" "$SC" "$N" >"$OUT/table-$SC" <<'EOF'
+import glob, json, statistics, sys
 
 def last_json(path):
     for line in reversed(open(path).read().splitlines()):
         if line.startswith("{"):
             return json.loads(line)
-    sys.exit(f"compare: no JSON figures in {path}")
+    return None
 
-g, t = last_json(sys.argv[1]), last_json(sys.argv[2])
+def runs(side):
+    found = [last_json(p) for p in sorted(glob.glob(f"{sys.argv[1]}/{side}-{sys.argv[2]}-*.log"))]
+    found = [f for f in found if f]
+    if not found:
+        sys.exit(f"compare: no {side} run gave figures")
+    return found
+
+def median_of(figs):
+    # Per key, the median of the runs' numbers (the first run's value for anything else).
+    out = dict(figs[0])
+    for k, v in figs[0].items():
+        vals = [f.get(k) for f in figs]
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+            out[k] = statistics.median(vals)
+    out["runs"] = len(figs)
+    return out
+
+g_runs, t_runs = runs("groupcall"), runs("ntgcalls")
+g, t = median_of(g_runs), median_of(t_runs)
 n = int(sys.argv[3])
 many = g["scenario"] == "many-calls"
 # In the other scenarios one call holds all N participants: its CPU is N times theirs.
@@ -123,7 +159,11 @@ rows = [
     ("join-to-connected p95 (ms)", "join_ms_p95"),
 ]
 print(f"==== {n} {'calls' if many else 'participants'}, {g['scenario']}, "
-      f"{g['seconds']:.0f} s measured ====")
+      f"{g['seconds']:.0f} s measured; medians of {g['runs']} groupcall and {t['runs']} ntgcalls runs ====")
+if len(g_runs) > 1 or len(t_runs) > 1:
+    key = "cpu_per_call_pct" if many else "cpu_per_participant_pct"
+    print("CPU each run (% of a core): groupcall " + ", ".join(f"{f[key]:.3f}" for f in g_runs)
+          + "; ntgcalls " + ", ".join(f"{f[key]:.3f}" for f in t_runs))
 print(f"{'':36} {'groupcall':>12} {'ntgcalls':>12} {'ntgcalls/groupcall':>20}")
 summary = {"n": n, "scenario": g["scenario"]}
 for label, key in rows:
@@ -136,7 +176,7 @@ for label, key in rows:
     summary[key] = {"groupcall": a, "ntgcalls": b, "ratio": ratio}
 if g.get("loss_pct") is not None:
     jitter = g.get("jitter_ms_max")
-    print(f"groupcall: packets lost {g.get('packets_lost')} ({g['loss_pct']:.3f} %)"
+    print(f"groupcall: packets lost {int(g.get('packets_lost') or 0)} ({g['loss_pct']:.3f} %)"
           + ("" if jitter is None else f", listeners' interarrival jitter at most {jitter:.2f} ms"))
 if t.get("delivered_mean") is not None:
     print(f"ntgcalls: audio that reached the listeners {100 * t['delivered_mean']:.2f} % "
@@ -147,8 +187,9 @@ if lat is not None:
           f"p95 {g.get('latency_ms_p95'):.1f} ms")
 print(json.dumps(summary))
 r = summary["cpu_per_call_pct"]["ratio"]
+preset = g.get("preset", "voice")
 print(f"ratio cpu_per_call ntgcalls/groupcall: {'n/a' if r is None else f'{r:.2f}'} "
-      f"(scenario={g['scenario']}, n={n})")
+      f"(scenario={g['scenario']}, n={n}" + ("" if preset == "voice" else f", preset={preset}") + ")")
 EOF
   head -n -1 "$OUT/table-$SC"
   RATIOS+=("$(tail -n 1 "$OUT/table-$SC")")

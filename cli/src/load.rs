@@ -504,6 +504,7 @@ async fn run_with_server(
         "dtls_delay_ms": args.dtls_delay_ms,
         "complexity": encoder.complexity,
         "packet_ms": encoder.packet_ms,
+        "preset": format!("{:?}", args.encoder.preset).to_lowercase(),
         "application": format!("{:?}", encoder.application),
         "bitrate_kbps": encoder.bitrate / 1000,
         "expected_loss_pct": encoder.expected_loss_percent,

@@ -1,8 +1,10 @@
 //! The audio path's costs per 20 ms frame.
 //!
 //! `opus_encode_20ms` and `opus_decode_20ms` are libopus itself: the floor
-//! (`opus_encode_20ms_complexity/<c>`: the voice preset at each complexity; `opus_encode_20ms_music`:
-//! the music preset). The engine's own
+//! (`opus_encode_20ms_complexity/<c>`: the voice preset at each complexity; `opus_encode_20ms_lean`
+//! and `opus_encode_20ms_music`: those presets; `opus_encode_20ms_voice_fec_planned_0`: the
+//! voice preset without the FEC it plans for 10 % loss; `opus_decode_20ms_lean`: what a listener
+//! decodes from a lean speaker). The engine's own
 //! work per received packet (RTP parse, jitter buffer insert and pull, level meter, one
 //! stream's share of a 10-way mix) is `engine_per_packet`, measured with a decoder that does
 //! nothing; the goal is at most 10% of one Opus decode.
@@ -160,6 +162,26 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // The lean preset (CELT alone, 64 kbit/s, complexity 0), and what the voice preset's
+    // in-band FEC costs (planned for 0 % loss, libopus sends none).
+    for (name, config) in [
+        ("opus_encode_20ms_lean", EncoderConfig::lean()),
+        (
+            "opus_encode_20ms_voice_fec_planned_0",
+            EncoderConfig {
+                expected_loss_percent: 0,
+                ..EncoderConfig::voice()
+            },
+        ),
+    ] {
+        let mut enc = Encoder::new(&config).unwrap();
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                i += 1;
+                black_box(enc.encode(&pcm[i % pcm.len()]).unwrap().len())
+            })
+        });
+    }
     // The music preset: stereo, 128 kbit/s, AUDIO.
     let stereo: Vec<Vec<i16>> = pcm
         .iter()
@@ -179,6 +201,23 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             black_box(dec.decode(&payloads[i % payloads.len()], &mut out).unwrap())
+        })
+    });
+
+    // What a listener decodes when the speaker uses the lean preset (CELT).
+    let mut lean = Encoder::new(&EncoderConfig::lean()).unwrap();
+    let lean_payloads: Vec<Vec<u8>> = pcm
+        .iter()
+        .map(|f| lean.encode(f).unwrap().to_vec())
+        .collect();
+    let mut dec = Decoder::new(Channels::Mono).unwrap();
+    c.bench_function("opus_decode_20ms_lean", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(
+                dec.decode(&lean_payloads[i % lean_payloads.len()], &mut out)
+                    .unwrap(),
+            )
         })
     });
 
