@@ -18,7 +18,7 @@ silence, 10 s of signal, 0.5 s of silence, 48 kHz):
 
 Sessions, one call each, one after another, on one `groupcall serve` (benches/quality.sh
 starts it):
-  groupcall sender   groupcall join CALL --play CLIP.wav --preset voice|music, through a
+  groupcall sender   groupcall join CALL --play CLIP.wav --preset voice|lean|music, through a
                      counting relay (below); heard by both listeners
   ntgcalls sender    one NTgCalls participant whose FILE source plays the clip as raw s16le
                      (channels as the clip; otherwise ntgcalls' own defaults: its Opus settings,
@@ -773,24 +773,24 @@ async def run_session(ctx, sender, preset, clip, index):
 # Report
 
 
-ROWS = [  # (sender, preset, listener, label)
-    ("groupcall", "voice", "groupcall", "groupcall voice -> groupcall"),
-    ("groupcall", "music", "groupcall", "groupcall music -> groupcall"),
-    ("groupcall", "voice", "ntgcalls", "groupcall voice -> ntgcalls"),
-    ("groupcall", "music", "ntgcalls", "groupcall music -> ntgcalls"),
-    ("ntgcalls", "default", "groupcall", "ntgcalls default -> groupcall"),
-    ("ntgcalls", "default", "ntgcalls", "ntgcalls default -> ntgcalls (reference)"),
-]
+def table_rows(presets):
+    """(sender, preset, listener, label): each groupcall preset to each listener, then ntgcalls."""
+    rows = [("groupcall", p, listener, f"groupcall {p} -> {listener}")
+            for listener in ("groupcall", "ntgcalls") for p in presets]
+    return rows + [
+        ("ntgcalls", "default", "groupcall", "ntgcalls default -> groupcall"),
+        ("ntgcalls", "default", "ntgcalls", "ntgcalls default -> ntgcalls (reference)"),
+    ]
 
 
 def fmt(v, digits=1):
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
-def build_rows(sessions, clips):
+def build_rows(sessions, clips, presets):
     """Sessions (one per sender/preset/clip, both listeners in each) -> the table's rows."""
     rows = []
-    for sender, preset, listener, label in ROWS:
+    for sender, preset, listener, label in table_rows(presets):
         row = {"sender": sender, "preset": preset, "listener": listener, "label": label}
         for clip in clips:
             ses = next((s for s in sessions if (s["sender"], s["preset"], s["clip"]) == (sender, preset, clip)), None)
@@ -896,6 +896,8 @@ def main():
     p.add_argument("--clips", default="speech,music", help="speech, music or both (comma-separated)")
     p.add_argument("--complexity", type=int, choices=range(11), metavar="0-10",
                    help="groupcall senders' libopus complexity (default: the preset's: voice 3, music 5)")
+    p.add_argument("--presets", default="voice,lean,music",
+                   help="groupcall's presets to send with (comma-separated; default voice,lean,music)")
     p.add_argument("--sender-args", help="more encoder flags for the groupcall senders, e.g. "
                    "'--application low-delay --bitrate 48' (see groupcall join --help)")
     p.add_argument("--json", help="also write every figure to this file")
@@ -949,7 +951,8 @@ def main():
             f.write(pcm16(np.concatenate([lead, ctx.clips[clip]])))
         ctx.paths[clip] = {"wav": os.path.abspath(wav), "raw": os.path.abspath(raw)}
 
-    plan = [(s, pr, c) for s, pr in (("groupcall", "voice"), ("groupcall", "music"), ("ntgcalls", "default"))
+    presets = [p for p in args.presets.split(",") if p]
+    plan = [(s, pr, c) for s, pr in [("groupcall", p) for p in presets] + [("ntgcalls", "default")]
             for c in clips]
     sessions = []
     try:
@@ -960,7 +963,7 @@ def main():
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    rows = build_rows(sessions, clips)
+    rows = build_rows(sessions, clips, presets)
     print_table(rows, clips, ctx.clips)
     failed = sum(1 for s in sessions if "error" in s) + sum(
         1 for s in sessions for v in s.get("listeners", {}).values() if "error" in v) + len(plan) - len(sessions)

@@ -8,11 +8,12 @@
 # (lower is better) and SNR (higher is better) after alignment and gain matching, and the Opus
 # bitrate the sender sent. How the clips are made and scored: benches/quality.py's docstring.
 #
-# Usage: benches/quality.sh [--clips speech,music] [--complexity N] [--json FILE] [--out DIR]
+# Usage: benches/quality.sh [--clips speech,music] [--presets voice,lean,music] [--complexity N]
+#                           [--sender-args ARGS] [--json FILE] [--out DIR]
 #        benches/quality.sh --self-test       (the scoring alone; no server, no ntgcalls)
 #        benches/quality.sh --help            (quality.py's help)
 # A table, then, as the last line, one JSON object with every figure. The exit status is 1 when
-# a session or a score failed. A run takes about 1.5 minutes (6 calls of ~13 s, one at a time).
+# a session or a score failed. A run takes about 2 minutes (8 calls of ~13 s, one at a time).
 #
 # Environment: GROUPCALL_BIN (the binary; default: build the release binary), INTEROP_PYTHON and
 # NTGCALLS_VERSION (as for tests/interop/run.sh: a Python with ntgcalls and numpy, else
