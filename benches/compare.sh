@@ -7,7 +7,7 @@
 #
 # Usage: benches/compare.sh [-n N] [--seconds S] [--warmup W] [--scenario LIST]
 #                           [--probes K] [--dtls-delay-ms MS] [--preset voice|lean|music]
-#                           [--runs R]
+#                           [--packet-ms 20|40|60] [--runs R]
 # LIST: one or more of one-speaker (N participants in one call, one speaks), all-speak (all
 # speak), many-calls (N calls in one process, each a bot playing a file to one listener outside
 # the measured part), separated by commas. The output ends with one line per scenario:
@@ -17,7 +17,8 @@
 # into Python), and a server DTLS start delay of 50 ms for both (libwebrtc needs it; `groupcall
 # serve` defaults to it). --probes 0 compares listeners that take no audio. --preset is
 # groupcall's speakers' encoder preset (default voice; see `groupcall join --help`); ntgcalls
-# sends with its own settings either way. --runs R runs each side R times, alternating, and
+# sends with its own settings either way; --packet-ms sets groupcall's audio per packet
+# (ntgcalls sends 60 ms). --runs R runs each side R times, alternating, and
 # compares the medians (this machine's CPU figures drift by a third between runs; a failed
 # ntgcalls run is reported and left out).
 #
@@ -39,6 +40,7 @@ PROBES=
 DTLS_DELAY_MS=50
 PRESET=voice
 RUNS=1
+PACKET_MS=
 while [ $# -gt 0 ]; do
   case "$1" in
     -n|--participants) N=$2; shift 2 ;;
@@ -49,7 +51,8 @@ while [ $# -gt 0 ]; do
     --dtls-delay-ms) DTLS_DELAY_MS=$2; shift 2 ;;
     --preset) PRESET=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    --packet-ms) PACKET_MS=$2; shift 2 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "compare: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -97,7 +100,7 @@ for SC in "${SCENARIOS[@]}"; do
     echo "==== groupcall bench-load: $WHAT, $SC (run $R of $RUNS) ===="
     timeout -k 5 "$LIMIT" "$BIN" bench-load -n "$N" --scenario "$SC" --seconds "$SECS" \
       --warmup "$WARMUP" ${PROBES:+--probes "$PROBES"} --dtls-delay-ms "$DTLS_DELAY_MS" \
-      --preset "$PRESET" | tee "$OUT/groupcall-$SC-$R.log"
+      --preset "$PRESET" ${PACKET_MS:+--packet-ms "$PACKET_MS"} | tee "$OUT/groupcall-$SC-$R.log"
 
     start_local_server "$BIN" "$PY" "$OUT/server.log" --dtls-delay-ms "$DTLS_DELAY_MS"
     echo
@@ -188,8 +191,10 @@ if lat is not None:
 print(json.dumps(summary))
 r = summary["cpu_per_call_pct"]["ratio"]
 preset = g.get("preset", "voice")
+extra = ("" if preset == "voice" else f", preset={preset}") + (
+    "" if g.get("packet_ms", 20) == 20 else f", packet_ms={g['packet_ms']}")
 print(f"ratio cpu_per_call ntgcalls/groupcall: {'n/a' if r is None else f'{r:.2f}'} "
-      f"(scenario={g['scenario']}, n={n}" + ("" if preset == "voice" else f", preset={preset}") + ")")
+      f"(scenario={g['scenario']}, n={n}{extra})")
 EOF
   head -n -1 "$OUT/table-$SC"
   RATIOS+=("$(tail -n 1 "$OUT/table-$SC")")

@@ -43,11 +43,12 @@ def recording_of(summary: dict, ssrc: int) -> Path:
     return paths[0]
 
 
-def test_a_tone_played_is_recorded_per_speaker_at_its_frequency(server, tmp_path):
+@pytest.mark.parametrize("preset", ["voice", "lean"])
+def test_a_tone_played_is_recorded_per_speaker_at_its_frequency(server, tmp_path, preset):
     async def main():
         tone = write_tone(tmp_path / "tone.wav", 440.0, 3.0)
         call_id, listener = await listener_and_call(server, tmp_path / "rec")
-        player = await groupcall.Engine.local(server, PLAYER).join(call_id, play=str(tone))
+        player = await groupcall.Engine.local(server, PLAYER).join(call_id, play=str(tone), preset=preset)
         ssrc = player.ssrc
         await wait_for(player, "source_ended", 15)
         await asyncio.sleep(0.5)
