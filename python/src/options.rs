@@ -135,7 +135,10 @@ pub(crate) struct Prepared {
 
 impl Options {
     pub(crate) fn channels(&self) -> Channels {
-        if self.stereo.unwrap_or(self.encoder.channels == Channels::Stereo) {
+        if self
+            .stereo
+            .unwrap_or(self.encoder.channels == Channels::Stereo)
+        {
             Channels::Stereo
         } else {
             Channels::Mono
