@@ -3,8 +3,9 @@
 //! `opus_encode_20ms` and `opus_decode_20ms` are libopus itself: the floor
 //! (`opus_encode_20ms_complexity/<c>`: the voice preset at each complexity; `opus_encode_20ms_lean`
 //! and `opus_encode_20ms_music`: those presets; `opus_encode_20ms_voice_fec_planned_0`: the
-//! voice preset without the FEC it plans for 10 % loss; `opus_decode_20ms_lean`: what a listener
-//! decodes from a lean speaker). The engine's own
+//! voice preset without the FEC it plans for 10 % loss; `opus_encode_20ms_music_complexity/<c>`:
+//! the music preset at other complexities; `opus_decode_20ms_lean`: what a listener decodes from
+//! a lean speaker). The engine's own
 //! work per received packet (RTP parse, jitter buffer insert and pull, level meter, one
 //! stream's share of a 10-way mix) is `engine_per_packet`, measured with a decoder that does
 //! nothing; the goal is at most 10% of one Opus decode.
@@ -194,6 +195,23 @@ fn benches(c: &mut Criterion) {
             black_box(enc.encode(&stereo[i % stereo.len()]).unwrap().len())
         })
     });
+    // The music preset at other complexities.
+    for complexity in [0, 2, 3] {
+        let mut enc = Encoder::new(&EncoderConfig {
+            complexity,
+            ..EncoderConfig::music()
+        })
+        .unwrap();
+        c.bench_function(
+            &format!("opus_encode_20ms_music_complexity/{complexity}"),
+            |b| {
+                b.iter(|| {
+                    i += 1;
+                    black_box(enc.encode(&stereo[i % stereo.len()]).unwrap().len())
+                })
+            },
+        );
+    }
 
     let mut dec = Decoder::new(Channels::Mono).unwrap();
     let mut out = vec![0i16; 960];
