@@ -163,7 +163,7 @@ pub struct RawArgs {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct EncoderArgs {
     /// Encoder settings: `voice` (32 kbit/s mono, libopus VOIP with in-band FEC, as
-    /// Telegram's apps), `lean` (64 kbit/s mono CELT: a fifth of voice's CPU, full band, no
+    /// Telegram's apps), `lean` (64 kbit/s mono CELT: a sixth of voice's encoder CPU, full band, no
     /// FEC; for many calls per host) or `music` (128 kbit/s stereo, libopus AUDIO, full
     /// band). The flags below override a preset's values.
     #[arg(long, value_enum, default_value_t = Preset::Voice)]
@@ -180,7 +180,7 @@ pub struct EncoderArgs {
     #[arg(long, value_name = "MS", value_parser = parse_packet_ms)]
     pub packet_ms: Option<u8>,
     /// How libopus codes: `voip` (SILK and hybrid, speech), `audio` (music) or `low-delay`
-    /// (CELT alone: a quarter of the CPU, no in-band FEC). Default: the preset's.
+    /// (CELT alone: a fraction of the CPU, no in-band FEC). Default: the preset's.
     #[arg(long, value_enum)]
     pub application: Option<ApplicationArg>,
     /// The loss rate in % the in-band FEC is planned for (0 sends none; default: the

@@ -368,7 +368,7 @@ class Engine:
         ``play`` a file or URL (``loop``, ``start`` seconds); ``push=True`` to send frames with
         :meth:`Call.push` instead; ``muted`` (default: muted exactly when there is nothing to
         send); ``preset`` ``"voice"`` (32 kbit/s mono, in-band FEC), ``"lean"`` (64 kbit/s mono
-        CELT: a fifth of voice's CPU, for many calls per process, no FEC) or ``"music"`` (128
+        CELT: a sixth of voice's encoder CPU, for many calls per process, no FEC) or ``"music"`` (128
         kbit/s stereo);
         ``record_dir`` one WAV per speaker, ``peer<PEER>_ssrc<SSRC>.wav``; ``record_mix`` the
         mix; ``frames=True`` to receive frames (:meth:`Call.frames`, :meth:`Call.on_frame`).

@@ -72,7 +72,7 @@ impl Options {
             "music" => EncoderConfig::music(),
             other => {
                 return Err(ConfigError::new_err(format!(
-                    "preset {other:?} is unknown: give \"voice\" (32 kbit/s mono), \"lean\" (64 kbit/s mono CELT, a fifth of voice's CPU, no FEC) or \"music\" (128 kbit/s stereo)"
+                    "preset {other:?} is unknown: give \"voice\" (32 kbit/s mono), \"lean\" (64 kbit/s mono CELT, a sixth of voice's encoder CPU, no FEC) or \"music\" (128 kbit/s stereo)"
                 )))
             }
         };

@@ -20,7 +20,7 @@ pub enum Application {
     Voip,
     /// Music and mixed content (libopus AUDIO): better for music bots.
     Audio,
-    /// CELT alone (libopus RESTRICTED_LOWDELAY): full band at every rate and a quarter of the
+    /// CELT alone (libopus RESTRICTED_LOWDELAY): full band at every rate and a fraction of the
     /// VOIP encoder's CPU, but no in-band FEC (that is SILK's), so a lost packet is concealed
     /// rather than recovered.
     LowDelay,
@@ -78,7 +78,7 @@ impl EncoderConfig {
     }
 
     /// Lean: 64 kbit/s mono CELT (libopus RESTRICTED_LOWDELAY), complexity 0, for hosts that
-    /// run many calls. Its encoder costs about a fifth of the voice preset's, and on a clean
+    /// run many calls. Its encoder costs about a sixth of the voice preset's, and on a clean
     /// path it scores better than the voice preset and ntgcalls on speech and on music (full
     /// band, `docs/performance.md` §2), for twice the bits. What it gives up is in-band FEC,
     /// which only SILK carries: a lost packet is concealed, not recovered, so at 10 % loss
