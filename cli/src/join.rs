@@ -281,6 +281,15 @@ pub enum Preset {
     Music,
 }
 
+/// Stereo with `--stereo` or the music preset, else mono.
+fn send_channels(args: &Args) -> Channels {
+    if args.stereo || args.encoder.preset == Preset::Music {
+        Channels::Stereo
+    } else {
+        Channels::Mono
+    }
+}
+
 /// The encoder settings of the preset, with --stereo, --bitrate and --complexity on top.
 fn encoder_config(args: &Args, channels: Channels) -> EncoderConfig {
     EncoderConfig {
@@ -377,11 +386,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         ),
         None => None,
     };
-    let channels = if args.stereo || args.encoder.preset == Preset::Music {
-        Channels::Stereo
-    } else {
-        Channels::Mono
-    };
+    let channels = send_channels(&args);
     let mut tracks = playlist(&args)?;
     if args.signaling == Some(SignalingMode::Stdio) && tracks.contains(&"-".to_string()) {
         return Err("--play - reads audio from standard input, which --signaling stdio already uses for signaling; play a file or a named pipe instead".into());
@@ -763,7 +768,7 @@ mod tests {
         }
     }
 
-    fn args(extra: &[&str]) -> super::Args {
+    fn try_args(extra: &[&str]) -> Result<super::Args, clap::Error> {
         use clap::Parser;
         #[derive(clap::Parser)]
         struct Cli {
@@ -772,7 +777,63 @@ mod tests {
         }
         let mut argv = vec!["join", "1"];
         argv.extend_from_slice(extra);
-        Cli::try_parse_from(argv).unwrap().args
+        Cli::try_parse_from(argv).map(|c| c.args)
+    }
+
+    fn args(extra: &[&str]) -> super::Args {
+        try_args(extra).unwrap()
+    }
+
+    /// A preset is the base; each encoder flag overrides its one field, and `--stereo` or the
+    /// music preset make it stereo.
+    #[test]
+    fn encoder_flags_override_their_preset() {
+        use groupcall_engine::audio::{Application, Channels, EncoderConfig};
+        let config = |extra: &[&str]| {
+            let a = args(extra);
+            super::encoder_config(&a, super::send_channels(&a))
+        };
+        assert_eq!(config(&[]), EncoderConfig::voice());
+        assert_eq!(config(&["--preset", "lean"]), EncoderConfig::lean());
+        assert_eq!(config(&["--preset", "music"]), EncoderConfig::music());
+        let tuned = config(&[
+            "--preset",
+            "lean",
+            "--bitrate",
+            "48",
+            "--complexity",
+            "3",
+            "--packet-ms",
+            "60",
+            "--stereo",
+        ]);
+        assert_eq!(
+            tuned,
+            EncoderConfig {
+                bitrate: 48_000,
+                complexity: 3,
+                packet_ms: 60,
+                channels: Channels::Stereo,
+                ..EncoderConfig::lean()
+            }
+        );
+        let voice = config(&["--application", "low-delay", "--expected-loss", "0"]);
+        assert_eq!(voice.application, Application::LowDelay);
+        assert_eq!(voice.expected_loss_percent, 0);
+        assert!(
+            voice.fec,
+            "FEC stays asked for; libopus sends none at 0 % planned loss"
+        );
+        for bad in [
+            &["--bitrate", "5"][..],
+            &["--bitrate", "511"],
+            &["--complexity", "11"],
+            &["--expected-loss", "101"],
+            &["--preset", "loud"],
+            &["--application", "speech"],
+        ] {
+            assert!(try_args(bad).is_err(), "{bad:?} was taken");
+        }
     }
 
     /// `--play` repeated and `--playlist` (comments and blank lines skipped) make one list, in
