@@ -107,6 +107,10 @@ pub struct Args {
     /// Worker threads of the server's own runtime.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     server_threads: u32,
+    /// Number the participants' audio packets for transport-cc too, as the engine did before
+    /// (the server then sends each sender feedback ten times a second); for comparison.
+    #[arg(long)]
+    audio_transport_cc: bool,
     /// The speakers' encoder.
     #[command(flatten)]
     encoder: crate::join::EncoderArgs,
@@ -120,6 +124,8 @@ type Latencies = Arc<Mutex<Vec<(Instant, Duration)>>>;
 /// What a participant's task hands back when it is told to stop.
 struct Outcome {
     stats: CallStats,
+    /// From the task's start (the join) to `stats`: what [`CallStats::wakeups`] counts over.
+    lifetime: Duration,
     rejoins: u32,
     sink_errors: u32,
     ended_early: Option<String>,
@@ -252,6 +258,7 @@ async fn run_with_server(
             config.jitter.min_delay = Duration::from_millis(ms);
         }
         config.encoder = args.encoder.config();
+        config.transport.audio_transport_cc = args.audio_transport_cc;
         let speaks = if many { i % 2 == 0 } else { i < speakers };
         let call = if many { &calls[i / 2] } else { &calls[0] };
         let mut pusher = None;
@@ -381,7 +388,13 @@ async fn run_with_server(
     let mut late_packets = 0u64;
     let mut send_late_max = Duration::ZERO;
     let mut ended = Vec::new();
+    // The measured participants' wake-ups (each call's speaker with many-calls), per second.
+    let (mut wakeups, mut speaker_seconds) = (0u64, 0.0);
     for (i, o) in outcomes.iter().enumerate() {
+        if (many && i % 2 == 0) || (!many && i < speakers) {
+            wakeups += o.stats.wakeups;
+            speaker_seconds += o.lifetime.as_secs_f64();
+        }
         for s in &o.stats.speakers {
             lost += s.lost;
             received += s.packets;
@@ -466,6 +479,12 @@ async fn run_with_server(
     if let Some(j) = jitter_max {
         println!("interarrival jitter (RFC 3550) at the listeners: at most {j:.2} ms");
     }
+    let wakeups_per_s = (speaker_seconds > 0.0).then(|| wakeups as f64 / speaker_seconds);
+    if let Some(w) = wakeups_per_s {
+        println!(
+            "wake-ups per speaking participant: {w:.1} a second (whole calls; the 20 ms tick is 50)"
+        );
+    }
     println!(
         "pacing: {late_packets} packets sent more than 20 ms after their time; the latest {:.1} ms \
          after (whole calls, joins included)",
@@ -492,7 +511,7 @@ async fn run_with_server(
     }
 
     let encoder = args.encoder.config();
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "tool": "groupcall",
         "scenario": args.scenario.name(),
         "participants": total,
@@ -535,6 +554,9 @@ async fn run_with_server(
         "latency_samples": lat.len(),
         "ended_early": ended.len(),
     });
+    // Added apart: one macro call of this size reaches the compiler's recursion limit.
+    json["audio_transport_cc"] = args.audio_transport_cc.into();
+    json["speaker_wakeups_per_s"] = wakeups_per_s.into();
     println!("{json}");
     if !ended.is_empty() {
         return Err(format!("{} participants ended before the end", ended.len()));
@@ -553,6 +575,7 @@ async fn participant(
     connected: oneshot::Sender<Instant>,
     mut stop: watch::Receiver<bool>,
 ) -> Outcome {
+    let started = Instant::now();
     let mut connected = Some(connected);
     let mut rejoins = 0;
     let mut sink_errors = 0;
@@ -585,6 +608,7 @@ async fn participant(
         }
     }
     let stats = call.stats();
+    let lifetime = started.elapsed();
     if ended_early.is_none() {
         if let Err(e) = call.leave().await {
             ended_early = Some(format!("leaving failed: {e}"));
@@ -592,6 +616,7 @@ async fn participant(
     }
     Outcome {
         stats,
+        lifetime,
         rejoins,
         sink_errors,
         ended_early,

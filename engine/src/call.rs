@@ -115,7 +115,12 @@ impl Default for CallConfig {
             record_video_dir: None,
             jitter: JitterConfig::default(),
             hold_unknown: Duration::from_secs(2),
-            transport: TransportConfig::default(),
+            // Only the video estimate reads transport-cc feedback: numbered audio would draw
+            // ten RTCP packets a second per call that nothing uses.
+            transport: TransportConfig {
+                audio_transport_cc: false,
+                ..TransportConfig::default()
+            },
             rejoin: RejoinPolicy::default(),
             event_capacity: DEFAULT_EVENT_CAPACITY,
             speaker_timeout: Duration::from_secs(60),

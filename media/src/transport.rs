@@ -31,7 +31,9 @@ use crate::error::{Error, FailureCause, Result};
 use crate::ice::{FullIce, IceState, IceTimeouts, LiteIce};
 use crate::identity::{crypto_provider, Fingerprint, IceCredentials};
 use crate::payload::{JoinPayload, Setup};
-use crate::rtp::{abs_send_time_from_micros, restamp, OutgoingRtp, RtpPacket, RtpParams};
+use crate::rtp::{
+    abs_send_time_from_micros, restamp, OutgoingRtp, PayloadKind, RtpPacket, RtpParams,
+};
 use crate::srtp::{SrtpProfile, SrtpSession, Unprotect};
 use crate::stats::{SsrcStats, TransportStats};
 use crate::twcc::TwccRecorder;
@@ -75,6 +77,13 @@ pub struct TransportConfig {
     /// back in transport-cc feedback (`twcc`) this long after the first one not yet reported,
     /// so that the sender's bandwidth estimate can grow. `None` sends none and records nothing.
     pub transport_feedback_interval: Option<Duration>,
+    /// Whether audio packets carry the transport-wide sequence number too (video always does
+    /// when the answer has the extension). A receiver answers every numbered packet with
+    /// transport-cc feedback, ten RTCP packets a second, each to be received, decrypted and
+    /// parsed; that is worth it only where a bandwidth estimate reads audio's share. The
+    /// engine's estimate counts video alone (`engine/src/video/send.rs`), so its calls turn
+    /// this off (docs/performance.md §1.2.3).
+    pub audio_transport_cc: bool,
     /// Run the data channel (SCTP over this DTLS, docs/protocol.md §6) once DTLS is up: as its
     /// opener when this side is the DTLS server (a participant), as its acceptor when it is the
     /// DTLS client (the server). Off, SCTP records come out as [`Event::ApplicationData`].
@@ -92,6 +101,7 @@ impl Default for TransportConfig {
             handshake_timeout: Duration::from_secs(10),
             report_interval: Duration::from_secs(1),
             transport_feedback_interval: None,
+            audio_transport_cc: true,
             data_channel: false,
         }
     }
@@ -967,21 +977,25 @@ impl Transport {
         let ids = self.rtp.extensions;
         let mut p = *packet;
         p.abs_send_time = Some(self.abs_send_time(now));
-        p.transport_seq = Some(self.transport_seq);
+        let numbered = ids.transport_cc.is_some()
+            && (self.config.audio_transport_cc
+                || self.rtp.kind(packet.payload_type) == PayloadKind::Video);
+        p.transport_seq = numbered.then_some(self.transport_seq);
         let mut scratch = std::mem::take(&mut self.scratch);
         p.write(&ids, &mut scratch);
         let protected = self.srtp_mut()?.protect_rtp(&scratch);
         self.scratch = scratch;
         self.queue_media(dest, protected?, false);
-        if ids.transport_cc.is_some() {
+        if numbered {
             self.transport_seq = self.transport_seq.wrapping_add(1);
         }
         self.report_ssrc.get_or_insert(packet.ssrc);
         Ok(())
     }
 
-    /// The transport-wide sequence number the next [`Transport::send_rtp`] stamps, when the
-    /// answer has the extension: what a send-side bandwidth estimate records the packet under.
+    /// The transport-wide sequence number the next [`Transport::send_rtp`] of a video packet
+    /// stamps, when the answer has the extension: what a send-side bandwidth estimate records
+    /// the packet under.
     pub fn next_transport_seq(&self) -> Option<u16> {
         self.rtp.extensions.transport_cc.map(|_| self.transport_seq)
     }

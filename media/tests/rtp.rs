@@ -409,6 +409,72 @@ fn a_forwarded_packet_carries_this_hops_transport_sequence() {
     assert_eq!(fwd.payload.as_ref(), b"fwd");
 }
 
+/// A participant that leaves audio unnumbered (`audio_transport_cc: false`, as the engine's
+/// calls do) draws no transport-cc feedback while it sends only audio, and its video is numbered
+/// on one counter without gaps, so the video estimate sees every packet it sent.
+#[test]
+fn unnumbered_audio_draws_no_feedback_and_video_keeps_a_gapless_count() {
+    use rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
+    let client = TransportConfig {
+        audio_transport_cc: false,
+        ..TransportConfig::default()
+    };
+    let (mut sim, mut p, mut ev) =
+        common::connected_pair_configured(13, client, TransportConfig::server(), |_| {});
+    let feedbacks = |ev: &[Event]| -> Vec<TransportLayerCc> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Rtcp(pkts) => Some(pkts),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|p| p.as_any().downcast_ref::<TransportLayerCc>().cloned())
+            .collect()
+    };
+    let audio = |i: u16| OutgoingRtp::new(0xA0D1, 100 + i, 960 * u32::from(i), 111, b"voice");
+    ev = Default::default();
+    for i in 0..25u16 {
+        p.client.send_rtp(sim.now, &audio(i)).unwrap();
+        run(&mut sim, &mut p, &mut ev, Duration::from_millis(20));
+    }
+    run(&mut sim, &mut p, &mut ev, Duration::from_millis(300));
+    let got = rtp_of(&ev[1]);
+    assert_eq!(got.len(), 25, "the audio arrived");
+    assert!(got.iter().all(|r| r.transport_seq.is_none()));
+    assert!(feedbacks(&ev[0]).is_empty(), "no feedback for audio alone");
+
+    ev = Default::default();
+    for i in 0..10u16 {
+        p.client.send_rtp(sim.now, &audio(25 + i)).unwrap();
+        let video = OutgoingRtp::new(0xB1D0, 7 + i, 3000 * u32::from(i), 100, b"frame");
+        p.client.send_rtp(sim.now, &video).unwrap();
+        run(&mut sim, &mut p, &mut ev, Duration::from_millis(20));
+    }
+    run(&mut sim, &mut p, &mut ev, Duration::from_millis(300));
+    let got = rtp_of(&ev[1]);
+    let video: Vec<u16> = got
+        .iter()
+        .filter(|r| r.ssrc == 0xB1D0)
+        .map(|r| r.transport_seq.expect("video is numbered"))
+        .collect();
+    assert_eq!(video.len(), 10);
+    assert!(
+        video.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "{video:?}"
+    );
+    assert!(got
+        .iter()
+        .filter(|r| r.ssrc == 0xA0D1)
+        .all(|r| r.transport_seq.is_none()));
+    let reported: Vec<u16> = feedbacks(&ev[0])
+        .iter()
+        .flat_map(groupcall_media::twcc::arrivals)
+        .filter(|(_, t)| t.is_some())
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(reported, video, "feedback reports the video, all of it");
+}
+
 /// Transport-cc feedback as the server sends it (docs/protocol.md §5.1): every packet the
 /// client numbered is reported, received with its spacing or lost, so a libwebrtc sender's
 /// bandwidth estimate can follow the link.

@@ -115,11 +115,21 @@ pub fn connected_pair_answering(
     server_cfg: TransportConfig,
     edit_answer: impl FnOnce(&mut serde_json::Value),
 ) -> (Sim, Pair, [Vec<Event>; 2]) {
+    connected_pair_configured(seed, TransportConfig::default(), server_cfg, edit_answer)
+}
+
+/// [`connected_pair_answering`] with the participant's settings too.
+pub fn connected_pair_configured(
+    seed: u64,
+    client_cfg: TransportConfig,
+    server_cfg: TransportConfig,
+    edit_answer: impl FnOnce(&mut serde_json::Value),
+) -> (Sim, Pair, [Vec<Event>; 2]) {
     let mut sim = Sim::new(seed);
     let mut p = pair(
         "10.0.0.1:5000".parse().unwrap(),
         "10.0.0.2:32000".parse().unwrap(),
-        TransportConfig::default(),
+        client_cfg,
         server_cfg,
         |a| {
             let mut v: serde_json::Value = serde_json::from_str(&a).unwrap();
