@@ -23,7 +23,7 @@ use groupcall_signaling::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
-use crate::audio::{MixRecorder, ParticipantSinks};
+use crate::audio::{MixRecorder, ParticipantSinks, FRAME_SAMPLES};
 use crate::call::{
     CallConfig, CallEvent, CallStats, CallSummary, Command, EndReason, RejoinCause, SpeakerStats,
     COMMAND_CAPACITY,
@@ -51,11 +51,11 @@ const LATE: Duration = Duration::from_millis(20);
 /// An RTCP report every this many idle ticks (5 s, as when busy).
 const IDLE_REPORT_TICKS: u32 = 5;
 /// Speaking levels and the stats snapshot every this many ticks (100 ms).
-const LEVEL_TICKS: u32 = 5;
+const LEVEL_TICKS: u64 = 5;
 /// An RTCP sender report every this many ticks (5 s, as libwebrtc sends them).
-const REPORT_TICKS: u32 = 250;
+const REPORT_TICKS: u64 = 250;
 /// The recordings' paths are copied out of the task (for a summary after a panic) every 1 s.
-const LEDGER_TICKS: u32 = 50;
+const LEDGER_TICKS: u64 = 50;
 const RECV_BUFFER: usize = 2048;
 
 /// The next instant on the process's 20 ms grid. Every call ticks on that one grid, so the
@@ -63,11 +63,14 @@ const RECV_BUFFER: usize = 2048;
 /// all the calls it runs, not once per call at its own phase: with many calls in a process,
 /// the wake-ups (futex, epoll), not the audio, were the larger part of a call's cost
 /// (`docs/performance.md`).
-fn next_on_grid(now: Instant) -> Instant {
+///
+/// A call that ticks every 40 or 60 ms (see [`Driver::tick_period`]) uses the grid of that
+/// period, whose instants are also on the 20 ms grid.
+fn next_on_grid(now: Instant, period: Duration) -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(|| now);
     let since = now.saturating_duration_since(epoch).as_nanos();
-    let tick = TICK.as_nanos();
+    let tick = period.as_nanos().max(1);
     let ticks = since / tick + 1;
     // u64 nanoseconds last 584 years of process time.
     epoch + Duration::from_nanos((ticks * tick) as u64)
@@ -344,7 +347,8 @@ struct Driver {
     replies: mpsc::Receiver<Reply>,
     /// SSRCs we asked the server to name (once each, while they send).
     lookups_asked: HashSet<u32>,
-    ticks: u32,
+    /// 20 ms steps ticked while busy.
+    ticks: u64,
     idle_ticks: u32,
     /// Times the task woke (anything the loop waits on), for [`CallStats::wakeups`].
     wakeups: u64,
@@ -386,7 +390,8 @@ impl Driver {
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut screen_buf = vec![0u8; RECV_BUFFER];
         let mut ticking = true;
-        let mut tick = tokio::time::interval_at(next_on_grid(Instant::now()).into(), TICK);
+        let mut period = TICK;
+        let mut tick = tokio::time::interval_at(next_on_grid(Instant::now(), TICK).into(), TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
         // One timer for the transport's and the machine's deadlines, moved when they change
         // rather than made anew on every pass (each new one is a registration in the timer
@@ -402,16 +407,18 @@ impl Driver {
             if let Some(reason) = self.carry_out() {
                 break reason;
             }
-            // The 20 ms clock runs only while it has work; it starts again on the grid.
+            // The clock runs only while it has work; it starts again on the grid.
             let busy = self.outgoing.source.is_some() || self.receivers.needs_tick();
-            if busy != ticking {
+            let wanted = if busy { self.tick_period() } else { IDLE_TICK };
+            if busy != ticking || wanted != period {
                 ticking = busy;
-                let (period, missed) = if busy {
-                    (TICK, MissedTickBehavior::Burst)
+                period = wanted;
+                let (grid, missed) = if busy {
+                    (period, MissedTickBehavior::Burst)
                 } else {
-                    (IDLE_TICK, MissedTickBehavior::Skip)
+                    (TICK, MissedTickBehavior::Skip)
                 };
-                tick = tokio::time::interval_at(next_on_grid(Instant::now()).into(), period);
+                tick = tokio::time::interval_at(next_on_grid(Instant::now(), grid).into(), period);
                 tick.set_missed_tick_behavior(missed);
             }
             let wake = {
@@ -508,7 +515,7 @@ impl Driver {
                     }
                     self.machine.handle_timeout(now);
                 }
-                Wake::Tick(due) if ticking => self.on_tick(now, due),
+                Wake::Tick(due) if ticking => self.on_tick(now, due, period),
                 Wake::Tick(_) => self.on_idle_tick(),
                 Wake::Command(None) => break EndReason::Left,
                 Wake::Command(Some(Command::Leave(reply))) => {
@@ -1029,12 +1036,31 @@ impl Driver {
         self.position.store(p, Ordering::Relaxed);
     }
 
+    /// The clock of a busy call: one tick per packet while the call plays nothing out (a bot
+    /// that only sends), so 40 and 60 ms packets ([`EncoderConfig::packet_ms`]) cost one
+    /// wake-up each rather than two or three; 20 ms while anything is played out or recorded,
+    /// which the jitter buffers need.
+    ///
+    /// [`EncoderConfig::packet_ms`]: crate::audio::EncoderConfig::packet_ms
+    fn tick_period(&self) -> Duration {
+        if self.receivers.needs_tick() {
+            return TICK;
+        }
+        match self.config.encoder.packet_ms {
+            40 => Duration::from_millis(40),
+            60 => Duration::from_millis(60),
+            _ => TICK,
+        }
+    }
+
     /// `due`: when this tick should have run. A packet sent more than [`LATE`] after its
     /// time is counted: the measure of whether pacing holds with many calls per thread.
-    fn on_tick(&mut self, now: Instant, due: Instant) {
+    fn on_tick(&mut self, now: Instant, due: Instant, period: Duration) {
+        let frames = (period.as_millis() / TICK.as_millis()).max(1) as u64;
         if let Some(c) = self.connection.as_mut() {
             let before = c.sender.stats().packets;
-            self.outgoing.tick(now, c, &self.events);
+            let samples = FRAME_SAMPLES as i64 * frames as i64;
+            self.outgoing.tick(now, c, &self.events, samples);
             let sent = c.sender.stats().packets - before;
             if sent > 0 {
                 let late = now.saturating_duration_since(due);
@@ -1057,8 +1083,12 @@ impl Driver {
                 error: f.error,
             });
         }
-        self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks.is_multiple_of(LEVEL_TICKS) {
+        // Counted in 20 ms steps whatever the period, so the things done every so many
+        // steps keep their pace.
+        let (before, after) = (self.ticks, self.ticks + frames);
+        self.ticks = after;
+        let every = |n: u64| before / n != after / n;
+        if every(LEVEL_TICKS) {
             for (ssrc, level) in self.receivers.levels() {
                 self.levels.insert(ssrc, level.level);
                 self.events.send(CallEvent::Speaking {
@@ -1075,10 +1105,10 @@ impl Driver {
             }
             self.publish_stats();
         }
-        if self.ticks.is_multiple_of(LEDGER_TICKS) {
+        if every(LEDGER_TICKS) {
             self.update_ledger();
         }
-        if self.ticks.is_multiple_of(REPORT_TICKS) {
+        if every(REPORT_TICKS) {
             self.send_reports();
         }
     }

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
 
-use crate::audio::{Frame, LoudnessConfig, Next, Normalizer, Source, FRAME_SAMPLES};
+use crate::audio::{Frame, LoudnessConfig, Next, Normalizer, Source};
 use crate::call::CallEvent;
 use crate::connection::Connection;
 use crate::error::{Error, Result, SharedError};
@@ -100,9 +100,16 @@ impl Outgoing {
         self.source.is_some()
     }
 
-    /// One tick's worth of the source: pulled only while connected, so nothing is lost while
-    /// (re)connecting; pulled but not sent while muted; not pulled while paused.
-    pub(crate) fn tick(&mut self, now: Instant, c: &mut Connection, events: &EventSender) {
+    /// One tick's worth of the source (`tick_samples` per channel: 20 ms, or a whole 40 or 60 ms
+    /// packet when the call ticks once per packet): pulled only while connected, so nothing is
+    /// lost while (re)connecting; pulled but not sent while muted; not pulled while paused.
+    pub(crate) fn tick(
+        &mut self,
+        now: Instant,
+        c: &mut Connection,
+        events: &EventSender,
+        tick_samples: i64,
+    ) {
         if !c.transport.is_connected() {
             return;
         }
@@ -110,10 +117,10 @@ impl Outgoing {
             return;
         }
         if self.paused {
-            c.sender.skip(FRAME_SAMPLES as u32);
+            c.sender.skip(tick_samples as u32);
             return;
         }
-        self.budget = (self.budget + FRAME_SAMPLES as i64).min(FRAME_SAMPLES as i64);
+        self.budget = (self.budget + tick_samples).min(tick_samples);
         while self.budget > 0 {
             let Some(source) = self.source.as_mut() else {
                 return;
@@ -157,8 +164,9 @@ impl Outgoing {
                     }
                 }
                 Ok(Next::Idle) => {
+                    // The rest of the tick is a gap on the timeline.
+                    c.sender.skip(self.budget as u32);
                     self.budget = 0;
-                    c.sender.skip(FRAME_SAMPLES as u32);
                 }
                 Ok(Next::End) => {
                     let name = source.name().to_owned();

@@ -992,6 +992,82 @@ async fn an_idle_call_sleeps_and_wakes_when_someone_speaks() {
     other.leave().await.unwrap();
 }
 
+/// A bot that only sends 60 ms packets ticks once per packet, not three times (a third of the
+/// wake-ups), and what it sends is heard whole: the 2 s tone is in the listener's recording
+/// from end to end, at its frequency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_of_60_ms_packets_ticks_once_per_packet_and_is_heard_whole() {
+    use groupcall_engine::audio::EncoderConfig;
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    std::fs::create_dir(&rec).unwrap();
+    let mut listener = s
+        .join(
+            2,
+            CallConfig {
+                record_dir: Some(rec),
+                ..CallConfig::default()
+            },
+        )
+        .await;
+    connected(&mut listener).await;
+    let mut bot = s
+        .join(
+            1,
+            CallConfig {
+                encoder: EncoderConfig {
+                    packet_ms: 60,
+                    ..EncoderConfig::voice()
+                },
+                ..CallConfig::default()
+            },
+        )
+        .await;
+    connected(&mut bot).await;
+    bot.set_source(Some(tone_source(dir.path(), 700.0, 2, false)))
+        .unwrap();
+    bot.unmute().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (wakeups, sent) = (bot.stats().wakeups, bot.stats().packets_sent);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = bot.stats();
+    let (woke, packets) = (stats.wakeups - wakeups, stats.packets_sent - sent);
+    eprintln!("a 60 ms sender woke {woke} times and sent {packets} packets in 1 s");
+    // Statistics are published every 100 ms, so the window is 0.9 to 1.1 s: 15 to 19 packets.
+    assert!((14..=20).contains(&packets), "{packets} packets in 1 s");
+    // Ticking every 20 ms, the clock alone wakes it 50 times a second.
+    assert!(woke < 35, "a 60 ms sender woke {woke} times in 1 s");
+    source_ended(&mut bot).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ssrc = bot.ssrc();
+    let summary = listener.leave().await.unwrap();
+    let file = summary
+        .recordings
+        .iter()
+        .find(|(s, _)| *s == ssrc)
+        .map(|(_, p)| p.clone())
+        .expect("the bot was recorded");
+    let (samples, _) = read_wav(&file);
+    let block = RATE as usize / 100;
+    let audible = samples
+        .chunks_exact(block)
+        .filter(|b| rms(b) > 0.03)
+        .count();
+    assert!(
+        audible >= 190,
+        "the 2 s tone is audible in {audible} of 200 blocks"
+    );
+    let start = samples.iter().position(|s| s.abs() > 2000).unwrap() + RATE as usize / 10;
+    assert_frequency(
+        &samples[start..start + RATE as usize],
+        RATE,
+        700.0,
+        "the 60 ms sender's audio",
+    );
+    bot.leave().await.unwrap();
+}
+
 /// Pacing is measured where it can fail: a runtime thread held for 200 ms (an overloaded
 /// machine, a blocking call in someone's task) makes the next packets late, and the call says
 /// so in `late_packets` and `send_late_max`.

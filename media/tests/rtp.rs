@@ -419,7 +419,7 @@ fn unnumbered_audio_draws_no_feedback_and_video_keeps_a_gapless_count() {
         audio_transport_cc: false,
         ..TransportConfig::default()
     };
-    let (mut sim, mut p, mut ev) =
+    let (mut sim, mut p, _) =
         common::connected_pair_configured(13, client, TransportConfig::server(), |_| {});
     let feedbacks = |ev: &[Event]| -> Vec<TransportLayerCc> {
         ev.iter()
@@ -432,7 +432,7 @@ fn unnumbered_audio_draws_no_feedback_and_video_keeps_a_gapless_count() {
             .collect()
     };
     let audio = |i: u16| OutgoingRtp::new(0xA0D1, 100 + i, 960 * u32::from(i), 111, b"voice");
-    ev = Default::default();
+    let mut ev: [Vec<Event>; 2] = Default::default();
     for i in 0..25u16 {
         p.client.send_rtp(sim.now, &audio(i)).unwrap();
         run(&mut sim, &mut p, &mut ev, Duration::from_millis(20));
