@@ -59,7 +59,9 @@ BURST_AMPLITUDE = 16000.0
 BURST_HZ = 1000.0
 CHAT_ID = -1001234567890  # ntgcalls' key for the call; never reaches Telegram
 FIRST_USER = 10000
-CONNECT_LIMIT = 10.0
+# How long one call may take to connect; a loaded slow machine may need more
+# (NTGCALLS_CONNECT_LIMIT, seconds).
+CONNECT_LIMIT = float(os.environ.get("NTGCALLS_CONNECT_LIMIT", "10"))
 STOP_LIMIT = 5.0
 
 
