@@ -176,7 +176,8 @@ pub struct EncoderArgs {
     #[arg(long, value_name = "0-10", value_parser = clap::value_parser!(u8).range(0..=10))]
     pub complexity: Option<u8>,
     /// Audio per packet, 20 (the default), 40 or 60 ms: longer packets mean fewer packets and
-    /// more delay (ntgcalls sends 60 ms).
+    /// more delay (ntgcalls sends 60 ms); a call that only sends then wakes once per packet,
+    /// which with `--preset lean` saves about 15 % of its CPU.
     #[arg(long, value_name = "MS", value_parser = parse_packet_ms)]
     pub packet_ms: Option<u8>,
     /// How libopus codes: `voip` (SILK and hybrid, speech), `audio` (music) or `low-delay`
