@@ -117,9 +117,12 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8) {
+    // rtc-sctp warns of every INIT it refuses; a libwebrtc peer (ntgcalls, Telegram's apps)
+    // sends one from its end too, which the server's side refuses by design and counts
+    // (media/src/datachannel.rs): a warning per join there says nothing wrong. -vv shows it.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,rtc_sctp::endpoint=error",
+        1 => "info,rtc_sctp::endpoint=error",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
