@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -65,16 +65,32 @@ const RECV_BUFFER: usize = 2048;
 /// (`docs/performance.md`).
 ///
 /// A call that ticks every 40 or 60 ms (see [`Driver::tick_period`]) uses the grid of that
-/// period, whose instants are also on the 20 ms grid.
-fn next_on_grid(now: Instant, period: Duration) -> Instant {
+/// period shifted by `phase` 20 ms steps, so its instants are also on the 20 ms grid. Calls
+/// take the phases in turn ([`next_phase`]): with 200 calls on 60 ms, a third of them tick at
+/// each 20 ms instant instead of all at once every 60 ms, which made a third of their packets
+/// late on the 2-core machine (`docs/performance.md` §1.2.4).
+fn next_on_grid(now: Instant, period: Duration, phase: u32) -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(|| now);
     let since = now.saturating_duration_since(epoch).as_nanos();
     let tick = period.as_nanos().max(1);
-    let ticks = since / tick + 1;
+    let offset = u128::from(phase) * TICK.as_nanos() % tick;
+    // The first instant `offset + k * tick` after `since`.
+    let k = if since >= offset {
+        (since - offset) / tick + 1
+    } else {
+        0
+    };
     // u64 nanoseconds last 584 years of process time.
-    epoch + Duration::from_nanos((ticks * tick) as u64)
+    epoch + Duration::from_nanos((offset + k * tick) as u64)
 }
+
+/// The phase of the next call's clock on a grid longer than 20 ms: 0, 1, 2, 0, ...
+fn next_phase() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed) % 3
+}
+
 /// Answers of requests made off the loop waiting for it; the requests are few (one roster
 /// fetch at a time, one check per 4 s, one lookup per new sender), so this is never reached in
 /// practice, and a full queue makes the requester wait, not the loop.
@@ -391,7 +407,9 @@ impl Driver {
         let mut screen_buf = vec![0u8; RECV_BUFFER];
         let mut ticking = true;
         let mut period = TICK;
-        let mut tick = tokio::time::interval_at(next_on_grid(Instant::now(), TICK).into(), TICK);
+        let phase = next_phase();
+        let mut tick =
+            tokio::time::interval_at(next_on_grid(Instant::now(), TICK, phase).into(), TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
         // One timer for the transport's and the machine's deadlines, moved when they change
         // rather than made anew on every pass (each new one is a registration in the timer
@@ -418,7 +436,10 @@ impl Driver {
                 } else {
                     (TICK, MissedTickBehavior::Skip)
                 };
-                tick = tokio::time::interval_at(next_on_grid(Instant::now(), grid).into(), period);
+                tick = tokio::time::interval_at(
+                    next_on_grid(Instant::now(), grid, phase).into(),
+                    period,
+                );
                 tick.set_missed_tick_behavior(missed);
             }
             let wake = {
@@ -1306,5 +1327,39 @@ impl Driver {
         let _ = self.summary.set(summary.clone());
         self.events.send(CallEvent::Ended { reason });
         summary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every instant is on the 20 ms grid and after `now`; a 60 ms grid's three phases fall on
+    /// three different 20 ms instants, so calls spread over them do not tick all at once.
+    #[test]
+    fn longer_grids_are_on_the_20_ms_grid_and_their_phases_apart() {
+        let start = next_on_grid(Instant::now(), TICK, 0);
+        let on_20ms = |t: Instant| {
+            let d = t.duration_since(start).as_nanos();
+            d.is_multiple_of(TICK.as_nanos())
+        };
+        for step_us in [0u64, 1, 19_999, 20_000, 33_333, 59_999, 60_000, 123_457] {
+            let now = start + Duration::from_micros(step_us);
+            let mut seen = Vec::new();
+            for phase in 0..3 {
+                let t = next_on_grid(now, Duration::from_millis(60), phase);
+                assert!(
+                    t > now && t <= now + Duration::from_millis(60),
+                    "{step_us} µs"
+                );
+                assert!(on_20ms(t), "phase {phase} at {step_us} µs");
+                seen.push(t);
+            }
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), 3, "three phases, three instants");
+            let t = next_on_grid(now, TICK, 2);
+            assert!(t > now && t <= now + TICK && on_20ms(t));
+        }
     }
 }
