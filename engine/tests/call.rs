@@ -925,6 +925,29 @@ async fn normalised_tracks_reach_the_listener_at_one_level() {
     );
 }
 
+/// `ssrc`'s recording in `summary` holds a 2 s tone whole: audible (10 ms blocks over
+/// -30 dBFS) for at least 1.9 s, and at `freq`.
+fn assert_whole_tone(summary: &CallSummary, ssrc: u32, freq: f64, what: &str) {
+    let file = summary
+        .recordings
+        .iter()
+        .find(|(s, _)| *s == ssrc)
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| panic!("{what}: the speaker was not recorded"));
+    let (samples, _) = read_wav(&file);
+    let block = RATE as usize / 100;
+    let audible = samples
+        .chunks_exact(block)
+        .filter(|b| rms(b) > 0.03)
+        .count();
+    assert!(
+        audible >= 190,
+        "{what}: the 2 s tone is audible in {audible} of 200 blocks"
+    );
+    let start = samples.iter().position(|s| s.abs() > 2000).unwrap() + RATE as usize / 10;
+    assert_frequency(&samples[start..start + RATE as usize], RATE, freq, what);
+}
+
 /// A call with nothing to send and nobody to hear (a bot idle in a silent call) does not run
 /// its 20 ms clock: it wakes a few times a second, not fifty. When someone speaks, the clock
 /// starts again at once and what it says is recorded whole.
@@ -965,30 +988,7 @@ async fn an_idle_call_sleeps_and_wakes_when_someone_speaks() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ssrc = other.ssrc();
     let summary = idle.leave().await.unwrap();
-    let file = summary
-        .recordings
-        .iter()
-        .find(|(s, _)| *s == ssrc)
-        .map(|(_, p)| p.clone())
-        .expect("the speaker was recorded");
-    let (samples, _) = read_wav(&file);
-    // Whole: the 2 s tone is audible (10 ms blocks over -30 dBFS) for at least 1.9 s.
-    let block = RATE as usize / 100;
-    let audible = samples
-        .chunks_exact(block)
-        .filter(|b| rms(b) > 0.03)
-        .count();
-    assert!(
-        audible >= 190,
-        "the 2 s tone is audible in {audible} of 200 blocks"
-    );
-    let start = samples.iter().position(|s| s.abs() > 2000).unwrap() + RATE as usize / 10;
-    assert_frequency(
-        &samples[start..start + RATE as usize],
-        RATE,
-        700.0,
-        "the idle call's recording",
-    );
+    assert_whole_tone(&summary, ssrc, 700.0, "the idle call's recording");
     other.leave().await.unwrap();
 }
 
@@ -1042,29 +1042,7 @@ async fn a_sender_of_60_ms_packets_ticks_once_per_packet_and_is_heard_whole() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ssrc = bot.ssrc();
     let summary = listener.leave().await.unwrap();
-    let file = summary
-        .recordings
-        .iter()
-        .find(|(s, _)| *s == ssrc)
-        .map(|(_, p)| p.clone())
-        .expect("the bot was recorded");
-    let (samples, _) = read_wav(&file);
-    let block = RATE as usize / 100;
-    let audible = samples
-        .chunks_exact(block)
-        .filter(|b| rms(b) > 0.03)
-        .count();
-    assert!(
-        audible >= 190,
-        "the 2 s tone is audible in {audible} of 200 blocks"
-    );
-    let start = samples.iter().position(|s| s.abs() > 2000).unwrap() + RATE as usize / 10;
-    assert_frequency(
-        &samples[start..start + RATE as usize],
-        RATE,
-        700.0,
-        "the 60 ms sender's audio",
-    );
+    assert_whole_tone(&summary, ssrc, 700.0, "the 60 ms sender's audio");
     bot.leave().await.unwrap();
 }
 
