@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use groupcall_media::{Event, LocalIdentity, State};
+use groupcall_media::{Event, LocalIdentity, State, Transport};
 use groupcall_signaling::{
     CallRef, Joined, ParticipantQuery, Signaling, SignalingUpdate, UpdateStream,
 };
@@ -226,6 +226,7 @@ pub(crate) async fn start(
         ticks: 0,
         idle_ticks: 0,
         wakeups: 0,
+        deferred_timeouts: false,
         late_packets: 0,
         send_late_max: Duration::ZERO,
         levels: HashMap::new(),
@@ -368,6 +369,8 @@ struct Driver {
     idle_ticks: u32,
     /// Times the task woke (anything the loop waits on), for [`CallStats::wakeups`].
     wakeups: u64,
+    /// The transports have lenient deadlines left for the next tick to serve.
+    deferred_timeouts: bool,
     /// Packets sent more than [`LATE`] after their tick's time, and the latest any was sent.
     late_packets: u64,
     send_late_max: Duration,
@@ -443,15 +446,30 @@ impl Driver {
                 tick.set_missed_tick_behavior(missed);
             }
             let wake = {
+                // The transports' lenient deadlines (consent, receiver reports) that fall
+                // before the clock's next tick are served by that tick: no wake-up of their own.
+                let next_tick = ticking.then(|| next_on_grid(Instant::now(), period, phase));
+                let mut deferred = false;
+                let mut transport_timeout = |t: &mut Transport| {
+                    let d = t.poll_deadlines();
+                    match (d.lenient, next_tick) {
+                        (Some(l), Some(tick)) if l <= tick => {
+                            deferred = true;
+                            d.prompt
+                        }
+                        _ => d.prompt.into_iter().chain(d.lenient).min(),
+                    }
+                };
                 let transport = self
                     .connection
                     .as_mut()
-                    .and_then(|c| c.transport.poll_timeout());
+                    .and_then(|c| transport_timeout(&mut c.transport));
                 let screen_timer = self
                     .screen
                     .as_mut()
                     .and_then(|s| s.connection.as_mut())
-                    .and_then(|c| c.transport.poll_timeout());
+                    .and_then(|c| transport_timeout(&mut c.transport));
+                self.deferred_timeouts = deferred;
                 let wanted = [
                     transport,
                     self.machine.poll_timeout(),
@@ -463,9 +481,11 @@ impl Driver {
                 .min();
                 // With nothing due, the timer stays where it is (a spurious wake-up at the
                 // latest in a second) rather than moving on every pass.
+                // A timer still set for a deadline the tick now serves is moved away too.
+                let stale = deferred && next_tick.is_some_and(|tick| deadline <= tick);
                 let target = match wanted {
                     Some(t) => Some(t),
-                    None if fired => Some(Instant::now() + Duration::from_secs(1)),
+                    None if fired || stale => Some(Instant::now() + Duration::from_secs(1)),
                     None => None,
                 };
                 if let Some(t) = target.filter(|&t| t != deadline || fired) {
@@ -528,15 +548,15 @@ impl Driver {
                 }
                 Wake::Timeout => {
                     fired = true;
-                    if let Some(c) = self.connection.as_mut() {
-                        c.transport.handle_timeout(now);
-                    }
-                    if let Some(c) = self.screen.as_mut().and_then(|s| s.connection.as_mut()) {
-                        c.transport.handle_timeout(now);
-                    }
+                    self.transports_timeout(now);
                     self.machine.handle_timeout(now);
                 }
-                Wake::Tick(due) if ticking => self.on_tick(now, due, period),
+                Wake::Tick(due) if ticking => {
+                    self.on_tick(now, due, period);
+                    if self.deferred_timeouts {
+                        self.transports_timeout(now);
+                    }
+                }
                 Wake::Tick(_) => self.on_idle_tick(),
                 Wake::Command(None) => break EndReason::Left,
                 Wake::Command(Some(Command::Leave(reply))) => {
@@ -1076,6 +1096,15 @@ impl Driver {
 
     /// `due`: when this tick should have run. A packet sent more than [`LATE`] after its
     /// time is counted: the measure of whether pacing holds with many calls per thread.
+    fn transports_timeout(&mut self, now: Instant) {
+        if let Some(c) = self.connection.as_mut() {
+            c.transport.handle_timeout(now);
+        }
+        if let Some(c) = self.screen.as_mut().and_then(|s| s.connection.as_mut()) {
+            c.transport.handle_timeout(now);
+        }
+    }
+
     fn on_tick(&mut self, now: Instant, due: Instant, period: Duration) {
         let frames = (period.as_millis() / TICK.as_millis()).max(1) as u64;
         if let Some(c) = self.connection.as_mut() {

@@ -993,8 +993,8 @@ async fn an_idle_call_sleeps_and_wakes_when_someone_speaks() {
 }
 
 /// A bot that only sends 60 ms packets ticks once per packet, not three times (a third of the
-/// wake-ups), and what it sends is heard whole: the 2 s tone is in the listener's recording
-/// from end to end, at its frequency.
+/// wake-ups), its ticks also serve the ICE agent's timer, and what it sends is heard whole: the
+/// 2 s tone is in the listener's recording from end to end, at its frequency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_of_60_ms_packets_ticks_once_per_packet_and_is_heard_whole() {
     use groupcall_engine::audio::EncoderConfig;
@@ -1036,8 +1036,13 @@ async fn a_sender_of_60_ms_packets_ticks_once_per_packet_and_is_heard_whole() {
     eprintln!("a 60 ms sender woke {woke} times and sent {packets} packets in 1 s");
     // Statistics are published every 100 ms, so the window is 0.9 to 1.1 s: 15 to 19 packets.
     assert!((14..=20).contains(&packets), "{packets} packets in 1 s");
-    // Ticking every 20 ms, the clock alone wakes it 50 times a second.
-    assert!(woke < 35, "a 60 ms sender woke {woke} times in 1 s");
+    // Ticking every 20 ms, the clock alone would wake it 50 times a second; the ICE agent's
+    // 200 ms timer, served apart, five more. Its ticks serve that timer, so what is left
+    // besides them is the odd datagram (a consent answer, a receiver report).
+    assert!(
+        woke <= packets + 4,
+        "a 60 ms sender woke {woke} times in 1 s for {packets} ticks"
+    );
     source_ended(&mut bot).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ssrc = bot.ssrc();

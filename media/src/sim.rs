@@ -127,14 +127,37 @@ impl SimNet {
 pub struct Sim {
     pub net: SimNet,
     pub now: Instant,
+    /// With `Some(period)`, the transports' lenient deadlines ([`Transport::poll_deadlines`])
+    /// are served only on a clock of that period, as the engine's driver serves them on its
+    /// audio tick; `None` serves every deadline on time.
+    pub tick: Option<Duration>,
+    start: Instant,
 }
 
 impl Sim {
     pub fn new(seed: u64) -> Self {
+        let now = Instant::now();
         Sim {
             net: SimNet::new(seed),
-            now: Instant::now(),
+            now,
+            tick: None,
+            start: now,
         }
+    }
+
+    /// When `t` wants [`Transport::handle_timeout`]: its prompt deadline, or its lenient one
+    /// put off to the next instant of [`Sim::tick`].
+    fn timer_of(&self, t: &mut Transport) -> Option<Instant> {
+        let d = t.poll_deadlines();
+        let lenient = match self.tick {
+            Some(period) => d.lenient.map(|l| {
+                let since = l.saturating_duration_since(self.start).as_nanos();
+                let p = period.as_nanos().max(1);
+                self.start + Duration::from_nanos((since.div_ceil(p) * p) as u64)
+            }),
+            None => d.lenient,
+        };
+        d.prompt.into_iter().chain(lenient).min()
     }
 
     fn flush(&mut self, ts: &mut [&mut Transport], events: &mut [Vec<Event>]) {
@@ -164,7 +187,7 @@ impl Sim {
             if done(ts, events) {
                 return true;
             }
-            let next_timer = ts.iter_mut().filter_map(|t| t.poll_timeout()).min();
+            let next_timer = ts.iter_mut().filter_map(|t| self.timer_of(t)).min();
             let next = [next_timer, self.net.next_delivery()]
                 .into_iter()
                 .flatten()
@@ -183,7 +206,7 @@ impl Sim {
                 }
             }
             for t in ts.iter_mut() {
-                if t.poll_timeout().is_some_and(|at| at <= self.now) {
+                if self.timer_of(t).is_some_and(|at| at <= self.now) {
                     t.handle_timeout(self.now);
                 }
             }

@@ -292,6 +292,14 @@ impl Ice {
     }
 }
 
+/// The transport's next deadlines ([`Transport::poll_deadlines`]): `prompt` ones must be met
+/// on time; `lenient` ones may be served late by up to a few tens of milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deadlines {
+    pub prompt: Option<Instant>,
+    pub lenient: Option<Instant>,
+}
+
 /// One ICE/DTLS/SRTP transport. See the module documentation for how to drive it.
 pub struct Transport {
     config: TransportConfig,
@@ -893,43 +901,56 @@ impl Transport {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let d = self.poll_deadlines();
+        d.prompt.into_iter().chain(d.lenient).min()
+    }
+
+    /// [`poll_timeout`](Self::poll_timeout) split by how much the deadline cares about being
+    /// met on time. A driver that wakes anyway on a short clock (the engine's 20 to 60 ms audio
+    /// tick) can serve the lenient ones at its next tick instead of waking for them: once
+    /// connected, the ICE agent's timer runs every 200 ms whatever its keep-alive interval and
+    /// was a fifth of a sending call's wake-ups, for consent checks measured in seconds.
+    pub fn poll_deadlines(&mut self) -> Deadlines {
         if self.is_dead() {
-            return None;
+            return Deadlines::default();
         }
         let ice = match &mut self.ice {
             Ice::Full(i) => i.poll_timeout(),
             Ice::Lite(i) => i.poll_timeout(),
         };
+        let connected = self.srtp.is_some();
         // Once SRTP keys exist the handshake is over and DTLS needs no timer (a peer that
         // retransmits its last flight is answered on arrival): skip asking on every wake-up.
-        let dtls = if self.srtp.is_none() {
-            self.dtls_peer.and_then(|p| self.dtls.poll_timeout(&p))
-        } else {
+        let dtls = if connected {
             None
+        } else {
+            self.dtls_peer.and_then(|p| self.dtls.poll_timeout(&p))
         };
         let start = if self.dtls_client.is_some() {
             self.dtls_start_at
         } else {
             None
         };
-        let hs = if self.srtp.is_none() {
+        let hs = if connected {
+            None
+        } else {
             self.handshake_deadline
-        } else {
-            None
         };
-        let report = if self.srtp.is_some() {
-            self.next_report
-        } else {
-            None
-        };
+        let report = if connected { self.next_report } else { None };
         let channel = self
             .data_channel
             .as_ref()
             .and_then(DataChannel::poll_timeout);
-        [ice, dtls, start, hs, report, self.next_feedback, channel]
-            .into_iter()
-            .flatten()
-            .min()
+        // While connecting, every ICE check counts towards the join time; once connected the
+        // agent only refreshes consent and watches for silence, both on a scale of seconds.
+        // Receiver reports go every few seconds. Transport-cc feedback and the data channel's
+        // retransmissions stay prompt: a sender's estimate and SCTP's RTO read their timing.
+        let (ice_prompt, ice_lenient) = if connected { (None, ice) } else { (ice, None) };
+        let min = |xs: &[Option<Instant>]| xs.iter().flatten().min().copied();
+        Deadlines {
+            prompt: min(&[ice_prompt, dtls, start, hs, self.next_feedback, channel]),
+            lenient: min(&[ice_lenient, report]),
+        }
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {

@@ -597,3 +597,51 @@ fn a_transport_without_the_data_channel_refuses_to_send_on_it() {
     let err = p.client.send_data_channel(sim.now, "hello").unwrap_err();
     assert!(err.to_string().contains("off"), "{err}");
 }
+
+/// Once connected, the ICE agent's timer (it runs every 200 ms) is a lenient deadline, which
+/// the engine serves on its audio clock; while connecting it is prompt, since every check
+/// counts towards the join. Served only on a 60 ms clock, consent checks go on at their pace
+/// and neither side ever sees the connection drop.
+#[test]
+fn consent_served_on_a_60_ms_clock_keeps_the_connection_up() {
+    let mut sim = Sim::new(11);
+    let mut p = common::pair(
+        addr(C),
+        addr(S),
+        TransportConfig::default(),
+        TransportConfig::server(),
+        |a| a,
+        None,
+        sim.now,
+    );
+    let d = p.client.poll_deadlines();
+    assert!(
+        d.prompt.is_some() && d.lenient.is_none(),
+        "connecting: {d:?}"
+    );
+    let mut ev = [Vec::new(), Vec::new()];
+    connect(&mut sim, &mut p, &mut ev);
+    let d = p.client.poll_deadlines();
+    let lenient = d.lenient.expect("a connected agent keeps its timer");
+    assert!(lenient <= sim.now + Duration::from_secs(1), "{d:?}");
+
+    sim.tick = Some(Duration::from_millis(60));
+    let before = p.client.stats().stun_requests_sent;
+    let mut ev = [Vec::new(), Vec::new()];
+    sim.run_for(
+        &mut [&mut p.client, &mut p.server],
+        &mut ev,
+        Duration::from_secs(60),
+    );
+    let checks = p.client.stats().stun_requests_sent - before;
+    // One consent check every 2.5 s.
+    assert!((20..=30).contains(&checks), "{checks} consent checks in 60 s");
+    for (side, events) in ["client", "server"].iter().zip(&ev) {
+        let changes: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e, Event::StateChanged(_)))
+            .collect();
+        assert!(changes.is_empty(), "{side}: {changes:?}");
+    }
+    assert!(p.client.is_connected() && p.server.is_connected());
+}
