@@ -46,6 +46,6 @@ pub use rtp::{AudioLevel, ExtensionIds, OutgoingRtp, PayloadKind, RtpPacket, Rtp
 pub use srtp::SrtpProfile;
 pub use stats::TransportStats;
 pub use transport::{
-    ntp_time, rtcp, Deadlines, Event, IceRole, LocalEndpoint, RemotePeer, SenderInfo, State, Transmit,
-    Transport, TransportConfig,
+    ntp_time, rtcp, Deadlines, Event, IceRole, LocalEndpoint, RemotePeer, SenderInfo, State,
+    Transmit, Transport, TransportConfig,
 };

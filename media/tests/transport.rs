@@ -635,7 +635,10 @@ fn consent_served_on_a_60_ms_clock_keeps_the_connection_up() {
     );
     let checks = p.client.stats().stun_requests_sent - before;
     // One consent check every 2.5 s.
-    assert!((20..=30).contains(&checks), "{checks} consent checks in 60 s");
+    assert!(
+        (20..=30).contains(&checks),
+        "{checks} consent checks in 60 s"
+    );
     for (side, events) in ["client", "server"].iter().zip(&ev) {
         let changes: Vec<_> = events
             .iter()
