@@ -111,6 +111,11 @@ pub struct Args {
     /// (the server then sends each sender feedback ten times a second); for comparison.
     #[arg(long)]
     audio_transport_cc: bool,
+    /// Run the measured participants' calls on this many threads of the engine's own
+    /// (`Engine::with_call_threads`) instead of on the tool's multi-threaded runtime; 0: on
+    /// the runtime.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    call_threads: u32,
     /// The speakers' encoder.
     #[command(flatten)]
     encoder: crate::join::EncoderArgs,
@@ -230,16 +235,28 @@ async fn run_with_server(
     let total = if many { 2 * n } else { n };
     println!(
         "bench-load: {} participants, scenario {}, {} s measured after {} s of warm-up; server \
-         {} (media {}), DTLS start delay {} ms",
+         {} (media {}), DTLS start delay {} ms; calls on {}",
         n,
         args.scenario.name(),
         args.seconds,
         args.warmup,
         control,
         server.media_addr(),
-        args.dtls_delay_ms
+        args.dtls_delay_ms,
+        match args.call_threads {
+            0 => "the tool's runtime".to_string(),
+            k => format!("{k} call thread(s) of the engine"),
+        }
     );
 
+    // The engine whose threads the measured participants' calls run on, if any.
+    let threads = match args.call_threads {
+        0 => None,
+        k => Some(
+            Engine::with_call_threads(backend(FIRST_USER)?, k as usize)
+                .map_err(|e| e.to_string())?,
+        ),
+    };
     let push_log: PushLog = Arc::default();
     let latencies: Latencies = Arc::default();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -292,7 +309,12 @@ async fn run_with_server(
         if probes.contains(&i) {
             config.app_sink = Some(probe_sink(push_log.clone(), latencies.clone()));
         }
-        let engine = Engine::new(backend(FIRST_USER + i as i64)?);
+        let signaling = backend(FIRST_USER + i as i64)?;
+        // A many-calls listener is not measured: it stays off the call threads.
+        let engine = match &threads {
+            Some(t) if !many || speaks => t.with_signaling(signaling),
+            _ => Engine::new(signaling),
+        };
         let started = Instant::now();
         // A many-calls listener lives on the server's runtime: its call's task (spawned by
         // join) and its own run there, and their CPU is counted as the server's.

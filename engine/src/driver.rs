@@ -36,6 +36,7 @@ use crate::outgoing::Outgoing;
 use crate::receive::Receivers;
 use crate::requests::{self, Reply};
 use crate::screen::{self, Layers, Screen, ScreenJoin};
+use crate::threads::CallThreads;
 use crate::video::constraints::VideoSubscription;
 use crate::video::publish::{Control, Published, Publisher, VideoKind};
 use crate::video::receive::VideoReceivers;
@@ -85,10 +86,16 @@ fn next_on_grid(now: Instant, period: Duration, phase: u32) -> Instant {
     epoch + Duration::from_nanos((offset + k * tick) as u64)
 }
 
-/// The phase of the next call's clock on a grid longer than 20 ms: 0, 1, 2, 0, ...
+/// Calls that take one phase before the next call opens the next phase.
+const PHASE_FILL: u32 = 24;
+
+/// The phase of the next call's clock on a grid longer than 20 ms: the first [`PHASE_FILL`]
+/// calls take phase 0, the next ones 1, then 2, then 0 again. A few calls thus tick together
+/// (one wake-up every 60 ms serves them all, where three phases would wake the thread three
+/// times), and many are still spread over the three instants.
 fn next_phase() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed) % 3
+    NEXT.fetch_add(1, Ordering::Relaxed) / PHASE_FILL % 3
 }
 
 /// Answers of requests made off the loop waiting for it; the requests are few (one roster
@@ -112,6 +119,7 @@ pub(crate) async fn start(
     signaling: Arc<dyn Signaling>,
     call: CallRef,
     mut config: CallConfig,
+    threads: Option<Arc<CallThreads>>,
 ) -> Result<Started> {
     #[cfg(feature = "devices")]
     let speaker = open_devices(&mut config).await?;
@@ -236,7 +244,11 @@ pub(crate) async fn start(
     };
     // The task is watched: if it panics, the application still gets its summary and its Ended
     // event. Its files are finalized by their writers as the task's state unwinds.
-    let task = tokio::spawn(driver.run());
+    // On the engine's own threads, the task keeps them running until it has left the call.
+    let task = tokio::spawn(async move {
+        driver.run().await;
+        drop(threads);
+    });
     let (watched_stats, watched_summary) = (stats_rx.clone(), summary.clone());
     tokio::spawn(async move {
         if let Err(e) = task.await {

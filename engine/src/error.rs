@@ -192,6 +192,11 @@ pub enum Error {
     #[error("{path}: the sender's picture changed size or jumped in time {parts} times, so its video recording stops here; the call goes on")]
     RecordingParts { path: PathBuf, parts: u32 },
 
+    /// The engine's own call threads ([`Engine::with_call_threads`](crate::Engine)) could not
+    /// be started.
+    #[error("cannot start the engine's call threads: {0}; the system is out of threads or memory, or ask for fewer")]
+    CallThreads(#[source] io::Error),
+
     /// The thread that writes a call's recordings could not be started.
     #[error(
         "cannot start the recording writer thread: {0}; the system is out of threads or memory"

@@ -24,6 +24,7 @@ mod outgoing;
 mod receive;
 mod requests;
 mod screen;
+mod threads;
 pub mod video;
 
 pub use call::{

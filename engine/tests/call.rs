@@ -1051,6 +1051,42 @@ async fn a_sender_of_60_ms_packets_ticks_once_per_packet_and_is_heard_whole() {
     bot.leave().await.unwrap();
 }
 
+/// On the engine's own call threads a call does not share the application's runtime: the
+/// 200 ms stall that makes packets late above leaves these on time, and the call goes on
+/// sending while the application's only thread is held.
+#[tokio::test(flavor = "current_thread")]
+async fn on_call_threads_a_stalled_application_delays_no_packet() {
+    let s = Setup::start().await;
+    let refused = Engine::with_call_threads(s.signaling(1), 0).err();
+    assert!(
+        matches!(refused, Some(groupcall_engine::Error::InvalidConfig(_))),
+        "{refused:?}"
+    );
+    let engine = Engine::with_call_threads(s.signaling(1), 1).unwrap();
+    assert_eq!(engine.call_threads(), 1);
+    let (_dir, tone) = wav_of(&sine(500.0, 8000.0, RATE, 0, 5 * RATE as usize));
+    let mut a = engine.join(s.call.clone(), playing(tone)).await.unwrap();
+    connected(&mut a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent_before = a.stats().packets_sent;
+    // The one thread of the application's runtime (and the server's) is held.
+    std::thread::sleep(Duration::from_millis(200));
+    let sent_during = a.stats().packets_sent - sent_before;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stats = a.stats();
+    assert!(
+        sent_during >= 5,
+        "{sent_during} packets sent while the application was held"
+    );
+    assert_eq!(stats.late_packets, 0, "{stats:?}");
+    assert!(
+        stats.send_late_max < Duration::from_millis(20),
+        "{:?}",
+        stats.send_late_max
+    );
+    a.leave().await.unwrap();
+}
+
 /// Pacing is measured where it can fail: a runtime thread held for 200 ms (an overloaded
 /// machine, a blocking call in someone's task) makes the next packets late, and the call says
 /// so in `late_packets` and `send_late_max`.
