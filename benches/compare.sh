@@ -28,7 +28,9 @@
 # share too, so the ratio of RSS per participant is, if anything, unfavourable to groupcall.
 #
 # Environment: GROUPCALL_BIN (skip the build, use this binary), NTGCALLS_PYTHON (a python
-# with ntgcalls 3.0.5 and numpy; default: .venv-interop, then python3, else .venv-interop is made).
+# with ntgcalls 3.0.5 and numpy; default: .venv-interop, then python3, else .venv-interop is made),
+# NTGCALLS_CONNECT_LIMIT (seconds an ntgcalls call may take to connect before it is left and
+# joined once more; default 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +54,7 @@ while [ $# -gt 0 ]; do
     --preset) PRESET=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --packet-ms) PACKET_MS=$2; shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "compare: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
