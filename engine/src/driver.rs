@@ -95,7 +95,12 @@ const PHASE_FILL: u32 = 24;
 /// times), and many are still spread over the three instants.
 fn next_phase() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed) / PHASE_FILL % 3
+    phase_of(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The phase of the `n`th call (from 0) on a longer clock.
+fn phase_of(n: u32) -> u32 {
+    n / PHASE_FILL % 3
 }
 
 /// Answers of requests made off the loop waiting for it; the requests are few (one roster
@@ -1402,5 +1407,21 @@ mod tests {
             let t = next_on_grid(now, TICK, 2);
             assert!(t > now && t <= now + TICK && on_20ms(t));
         }
+    }
+
+    /// A few calls share phase 0 (one wake-up serves them); 200 are spread over all three,
+    /// none holding more than twice the least.
+    #[test]
+    fn calls_fill_a_phase_before_the_next_opens() {
+        assert!((0..PHASE_FILL).all(|n| phase_of(n) == 0));
+        assert_eq!(phase_of(PHASE_FILL), 1);
+        assert_eq!(phase_of(2 * PHASE_FILL), 2);
+        assert_eq!(phase_of(3 * PHASE_FILL), 0);
+        let mut count = [0u32; 3];
+        for n in 0..200 {
+            count[phase_of(n) as usize] += 1;
+        }
+        let (least, most) = (count.iter().min().unwrap(), count.iter().max().unwrap());
+        assert!(*most <= 2 * *least, "{count:?}");
     }
 }
