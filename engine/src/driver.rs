@@ -67,9 +67,9 @@ const RECV_BUFFER: usize = 2048;
 ///
 /// A call that ticks every 40 or 60 ms (see [`Driver::tick_period`]) uses the grid of that
 /// period shifted by `phase` 20 ms steps, so its instants are also on the 20 ms grid. Calls
-/// take the phases in turn ([`next_phase`]): with 200 calls on 60 ms, a third of them tick at
-/// each 20 ms instant instead of all at once every 60 ms, which made a third of their packets
-/// late on the 2-core machine (`docs/performance.md` §1.2.4).
+/// are spread over the three phases ([`next_phase`]): with 200 calls on 60 ms, a third of them
+/// tick at each 20 ms instant instead of all at once every 60 ms, which made a third of their
+/// packets late on the 2-core machine (`docs/performance.md` §1.2.4, §1.2.5).
 fn next_on_grid(now: Instant, period: Duration, phase: u32) -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(|| now);
@@ -239,7 +239,6 @@ pub(crate) async fn start(
         ticks: 0,
         idle_ticks: 0,
         wakeups: 0,
-        deferred_timeouts: false,
         late_packets: 0,
         send_late_max: Duration::ZERO,
         levels: HashMap::new(),
@@ -386,8 +385,6 @@ struct Driver {
     idle_ticks: u32,
     /// Times the task woke (anything the loop waits on), for [`CallStats::wakeups`].
     wakeups: u64,
-    /// The transports have lenient deadlines left for the next tick to serve.
-    deferred_timeouts: bool,
     /// Packets sent more than [`LATE`] after their tick's time, and the latest any was sent.
     late_packets: u64,
     send_late_max: Duration,
@@ -462,11 +459,11 @@ impl Driver {
                 );
                 tick.set_missed_tick_behavior(missed);
             }
+            // The transports' lenient deadlines (consent, receiver reports) that fall before
+            // the clock's next tick are served by that tick: no wake-up of their own.
+            let mut deferred = false;
             let wake = {
-                // The transports' lenient deadlines (consent, receiver reports) that fall
-                // before the clock's next tick are served by that tick: no wake-up of their own.
                 let next_tick = ticking.then(|| next_on_grid(Instant::now(), period, phase));
-                let mut deferred = false;
                 let mut transport_timeout = |t: &mut Transport| {
                     let d = t.poll_deadlines();
                     match (d.lenient, next_tick) {
@@ -486,7 +483,6 @@ impl Driver {
                     .as_mut()
                     .and_then(|s| s.connection.as_mut())
                     .and_then(|c| transport_timeout(&mut c.transport));
-                self.deferred_timeouts = deferred;
                 let wanted = [
                     transport,
                     self.machine.poll_timeout(),
@@ -570,7 +566,7 @@ impl Driver {
                 }
                 Wake::Tick(due) if ticking => {
                     self.on_tick(now, due, period);
-                    if self.deferred_timeouts {
+                    if deferred {
                         self.transports_timeout(now);
                     }
                 }
@@ -1111,8 +1107,7 @@ impl Driver {
         }
     }
 
-    /// `due`: when this tick should have run. A packet sent more than [`LATE`] after its
-    /// time is counted: the measure of whether pacing holds with many calls per thread.
+    /// Both transports (the call's and the screen share's) serve what is due by `now`.
     fn transports_timeout(&mut self, now: Instant) {
         if let Some(c) = self.connection.as_mut() {
             c.transport.handle_timeout(now);
@@ -1122,6 +1117,8 @@ impl Driver {
         }
     }
 
+    /// `due`: when this tick should have run. A packet sent more than [`LATE`] after its
+    /// time is counted: the measure of whether pacing holds with many calls per thread.
     fn on_tick(&mut self, now: Instant, due: Instant, period: Duration) {
         let frames = (period.as_millis() / TICK.as_millis()).max(1) as u64;
         if let Some(c) = self.connection.as_mut() {
