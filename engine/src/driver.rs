@@ -471,7 +471,7 @@ impl Driver {
                             deferred = true;
                             d.prompt
                         }
-                        _ => d.prompt.into_iter().chain(d.lenient).min(),
+                        _ => d.earliest(),
                     }
                 };
                 let transport = self

@@ -148,16 +148,15 @@ impl Sim {
     /// When `t` wants [`Transport::handle_timeout`]: its prompt deadline, or its lenient one
     /// put off to the next instant of [`Sim::tick`].
     fn timer_of(&self, t: &mut Transport) -> Option<Instant> {
-        let d = t.poll_deadlines();
-        let lenient = match self.tick {
-            Some(period) => d.lenient.map(|l| {
+        let mut d = t.poll_deadlines();
+        if let Some(period) = self.tick {
+            d.lenient = d.lenient.map(|l| {
                 let since = l.saturating_duration_since(self.start).as_nanos();
                 let p = period.as_nanos().max(1);
                 self.start + Duration::from_nanos((since.div_ceil(p) * p) as u64)
-            }),
-            None => d.lenient,
-        };
-        d.prompt.into_iter().chain(lenient).min()
+            });
+        }
+        d.earliest()
     }
 
     fn flush(&mut self, ts: &mut [&mut Transport], events: &mut [Vec<Event>]) {

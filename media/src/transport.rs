@@ -300,6 +300,13 @@ pub struct Deadlines {
     pub lenient: Option<Instant>,
 }
 
+impl Deadlines {
+    /// The first deadline of either kind.
+    pub fn earliest(&self) -> Option<Instant> {
+        self.prompt.into_iter().chain(self.lenient).min()
+    }
+}
+
 /// One ICE/DTLS/SRTP transport. See the module documentation for how to drive it.
 pub struct Transport {
     config: TransportConfig,
@@ -901,8 +908,7 @@ impl Transport {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let d = self.poll_deadlines();
-        d.prompt.into_iter().chain(d.lenient).min()
+        self.poll_deadlines().earliest()
     }
 
     /// [`poll_timeout`](Self::poll_timeout) split by how much the deadline cares about being
