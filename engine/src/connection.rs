@@ -18,11 +18,12 @@ use tokio::net::UdpSocket;
 use crate::audio::AudioSender;
 use crate::call::CallConfig;
 use crate::error::{Error, Result};
+use crate::socket::CallSocket;
 use crate::video::send::VideoSender;
 
 /// A successful join: the accepted payload's identity and the transport it leads to.
 pub(crate) struct Connection {
-    pub socket: UdpSocket,
+    pub socket: CallSocket,
     pub transport: Transport,
     pub sender: AudioSender,
     /// The camera's RTP side, when the join declared one.
@@ -164,7 +165,7 @@ pub(crate) fn connect(
         }
     };
     Ok(Connection {
-        socket,
+        socket: CallSocket::new(socket),
         transport,
         sender,
         video,

@@ -36,6 +36,7 @@ use crate::outgoing::Outgoing;
 use crate::receive::Receivers;
 use crate::requests::{self, Reply};
 use crate::screen::{self, Layers, Screen, ScreenJoin};
+use crate::socket::RecvBatch;
 use crate::threads::CallThreads;
 use crate::video::constraints::VideoSubscription;
 use crate::video::publish::{Control, Published, Publisher, VideoKind};
@@ -245,6 +246,8 @@ pub(crate) async fn start(
         packets_sent_before: 0,
         transport_disconnected: false,
         speakers_expired: 0,
+        batch: None,
+        fed_until: Instant::now(),
     };
     // The task is watched: if it panics, the application still gets its summary and its Ended
     // event. Its files are finalized by their writers as the task's state unwinds.
@@ -394,6 +397,12 @@ struct Driver {
     /// The transport reported Disconnected and has not recovered.
     transport_disconnected: bool,
     speakers_expired: u64,
+    /// Buffers for reading a polled socket at the tick (`src/socket.rs`), made the first
+    /// time it is polled.
+    batch: Option<RecvBatch>,
+    /// When the polled socket was last read: datagrams read later are dated no earlier, so
+    /// the transport's clock never runs backwards.
+    fed_until: Instant,
 }
 
 enum Wake {
@@ -438,7 +447,7 @@ impl Driver {
         let mut fired = false;
         let reason = loop {
             self.flush().await;
-            self.drain_transport();
+            self.drain_transport(None);
             if let Some(reason) = self.carry_out() {
                 break reason;
             }
@@ -458,6 +467,20 @@ impl Driver {
                     period,
                 );
                 tick.set_missed_tick_behavior(missed);
+            }
+            // A call on its clock with nothing that needs datagrams on arrival reads its
+            // socket at the tick instead of waking for each (src/socket.rs).
+            let read_at_tick = ticking && self.reads_may_wait();
+            if let Some(c) = self.connection.as_mut().filter(|c| !c.socket.is_gone()) {
+                let switched = if read_at_tick {
+                    c.socket.poll().map(drop)
+                } else {
+                    c.socket.register()
+                };
+                if let Err(e) = switched {
+                    self.socket_failed(Instant::now(), e);
+                    continue;
+                }
             }
             // The transports' lenient deadlines (consent, receiver reports) that fall before
             // the clock's next tick are served by that tick: no wake-up of their own.
@@ -506,13 +529,13 @@ impl Driver {
                     timer.as_mut().reset(t.into());
                 }
                 fired = false;
-                let socket = self.connection.as_ref().map(|c| &c.socket);
+                let socket = self.connection.as_ref().and_then(|c| c.socket.registered());
                 let join = self.join.as_mut();
                 let updates = self.updates.as_mut();
                 let video = self.publisher.as_mut().map(|p| &mut p.frames);
                 let (screen_socket, screen_frames) = match self.screen.as_mut() {
                     Some(s) => (
-                        s.connection.as_ref().map(|c| &c.socket),
+                        s.connection.as_ref().and_then(|c| c.socket.registered()),
                         Some(&mut s.publisher.frames),
                     ),
                     None => (None, None),
@@ -541,24 +564,16 @@ impl Driver {
             };
             let now = Instant::now();
             self.wakeups += 1;
+            // Whatever woke the call, the transport first takes in what its polled socket
+            // holds: it then never sees a time earlier than one it has already been given.
+            self.read_queued(now);
             match wake {
                 Wake::Datagram(n, from) => {
                     if let Some(c) = self.connection.as_mut() {
                         c.transport.handle_datagram(now, from, &buf[..n]);
                     }
                 }
-                Wake::SocketError(e) => {
-                    // ICMP "port unreachable" from an earlier send lands here on Linux: the
-                    // transport's own timeouts decide whether the path is dead.
-                    if e.kind() != std::io::ErrorKind::ConnectionRefused {
-                        tracing::warn!("media socket error: {e}");
-                        let cause = RejoinCause::SocketFailed {
-                            kind: e.kind(),
-                            detail: e.to_string(),
-                        };
-                        self.machine.handle(now, Input::ConnectionLost(cause));
-                    }
-                }
+                Wake::SocketError(e) => self.socket_failed(now, e),
                 Wake::Timeout => {
                     fired = true;
                     self.transports_timeout(now);
@@ -661,9 +676,78 @@ impl Driver {
         }
     }
 
-    /// Hands the transport's events to the receivers and the machine.
-    fn drain_transport(&mut self) {
+    /// A failed receive or send on the call's socket. ICMP "port unreachable" from an earlier
+    /// send lands here on Linux: the transport's own timeouts decide whether the path is dead.
+    fn socket_failed(&mut self, now: Instant, e: std::io::Error) {
+        if e.kind() != std::io::ErrorKind::ConnectionRefused {
+            tracing::warn!("media socket error: {e}");
+            let cause = RejoinCause::SocketFailed {
+                kind: e.kind(),
+                detail: e.to_string(),
+            };
+            self.machine.handle(now, Input::ConnectionLost(cause));
+        }
+    }
+
+    /// Whether the call's datagrams may wait for its next tick: audio only, no video either
+    /// way, no screen share, and a transport that needs nothing on arrival.
+    fn reads_may_wait(&self) -> bool {
+        self.publisher.is_none()
+            && self.screen.is_none()
+            && !self.video_in.is_consuming()
+            && self
+                .connection
+                .as_ref()
+                .is_some_and(|c| c.video.is_none() && c.transport.reads_may_wait())
+    }
+
+    /// Feeds the transport what a polled socket holds, each datagram's events drained with
+    /// its kernel arrival time (the jitter buffer's measure). Bounded per wake-up: a flood
+    /// waits in the socket (and overflows there) rather than holding the thread.
+    fn read_queued(&mut self, now: Instant) {
+        const MAX_READS: usize = 32;
+        if !self
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.socket.is_polled())
+        {
+            return;
+        }
+        let mut batch = self.batch.take().unwrap_or_else(RecvBatch::new);
+        for _ in 0..MAX_READS {
+            let Some(c) = self.connection.as_mut() else {
+                break;
+            };
+            let n = match c.socket.recv_batch(&mut batch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => {
+                    self.socket_failed(now, e);
+                    break;
+                }
+            };
+            for i in 0..n {
+                let (r, data) = batch.get(i);
+                let arrival = r.arrival.max(self.fed_until).min(now);
+                if let Some(c) = self.connection.as_mut() {
+                    c.transport.handle_datagram(arrival, r.from, data);
+                }
+                self.drain_transport(Some(arrival));
+            }
+            if n < crate::socket::BATCH {
+                break;
+            }
+        }
+        self.batch = Some(batch);
+        self.fed_until = now;
+    }
+
+    /// Hands the transport's events to the receivers and the machine. `arrival`: when the
+    /// datagram just fed came in, if not now (read at the tick).
+    fn drain_transport(&mut self, arrival: Option<Instant>) {
         let now = Instant::now();
+        let arrival = arrival.unwrap_or(now);
         while let Some(event) = self
             .connection
             .as_mut()
@@ -674,7 +758,7 @@ impl Driver {
                     let machine = &self.machine;
                     self.video_in.insert(now, &packet, |s| machine.peer(s));
                 }
-                Event::Rtp(packet) => match self.receivers.insert(now, &packet) {
+                Event::Rtp(packet) => match self.receivers.insert(arrival, &packet) {
                     Ok(true) => self.name_ssrc(packet.ssrc),
                     Ok(false) => {}
                     Err(e) => self.recording_error(e),

@@ -25,6 +25,7 @@ mod outgoing;
 mod receive;
 mod requests;
 mod screen;
+mod socket;
 mod threads;
 pub mod video;
 

@@ -1051,6 +1051,54 @@ async fn a_sender_of_60_ms_packets_ticks_once_per_packet_and_is_heard_whole() {
     bot.leave().await.unwrap();
 }
 
+/// A listener playing out on its 20 ms clock reads its socket at its ticks instead of waking
+/// for every packet (engine/src/socket.rs): about one wake-up per tick where there were two
+/// (the packet's and the tick's), and what it hears is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_reads_at_its_ticks_and_hears_whole() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    std::fs::create_dir(&rec).unwrap();
+    let mut listener = s
+        .join(
+            2,
+            CallConfig {
+                record_dir: Some(rec),
+                ..CallConfig::default()
+            },
+        )
+        .await;
+    connected(&mut listener).await;
+    let mut speaker = s.join(1, CallConfig::default()).await;
+    connected(&mut speaker).await;
+    speaker
+        .set_source(Some(tone_source(dir.path(), 700.0, 2, false)))
+        .unwrap();
+    speaker.unmute().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = listener.stats();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = listener.stats();
+    let woke = after.wakeups - before.wakeups;
+    let packets: u64 = after.speakers.iter().map(|s| s.packets).sum::<u64>()
+        - before.speakers.iter().map(|s| s.packets).sum::<u64>();
+    eprintln!("a listener woke {woke} times for {packets} packets in 1 s");
+    // Statistics are published every 100 ms: a window of 0.9 to 1.1 s, 45 to 55 packets
+    // and as many ticks. Woken for each packet as well, it would be about 100.
+    assert!((40..=60).contains(&packets), "{packets} packets in 1 s");
+    assert!(
+        woke <= packets + 10,
+        "a listener woke {woke} times in 1 s for {packets} packets"
+    );
+    source_ended(&mut speaker).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ssrc = speaker.ssrc();
+    let summary = listener.leave().await.unwrap();
+    assert_whole_tone(&summary, ssrc, 700.0, "the listener's recording");
+    speaker.leave().await.unwrap();
+}
+
 /// On the engine's own call threads a call does not share the application's runtime: the
 /// 200 ms stall that makes packets late above leaves these on time, and the call goes on
 /// sending while the application's only thread is held.

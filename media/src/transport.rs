@@ -493,6 +493,18 @@ impl Transport {
         self.state == State::Connected
     }
 
+    /// Whether datagrams may wait in the socket for a few tens of milliseconds before they
+    /// are fed: keyed and connected, nothing that times arrivals (transport-cc feedback), and
+    /// the data channel, if any, past its handshake. A driver that plays audio out on a clock
+    /// can then read at that clock instead of waking for every packet; it must still give
+    /// each RTP packet its own arrival time (the jitter buffer measures it).
+    pub fn reads_may_wait(&self) -> bool {
+        self.srtp.is_some()
+            && self.state == State::Connected
+            && self.twcc.is_none()
+            && self.data_channel.as_ref().is_none_or(DataChannel::is_open)
+    }
+
     fn is_dead(&self) -> bool {
         matches!(self.state, State::Failed(_) | State::Closed)
     }

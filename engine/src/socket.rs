@@ -1,0 +1,432 @@
+//! The UDP socket of one connection, in one of two modes.
+//!
+//! Registered with tokio's reactor, every datagram wakes the call's task as it lands: joining,
+//! video and anything whose timing is measured need that. A call that only plays audio out on
+//! its 20 ms clock gains nothing from it, since a packet leaves the jitter buffer at the next
+//! tick whenever it came in, and each wake-up costs more than the packet's decryption and
+//! decoding together (docs/performance.md §1.2.6). Such a call takes its socket out of the
+//! reactor ("polled"), so the kernel no longer wakes the thread for it, and reads everything
+//! queued at each tick in one `recvmmsg`, each datagram with the kernel's receive time so the
+//! jitter buffer still measures true arrivals.
+//!
+//! Polled mode exists on Linux only; elsewhere [`CallSocket::poll`] declines and the call
+//! keeps waking per packet.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Datagrams read by one system call. A listener gets one packet per speaker per tick; more
+/// than this in a tick take another call.
+pub(crate) const BATCH: usize = 8;
+/// The largest datagram kept whole (as the registered path's buffer): media packets are
+/// below a path MTU; a longer datagram is cut and fails authentication.
+pub(crate) const SLOT: usize = 2048;
+
+/// One datagram of a [`RecvBatch`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    pub len: usize,
+    pub from: SocketAddr,
+    /// When the kernel took it in (the read time when the kernel gave none).
+    pub arrival: Instant,
+}
+
+/// Buffers for [`CallSocket::recv_batch`], kept by the call between ticks: `BATCH` slots
+/// of `SLOT` bytes, allocated when the socket is first polled.
+pub(crate) struct RecvBatch {
+    data: Box<[u8]>,
+    received: Vec<Received>,
+}
+
+impl RecvBatch {
+    pub(crate) fn new() -> Self {
+        Self {
+            data: vec![0; BATCH * SLOT].into_boxed_slice(),
+            received: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// The `i`th datagram of the last read and its metadata.
+    pub(crate) fn get(&self, i: usize) -> (Received, &[u8]) {
+        let r = self.received[i];
+        (r, &self.data[i * SLOT..i * SLOT + r.len])
+    }
+}
+
+enum Mode {
+    Registered(tokio::net::UdpSocket),
+    Polled(std::net::UdpSocket),
+    /// Lost in a failed switch; every operation fails until the connection is replaced.
+    Gone,
+}
+
+/// See the module documentation.
+pub(crate) struct CallSocket {
+    mode: Mode,
+    /// Polling was refused once (no receive timestamps): not tried again on this socket.
+    unpollable: bool,
+}
+
+fn gone() -> io::Error {
+    io::Error::other("the media socket was lost switching modes")
+}
+
+impl CallSocket {
+    pub(crate) fn new(socket: tokio::net::UdpSocket) -> Self {
+        Self {
+            mode: Mode::Registered(socket),
+            unpollable: !cfg!(target_os = "linux"),
+        }
+    }
+
+    /// The socket to await datagrams on, unless it is polled.
+    pub(crate) fn registered(&self) -> Option<&tokio::net::UdpSocket> {
+        match &self.mode {
+            Mode::Registered(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_polled(&self) -> bool {
+        matches!(self.mode, Mode::Polled(_))
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        matches!(self.mode, Mode::Gone)
+    }
+
+    /// Takes the socket out of the reactor; `Ok(false)` where that is not possible (not
+    /// Linux, or the kernel refused receive timestamps), and the socket stays registered.
+    /// An error means the socket is gone and the connection must be replaced.
+    pub(crate) fn poll(&mut self) -> io::Result<bool> {
+        let Mode::Registered(s) = &self.mode else {
+            return Ok(self.is_polled());
+        };
+        if self.unpollable {
+            return Ok(false);
+        }
+        if let Err(e) = enable_timestamps(s) {
+            tracing::debug!("socket stays registered, no receive timestamps: {e}");
+            self.unpollable = true;
+            return Ok(false);
+        }
+        let Mode::Registered(s) = std::mem::replace(&mut self.mode, Mode::Gone) else {
+            unreachable!("matched above");
+        };
+        self.mode = Mode::Polled(s.into_std()?);
+        Ok(true)
+    }
+
+    /// Puts a polled socket back in the reactor. Datagrams queued meanwhile stay queued: a
+    /// socket registered with data waiting is reported readable at once. An error means the
+    /// socket is gone and the connection must be replaced.
+    pub(crate) fn register(&mut self) -> io::Result<()> {
+        if !self.is_polled() {
+            return Ok(());
+        }
+        let Mode::Polled(s) = std::mem::replace(&mut self.mode, Mode::Gone) else {
+            unreachable!("checked above");
+        };
+        self.mode = Mode::Registered(tokio::net::UdpSocket::from_std(s)?);
+        Ok(())
+    }
+
+    pub(crate) async fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        match &self.mode {
+            Mode::Registered(s) => s.send_to(data, to).await,
+            // Non-blocking: a full send buffer drops the datagram, as the network could.
+            Mode::Polled(s) => s.send_to(data, to),
+            Mode::Gone => Err(gone()),
+        }
+    }
+
+    pub(crate) fn try_send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        match &self.mode {
+            Mode::Registered(s) => s.try_send_to(data, to),
+            Mode::Polled(s) => s.send_to(data, to),
+            Mode::Gone => Err(gone()),
+        }
+    }
+
+    /// Reads up to [`BATCH`] queued datagrams into `batch` without waiting; `WouldBlock`
+    /// when none is queued. Only in polled mode.
+    pub(crate) fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.received.clear();
+        match &self.mode {
+            Mode::Polled(s) => sys::recv_batch(s, batch),
+            Mode::Registered(_) => Err(io::Error::other("recv_batch on a registered socket")),
+            Mode::Gone => Err(gone()),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn enable_timestamps(s: &tokio::net::UdpSocket) -> io::Result<()> {
+    sys::enable_timestamps(s)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn enable_timestamps(_: &tokio::net::UdpSocket) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "reading at the tick needs recvmmsg (Linux)",
+    ))
+}
+
+#[cfg(target_os = "linux")]
+mod sys {
+    use std::io;
+    use std::mem::{size_of, size_of_val, zeroed};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use super::{Received, RecvBatch, BATCH, SLOT};
+
+    /// Room for one `SCM_TIMESTAMPNS` message (`CMSG_SPACE` of a timespec is 32 bytes),
+    /// in words so it is aligned for `cmsghdr`.
+    const CONTROL_WORDS: usize = 8;
+
+    pub(super) fn enable_timestamps(s: &tokio::net::UdpSocket) -> io::Result<()> {
+        let on: libc::c_int = 1;
+        // SAFETY: a valid descriptor, and an option value of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    pub(super) fn recv_batch(s: &std::net::UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+        // SAFETY (all zeroed values): plain C structs for which all-zero is valid.
+        let mut names: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
+        let mut controls = [[0u64; CONTROL_WORDS]; BATCH];
+        let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        for (i, slot) in batch.data.chunks_exact_mut(SLOT).enumerate() {
+            iovs[i] = libc::iovec {
+                iov_base: slot.as_mut_ptr().cast(),
+                iov_len: SLOT,
+            };
+        }
+        for i in 0..BATCH {
+            let h = &mut msgs[i].msg_hdr;
+            h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = controls[i].as_mut_ptr().cast();
+            h.msg_controllen = size_of_val(&controls[i]) as _;
+        }
+        // SAFETY: every header points into buffers that outlive the call, with their sizes.
+        let n = unsafe {
+            libc::recvmmsg(
+                s.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        for i in 0..n as usize {
+            let Some(from) = address(&names[i]) else {
+                // Not an IP sender: cannot be ours. Keep the slot, empty.
+                batch.received.push(Received {
+                    len: 0,
+                    from: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    arrival: now,
+                });
+                continue;
+            };
+            let arrival = kernel_time(&msgs[i].msg_hdr)
+                .and_then(|t| wall.duration_since(t).ok())
+                .and_then(|ago| now.checked_sub(ago))
+                .unwrap_or(now);
+            batch.received.push(Received {
+                len: (msgs[i].msg_len as usize).min(SLOT),
+                from,
+                arrival,
+            });
+        }
+        Ok(n as usize)
+    }
+
+    /// The `SCM_TIMESTAMPNS` of a received message, if the kernel gave one.
+    fn kernel_time(h: &libc::msghdr) -> Option<SystemTime> {
+        // SAFETY: the control buffer was filled by the kernel, `msg_controllen` bytes of it.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    let since = Duration::new(
+                        u64::try_from(ts.tv_sec).ok()?,
+                        u32::try_from(ts.tv_nsec).ok()?,
+                    );
+                    return UNIX_EPOCH.checked_add(since);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        None
+    }
+
+    fn address(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+        match libc::c_int::from(s.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the family says the storage holds a sockaddr_in.
+                let a =
+                    unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(a.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says the storage holds a sockaddr_in6.
+                let a =
+                    unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod sys {
+    use super::RecvBatch;
+    use std::io;
+
+    pub(super) fn recv_batch(_: &std::net::UdpSocket, _: &mut RecvBatch) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "reading at the tick needs recvmmsg (Linux)",
+        ))
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn pair() -> (CallSocket, std::net::UdpSocket, SocketAddr) {
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = s.local_addr().unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        (CallSocket::new(s), peer, to)
+    }
+
+    /// Datagrams that waited in a polled socket come out whole, from their sender, dated
+    /// when the kernel took them in rather than when they were read.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_polled_socket_reads_a_batch_with_kernel_arrival_times() {
+        let (mut s, peer, to) = pair().await;
+        assert!(s.poll().unwrap());
+        assert!(s.is_polled() && s.registered().is_none());
+        let mut batch = RecvBatch::new();
+        let empty = s.recv_batch(&mut batch).unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+
+        for i in 0..3u8 {
+            peer.send_to(&[i; 100], to).unwrap();
+        }
+        let sent = Instant::now();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(s.recv_batch(&mut batch).unwrap(), 3);
+        let read = Instant::now();
+        for i in 0..3 {
+            let (r, data) = batch.get(i);
+            assert_eq!(data, &[i as u8; 100][..]);
+            assert_eq!(r.from, peer.local_addr().unwrap());
+            // Read 50 ms after it was sent; its date is the arrival, within a few ms of the send.
+            let waited = read - r.arrival;
+            assert!(
+                waited >= Duration::from_millis(40),
+                "datagram {i} dated {waited:?} before its read"
+            );
+            assert!(r.arrival + Duration::from_millis(10) >= sent);
+        }
+    }
+
+    /// More than a batch takes more than one read, and nothing is lost or repeated.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_long_queue_takes_several_batches() {
+        let (mut s, peer, to) = pair().await;
+        s.poll().unwrap();
+        let total = BATCH + 3;
+        for i in 0..total {
+            peer.send_to(&(i as u32).to_be_bytes(), to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        let mut batch = RecvBatch::new();
+        let mut seen = Vec::new();
+        loop {
+            match s.recv_batch(&mut batch) {
+                Ok(n) => {
+                    assert!(n <= BATCH);
+                    seen.extend((0..n).map(|i| {
+                        let (_, d) = batch.get(i);
+                        u32::from_be_bytes(d.try_into().unwrap()) as usize
+                    }))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(seen, (0..total).collect::<Vec<_>>());
+    }
+
+    /// A datagram that came while the socket was polled is not lost when it is registered
+    /// again: the reactor reports it readable at once. Sending works in both modes.
+    #[tokio::test(flavor = "current_thread")]
+    async fn registered_again_a_socket_delivers_what_waited() {
+        let (mut s, peer, to) = pair().await;
+        s.poll().unwrap();
+        s.send_to(b"polled", peer.local_addr().unwrap())
+            .await
+            .unwrap();
+        peer.send_to(b"waited", to).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        s.register().unwrap();
+        assert!(!s.is_polled());
+        let mut buf = [0u8; 64];
+        let (n, _) = tokio::time::timeout(
+            Duration::from_secs(2),
+            s.registered().unwrap().recv_from(&mut buf),
+        )
+        .await
+        .expect("the waiting datagram is reported")
+        .unwrap();
+        assert_eq!(&buf[..n], b"waited");
+        s.send_to(b"registered", peer.local_addr().unwrap())
+            .await
+            .unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        for want in [&b"polled"[..], b"registered"] {
+            let (n, _) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+        }
+    }
+}
