@@ -22,6 +22,10 @@
 # compares the medians (this machine's CPU figures drift by a third between runs; a failed
 # ntgcalls run is reported and left out).
 #
+# With one-speaker, each side first measures its speaker alone (5 s, before any listener joins):
+# "CPU per listener" is what each listener adds to that, the engine's cost of one more person
+# hearing the call.
+#
 # CPU is the participants' alone on both sides: ntgcalls' process does not hold the server, and
 # bench-load subtracts its in-process server's threads (and its audio pusher thread). RSS of
 # bench-load's process includes the server's; its per-participant figure includes the server's
@@ -54,7 +58,7 @@ while [ $# -gt 0 ]; do
     --preset) PRESET=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --packet-ms) PACKET_MS=$2; shift 2 ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "compare: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -88,7 +92,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-LIMIT=$((WARMUP + SECS + N * 4 + 60))
+# Both tools measure a one-speaker call's speaker alone for 5 s (after 1 s) before the
+# listeners join: what each listener adds is "CPU per listener".
+LIMIT=$((WARMUP + SECS + N * 4 + 66))
 IFS=, read -r -a SCENARIOS <<<"$SCENARIO"
 RATIOS=()
 for SC in "${SCENARIOS[@]}"; do
@@ -158,6 +164,8 @@ for fig in (g, t):
 rows = [
     ("CPU per call (% of a core)", "cpu_per_call_pct"),
     ("CPU per participant (% of a core)", "cpu_per_participant_pct"),
+    ("CPU per listener (% of a core)", "cpu_per_listener_pct"),
+    ("CPU, the speaker alone (% of a core)", "cpu_speakers_alone_pct"),
     ("peak RSS of the process (MiB)", "peak_rss_mib"),
     ("RSS per extra " + ("call" if many else "participant") + " (MiB)", "rss_per_participant_mib"),
     ("join-to-connected median (ms)", "join_ms_median"),
@@ -169,10 +177,17 @@ if len(g_runs) > 1 or len(t_runs) > 1:
     key = "cpu_per_call_pct" if many else "cpu_per_participant_pct"
     print("CPU each run (% of a core): groupcall " + ", ".join(f"{f[key]:.3f}" for f in g_runs)
           + "; ntgcalls " + ", ".join(f"{f[key]:.3f}" for f in t_runs))
+    if g.get("cpu_per_listener_pct") is not None:
+        each = lambda fs: ", ".join("n/a" if f.get("cpu_per_listener_pct") is None
+                                    else f"{f['cpu_per_listener_pct']:.3f}" for f in fs)
+        print(f"CPU per listener each run (% of a core): groupcall {each(g_runs)}; "
+              f"ntgcalls {each(t_runs)}")
 print(f"{'':36} {'groupcall':>12} {'ntgcalls':>12} {'ntgcalls/groupcall':>20}")
 summary = {"n": n, "scenario": g["scenario"]}
 for label, key in rows:
     a, b = g.get(key), t.get(key)
+    if a is None and b is None:
+        continue
     ratio = b / a if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 else None
     fa = "n/a" if a is None else f"{a:.3f}"
     fb = "n/a" if b is None else f"{b:.3f}"

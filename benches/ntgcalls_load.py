@@ -18,7 +18,9 @@ a probe, as in bench-load.
 Measured, for this Python process only (the server is another process): CPU seconds per
 participant-second over the measured window (resource.getrusage), RSS before joining, once
 connected, at the end and at its peak (VmHWM), RSS per extra participant, and
-join-to-connected (from ntgcalls' create_call to its CONNECTED event) median and p95.
+join-to-connected (from ntgcalls' create_call to its CONNECTED event) median and p95. With
+one-speaker, the speaker is first measured alone (--alone-seconds, after a second of warm-up)
+before the listeners join: CPU per listener is what each adds to that.
 
 Usage: ntgcalls_load.py --control http://127.0.0.1:PORT [-n 10] [--scenario one-speaker]
        [--seconds 15] [--warmup 2] [--probes 4]
@@ -403,7 +405,9 @@ async def run(args):
     with tempfile.TemporaryDirectory(prefix="groupcall-ntgcalls-load-") as tmp:
         signal = os.path.join(tmp, "signal-s16le-48k-mono.raw")
         # Long enough that no speaker's file ends while measuring, however slow the joins.
-        write_signal(signal, int(args.warmup + args.seconds + 10 * CONNECT_LIMIT + 60))
+        write_signal(
+            signal, int(args.warmup + args.seconds + args.alone_seconds + 10 * CONNECT_LIMIT + 60)
+        )
         status, call = await api.call("POST", "/calls", {"peer": 1, "title": "ntgcalls load"})
         if status != 200 or "id" not in call:
             raise RuntimeError(f"cannot create the call: HTTP {status}: {call}")
@@ -416,6 +420,7 @@ async def run(args):
         rss_before = memory_kb("VmRSS")
         join_ms = []
         joined = []  # (host, (chat id, call id, peer, ssrc))
+        alone = None  # (the speakers' CPU in cores, seconds) before any listener joined
         try:
             for i in range(n):
                 # One NTgCalls instance per participant, as N bots would have.
@@ -429,6 +434,14 @@ async def run(args):
                 joined.append((host, (CHAT_ID, call_id, FIRST_USER + i, ssrc)))
                 at = await host.wait_connected(CHAT_ID)
                 join_ms.append(1000.0 * (at - started))
+                # The speakers (who join first) play on their own for a while, so that what
+                # each listener adds can be told apart, as bench-load does.
+                if i + 1 == speakers and speakers < n and args.alone_seconds > 0:
+                    await asyncio.sleep(1)
+                    a0, at0 = cpu_seconds(), time.monotonic()
+                    await asyncio.sleep(args.alone_seconds)
+                    a1, at1 = cpu_seconds(), time.monotonic()
+                    alone = ((a1 - a0) / (at1 - at0), at1 - at0)
             rss_connected = memory_kb("VmRSS")
             print(
                 f"all {n} connected; join-to-connected median {percentile(join_ms, 50):.1f} ms, "
@@ -453,6 +466,8 @@ async def run(args):
     window = t1 - t0
     cpu = cpu1 - cpu0
     per = cpu / (n * window)
+    listeners = n - speakers
+    per_listener = None if alone is None else (cpu / window - alone[0]) / max(listeners, 1)
     rss_per = None if rss_before is None or rss_end is None else (rss_end - rss_before) / 1024.0 / n
     rss_per_connected = (
         None if rss_before is None or rss_connected is None else (rss_connected - rss_before) / 1024.0 / n
@@ -464,6 +479,12 @@ async def run(args):
         f"CPU per participant-second: {per:.5f} s = {100 * per:.3f} % of a core "
         f"({speakers} speaking, {n - speakers} listening)"
     )
+    if per_listener is not None:
+        print(
+            f"CPU per listener: {100 * per_listener:.3f} % of a core (the process with {listeners} "
+            f"listeners, less {100 * alone[0]:.3f} % for the {speakers} speaking alone over "
+            f"{alone[1]:.1f} s before they joined)"
+        )
     print(
         f"RSS: before joining {show(mib(rss_before), 'MiB')}, all connected {show(mib(rss_connected), 'MiB')}, "
         f"at the end {show(mib(rss_end), 'MiB')}, peak (VmHWM) {show(mib(peak), 'MiB')}"
@@ -495,6 +516,8 @@ async def run(args):
                 "cpu_process_s": cpu,
                 "cpu_per_participant_s_per_s": per,
                 "cpu_per_participant_pct": 100 * per,
+                "cpu_speakers_alone_pct": None if alone is None else 100 * alone[0],
+                "cpu_per_listener_pct": None if per_listener is None else 100 * per_listener,
                 "rss_before_mib": mib(rss_before),
                 "rss_connected_mib": mib(rss_connected),
                 "rss_end_mib": mib(rss_end),
@@ -522,6 +545,11 @@ def main():
     parser.add_argument(
         "--probes", type=int, default=None, help="listeners with a playback sink (default: all)"
     )
+    parser.add_argument(
+        "--alone-seconds", type=float, default=5.0,
+        help="one-speaker: seconds the speaker is measured alone before the listeners join "
+        "(CPU per listener is what they add); 0 skips it",
+    )
     parser.add_argument("--listen-calls", help=argparse.SUPPRESS)  # many-calls' child
     args = parser.parse_args()
     if args.listen_calls:
@@ -534,8 +562,11 @@ def main():
         sys.stdout.flush()
         os._exit(rc)
     least = 1 if args.scenario == "many-calls" else 2  # calls, or participants in one call
-    if args.participants < least or args.seconds <= 0 or args.warmup < 0 or (args.probes or 0) < 0:
-        parser.error(f"need -n >= {least}, --seconds > 0, --warmup >= 0, --probes >= 0")
+    if (args.participants < least or args.seconds <= 0 or args.warmup < 0 or (args.probes or 0) < 0
+            or args.alone_seconds < 0):
+        parser.error(
+            f"need -n >= {least}, --seconds > 0, --warmup >= 0, --probes >= 0, --alone-seconds >= 0"
+        )
     rc = 0
     try:
         asyncio.run(many_calls(args) if args.scenario == "many-calls" else run(args))

@@ -116,6 +116,11 @@ pub struct Args {
     /// the runtime.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
     call_threads: u32,
+    /// With listeners (one-speaker): seconds the speakers are measured alone, after a
+    /// second of warm-up, before the listeners join. What the listeners add to that, per
+    /// listener, is the figure "CPU per listener"; 0 skips it.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=600))]
+    alone_seconds: u64,
     /// The speakers' encoder.
     #[command(flatten)]
     encoder: crate::join::EncoderArgs,
@@ -258,6 +263,20 @@ async fn run_with_server(
         ),
     };
     let push_log: PushLog = Arc::default();
+    let stop_pusher = Arc::new(AtomicBool::new(false));
+    let push_overflows = Arc::new(AtomicU64::new(0));
+    let start_pusher = |pushers: Vec<(u32, FramePusher)>| {
+        let stop = stop_pusher.clone();
+        let log = push_log.clone();
+        let overflows = push_overflows.clone();
+        std::thread::Builder::new()
+            .name(PUSHER_THREAD.into())
+            .spawn(move || push_audio(pushers, log, stop, overflows))
+            .map_err(|e| format!("cannot start the pusher thread: {e}"))
+    };
+    let mut pusher_thread = None;
+    // The speakers' engine CPU (cores) and the window, measured before any listener joins.
+    let mut alone: Option<(f64, f64)> = None;
     let latencies: Latencies = Arc::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let rss_before = memory("VmRSS");
@@ -352,6 +371,20 @@ async fn run_with_server(
             pushers.push((ssrc, p));
         }
         participants.push(p);
+        // The speakers (who join first) play on their own for a while: what they cost
+        // without listeners, so that what each listener adds can be told apart.
+        if !many && i + 1 == speakers && speakers < n {
+            pusher_thread = Some(start_pusher(std::mem::take(&mut pushers))?);
+            if args.alone_seconds > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let c0 = CpuSnapshot::take();
+                let t0 = Instant::now();
+                tokio::time::sleep(Duration::from_secs(args.alone_seconds)).await;
+                let c = CpuSnapshot::take().since(&c0);
+                let w = t0.elapsed().as_secs_f64();
+                alone = Some(((c.total - c.server - c.pusher) / w, w));
+            }
+        }
     }
     let rss_connected = memory("VmRSS");
     println!(
@@ -360,16 +393,9 @@ async fn run_with_server(
         percentile(&join_ms, 95.0).unwrap_or(f64::NAN)
     );
 
-    let stop_pusher = Arc::new(AtomicBool::new(false));
-    let push_overflows = Arc::new(AtomicU64::new(0));
-    let pusher_thread = {
-        let stop = stop_pusher.clone();
-        let log = push_log.clone();
-        let overflows = push_overflows.clone();
-        std::thread::Builder::new()
-            .name(PUSHER_THREAD.into())
-            .spawn(move || push_audio(pushers, log, stop, overflows))
-            .map_err(|e| format!("cannot start the pusher thread: {e}"))?
+    let pusher_thread = match pusher_thread {
+        Some(t) => t,
+        None => start_pusher(pushers)?,
     };
 
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
@@ -401,6 +427,10 @@ async fn run_with_server(
     // Per participant of the engine's own: with many-calls, per call (its one speaker).
     let participant_seconds = n as f64 * window;
     let per_participant = engine_cpu / participant_seconds;
+    // What one listener adds: the engine's CPU with everyone, less the speakers' alone.
+    let listeners = n - speakers;
+    let per_listener =
+        alone.map(|(cores, _)| (engine_cpu / window - cores) / listeners.max(1) as f64);
     let mut lost = 0u64;
     let mut jitter_max: Option<f64> = None;
     let mut received = 0u64;
@@ -474,6 +504,14 @@ async fn run_with_server(
         "CPU per participant-second (whole process, server included): {:.3} % of a core",
         cpu.total / participant_seconds * 100.0
     );
+    if let (Some((cores, w)), Some(l)) = (alone, per_listener) {
+        println!(
+            "CPU per listener: {:.3} % of a core (the engine with {listeners} listeners, less \
+             {:.3} % for the {speakers} speaking alone over {w:.1} s before they joined)",
+            l * 100.0,
+            cores * 100.0
+        );
+    }
     if many {
         println!(
             "CPU per call (its speaker; the listeners run with the server and are not \
@@ -579,6 +617,8 @@ async fn run_with_server(
     // Added apart: one macro call of this size reaches the compiler's recursion limit.
     json["audio_transport_cc"] = args.audio_transport_cc.into();
     json["speaker_wakeups_per_s"] = wakeups_per_s.into();
+    json["cpu_speakers_alone_pct"] = alone.map(|(c, _)| c * 100.0).into();
+    json["cpu_per_listener_pct"] = per_listener.map(|l| l * 100.0).into();
     println!("{json}");
     if !ended.is_empty() {
         return Err(format!("{} participants ended before the end", ended.len()));
