@@ -2,9 +2,10 @@
 //!
 //! Where it sits: on top of `groupcall-media` (the sans-IO transport) and `groupcall-signaling`
 //! (how the join reaches a server). An [`Engine`] joins a call through a signaling backend; each
-//! [`Call`] runs on its own tokio task (the driver, `driver.rs`) that owns the UDP socket, the
-//! media transport and the audio; the task runs on the application's runtime, or on threads of
-//! the engine's own (`threads.rs`, [`Engine::with_call_threads`]). When to rejoin, give up or end, and the roster, are decided
+//! [`Call`] runs on its own tokio task (the driver, `driver.rs`) that owns the UDP socket (in
+//! the reactor, or read at the call's tick once nothing needs datagrams on arrival:
+//! `socket.rs`), the media transport and the audio; the task runs on the application's runtime,
+//! or on threads of the engine's own (`threads.rs`, [`Engine::with_call_threads`]). When to rejoin, give up or end, and the roster, are decided
 //! by a sans-IO state machine (`machine.rs`) that the driver feeds; the media itself: a source is paced in 20 ms frames into the Opus sender, and
 //! every speaker's packets go through a jitter buffer and a decoder into the sinks (a file per
 //! speaker, a mix, the application), with speaking levels and roster events on the way out.

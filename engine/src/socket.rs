@@ -3,11 +3,11 @@
 //! Registered with tokio's reactor, every datagram wakes the call's task as it lands: joining,
 //! video and anything whose timing is measured need that. A call that only plays audio out on
 //! its 20 ms clock gains nothing from it, since a packet leaves the jitter buffer at the next
-//! tick whenever it came in, and each wake-up costs more than the packet's decryption and
-//! decoding together (docs/performance.md §1.2.6). Such a call takes its socket out of the
-//! reactor ("polled"), so the kernel no longer wakes the thread for it, and reads everything
-//! queued at each tick in one `recvmmsg`, each datagram with the kernel's receive time so the
-//! jitter buffer still measures true arrivals.
+//! tick whenever it came in: it woke twice per packet, once for the datagram and once for the
+//! tick (docs/performance.md §1.2.6). Such a call takes its socket out of the reactor
+//! ("polled"), so the kernel no longer wakes the thread for it, and reads everything queued at
+//! each wake-up in one `recvmmsg`, each datagram with the kernel's receive time so the jitter
+//! buffer still measures true arrivals.
 //!
 //! Polled mode exists on Linux only; elsewhere [`CallSocket::poll`] declines and the call
 //! keeps waking per packet.
