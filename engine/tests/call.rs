@@ -1099,6 +1099,64 @@ async fn a_listener_reads_at_its_ticks_and_hears_whole() {
     speaker.leave().await.unwrap();
 }
 
+/// A listener whose only speaker went quiet and was forgotten stops its clock, and its socket
+/// goes back to the reactor: it then sleeps, and a new speaker still wakes it at once and is
+/// heard whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_read_at_its_ticks_sleeps_when_alone_and_wakes_for_the_next_speaker() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    std::fs::create_dir(&rec).unwrap();
+    let mut listener = s
+        .join(
+            3,
+            CallConfig {
+                record_dir: Some(rec),
+                speaker_timeout: Duration::from_millis(300),
+                ..CallConfig::default()
+            },
+        )
+        .await;
+    connected(&mut listener).await;
+    let mut first = s.join(1, CallConfig::default()).await;
+    connected(&mut first).await;
+    first
+        .set_source(Some(tone_source(dir.path(), 500.0, 1, false)))
+        .unwrap();
+    first.unmute().await.unwrap();
+    source_ended(&mut first).await;
+    // Forgotten after 300 ms of silence, checked every 100 ms.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let before = listener.stats();
+    assert_eq!(before.speakers_tracked, 0, "the quiet speaker is forgotten");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    listener.pause().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let woke = listener.stats().wakeups - before.wakeups;
+    // Still on its 20 ms clock it would wake about 100 times in 2 s.
+    assert!(woke < 30, "a listener alone woke {woke} times in 2 s");
+
+    let mut second = s.join(2, CallConfig::default()).await;
+    connected(&mut second).await;
+    second
+        .set_source(Some(tone_source(dir.path(), 700.0, 2, false)))
+        .unwrap();
+    second.unmute().await.unwrap();
+    source_ended(&mut second).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ssrc = second.ssrc();
+    let summary = listener.leave().await.unwrap();
+    assert_whole_tone(
+        &summary,
+        ssrc,
+        700.0,
+        "the second speaker, after the listener slept",
+    );
+    first.leave().await.unwrap();
+    second.leave().await.unwrap();
+}
+
 /// On the engine's own call threads a call does not share the application's runtime: the
 /// 200 ms stall that makes packets late above leaves these on time, and the call goes on
 /// sending while the application's only thread is held.
