@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use groupcall_engine::audio::{Channels, LoudnessConfig, Source, SourceOptions};
 use groupcall_engine::signaling::PeerId;
-use groupcall_engine::{CallConfig, CallEvent, CallSummary, EndReason, Engine};
+use groupcall_engine::{Call, CallConfig, CallEvent, CallSummary, EndReason, Engine};
 use support::e2e::*;
 use support::*;
 
@@ -1051,6 +1051,30 @@ async fn a_sender_of_60_ms_packets_ticks_once_per_packet_and_is_heard_whole() {
     bot.leave().await.unwrap();
 }
 
+/// A connected participant that records every speaker into `dir/rec`.
+async fn recording_listener(s: &Setup, user: i64, dir: &Path, config: CallConfig) -> Call {
+    let rec = dir.join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    let mut call = s
+        .join(
+            user,
+            CallConfig {
+                record_dir: Some(rec),
+                ..config
+            },
+        )
+        .await;
+    connected(&mut call).await;
+    call
+}
+
+/// `call` plays a tone of `secs` seconds at `freq` and is unmuted.
+async fn play_tone(call: &mut Call, dir: &Path, freq: f64, secs: usize) {
+    call.set_source(Some(tone_source(dir, freq, secs, false)))
+        .unwrap();
+    call.unmute().await.unwrap();
+}
+
 /// A listener playing out on its 20 ms clock reads its socket at its ticks instead of waking
 /// for every packet (engine/src/socket.rs): about one wake-up per tick where there were two
 /// (the packet's and the tick's), and what it hears is whole.
@@ -1058,24 +1082,10 @@ async fn a_sender_of_60_ms_packets_ticks_once_per_packet_and_is_heard_whole() {
 async fn a_listener_reads_at_its_ticks_and_hears_whole() {
     let s = Setup::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let rec = dir.path().join("rec");
-    std::fs::create_dir(&rec).unwrap();
-    let mut listener = s
-        .join(
-            2,
-            CallConfig {
-                record_dir: Some(rec),
-                ..CallConfig::default()
-            },
-        )
-        .await;
-    connected(&mut listener).await;
+    let listener = recording_listener(&s, 2, dir.path(), CallConfig::default()).await;
     let mut speaker = s.join(1, CallConfig::default()).await;
     connected(&mut speaker).await;
-    speaker
-        .set_source(Some(tone_source(dir.path(), 700.0, 2, false)))
-        .unwrap();
-    speaker.unmute().await.unwrap();
+    play_tone(&mut speaker, dir.path(), 700.0, 2).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let before = listener.stats();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1106,25 +1116,14 @@ async fn a_listener_reads_at_its_ticks_and_hears_whole() {
 async fn a_listener_read_at_its_ticks_sleeps_when_alone_and_wakes_for_the_next_speaker() {
     let s = Setup::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let rec = dir.path().join("rec");
-    std::fs::create_dir(&rec).unwrap();
-    let mut listener = s
-        .join(
-            3,
-            CallConfig {
-                record_dir: Some(rec),
-                speaker_timeout: Duration::from_millis(300),
-                ..CallConfig::default()
-            },
-        )
-        .await;
-    connected(&mut listener).await;
+    let config = CallConfig {
+        speaker_timeout: Duration::from_millis(300),
+        ..CallConfig::default()
+    };
+    let listener = recording_listener(&s, 3, dir.path(), config).await;
     let mut first = s.join(1, CallConfig::default()).await;
     connected(&mut first).await;
-    first
-        .set_source(Some(tone_source(dir.path(), 500.0, 1, false)))
-        .unwrap();
-    first.unmute().await.unwrap();
+    play_tone(&mut first, dir.path(), 500.0, 1).await;
     source_ended(&mut first).await;
     // Forgotten after 300 ms of silence, checked every 100 ms.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
@@ -1139,10 +1138,7 @@ async fn a_listener_read_at_its_ticks_sleeps_when_alone_and_wakes_for_the_next_s
 
     let mut second = s.join(2, CallConfig::default()).await;
     connected(&mut second).await;
-    second
-        .set_source(Some(tone_source(dir.path(), 700.0, 2, false)))
-        .unwrap();
-    second.unmute().await.unwrap();
+    play_tone(&mut second, dir.path(), 700.0, 2).await;
     source_ended(&mut second).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ssrc = second.ssrc();
