@@ -36,7 +36,7 @@ use crate::outgoing::Outgoing;
 use crate::receive::Receivers;
 use crate::requests::{self, Reply};
 use crate::screen::{self, Layers, Screen, ScreenJoin};
-use crate::socket::RecvBatch;
+use crate::socket::{self as call_socket, RecvBatch};
 use crate::threads::CallThreads;
 use crate::video::constraints::VideoSubscription;
 use crate::video::publish::{Control, Published, Publisher, VideoKind};
@@ -246,7 +246,6 @@ pub(crate) async fn start(
         packets_sent_before: 0,
         transport_disconnected: false,
         speakers_expired: 0,
-        batch: None,
         fed_until: Instant::now(),
     };
     // The task is watched: if it panics, the application still gets its summary and its Ended
@@ -397,9 +396,6 @@ struct Driver {
     /// The transport reported Disconnected and has not recovered.
     transport_disconnected: bool,
     speakers_expired: u64,
-    /// Buffers for reading a polled socket at the tick (`src/socket.rs`), made the first
-    /// time it is polled.
-    batch: Option<RecvBatch>,
     /// When the polled socket was last read: datagrams read later are dated no earlier, so
     /// the transport's clock never runs backwards.
     fed_until: Instant,
@@ -705,7 +701,6 @@ impl Driver {
     /// its kernel arrival time (the jitter buffer's measure). Bounded per wake-up: a flood
     /// waits in the socket (and overflows there) rather than holding the thread.
     fn read_queued(&mut self, now: Instant) {
-        const MAX_READS: usize = 32;
         if !self
             .connection
             .as_ref()
@@ -713,12 +708,17 @@ impl Driver {
         {
             return;
         }
-        let mut batch = self.batch.take().unwrap_or_else(RecvBatch::new);
+        call_socket::with_batch(|batch| self.read_batches(now, batch));
+        self.fed_until = now;
+    }
+
+    fn read_batches(&mut self, now: Instant, batch: &mut RecvBatch) {
+        const MAX_READS: usize = 32;
         for _ in 0..MAX_READS {
             let Some(c) = self.connection.as_mut() else {
                 break;
             };
-            let n = match c.socket.recv_batch(&mut batch) {
+            let n = match c.socket.recv_batch(batch) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
@@ -735,12 +735,10 @@ impl Driver {
                 }
                 self.drain_transport(Some(arrival));
             }
-            if n < crate::socket::BATCH {
+            if n < call_socket::BATCH {
                 break;
             }
         }
-        self.batch = Some(batch);
-        self.fed_until = now;
     }
 
     /// Hands the transport's events to the receivers and the machine. `arrival`: when the

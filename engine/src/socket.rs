@@ -28,12 +28,13 @@ pub(crate) const SLOT: usize = 2048;
 pub(crate) struct Received {
     pub len: usize,
     pub from: SocketAddr,
-    /// When the kernel took it in (the read time when the kernel gave none).
+    /// When the kernel took it in; the read time when the kernel gave none (it starts
+    /// stamping a moment after the first socket of the system asks for it).
     pub arrival: Instant,
 }
 
-/// Buffers for [`CallSocket::recv_batch`], kept by the call between ticks: `BATCH` slots
-/// of `SLOT` bytes, allocated when the socket is first polled.
+/// Buffers for [`CallSocket::recv_batch`]: `BATCH` slots of `SLOT` bytes. One per thread
+/// ([`with_batch`]), shared by the calls that run there: a read never outlives its wake-up.
 pub(crate) struct RecvBatch {
     data: Box<[u8]>,
     received: Vec<Received>,
@@ -51,6 +52,28 @@ impl RecvBatch {
     pub(crate) fn get(&self, i: usize) -> (Received, &[u8]) {
         let r = self.received[i];
         (r, &self.data[i * SLOT..i * SLOT + r.len])
+    }
+}
+
+thread_local! {
+    static BATCH_BUFFERS: std::cell::RefCell<Option<RecvBatch>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's batch buffers (made on first use), so that a process with
+/// many polled calls holds one set per thread rather than 16 KiB per call.
+pub(crate) fn with_batch<R>(f: impl FnOnce(&mut RecvBatch) -> R) -> R {
+    let mut f = Some(f);
+    let shared = BATCH_BUFFERS.try_with(|cell| {
+        // Taken out while in use: a nested use (there is none) would get its own.
+        let mut batch = cell.borrow_mut().take().unwrap_or_else(RecvBatch::new);
+        let r = (f.take().expect("called once"))(&mut batch);
+        *cell.borrow_mut() = Some(batch);
+        r
+    });
+    match shared {
+        Ok(r) => r,
+        // The thread is exiting and its buffers are gone: one set for this read.
+        Err(_) => (f.take().expect("not called"))(&mut RecvBatch::new()),
     }
 }
 
@@ -348,6 +371,9 @@ mod tests {
         let mut batch = RecvBatch::new();
         let empty = s.recv_batch(&mut batch).unwrap_err();
         assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+        // The kernel turns receive stamping on for the whole system a moment after the first
+        // socket asks (deferred work); until then a datagram is dated when it is read.
+        std::thread::sleep(Duration::from_millis(100));
 
         for i in 0..3u8 {
             peer.send_to(&[i; 100], to).unwrap();
