@@ -121,6 +121,11 @@ pub struct Args {
     /// listener, is the figure "CPU per listener"; 0 skips it.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=600))]
     alone_seconds: u64,
+    /// No `Speaking` events (`CallConfig::speaking_events` off), as for an application that
+    /// never shows who speaks; by default every participant gets them, ten a second per
+    /// speaker, and the tool reads them.
+    #[arg(long)]
+    no_speaking_events: bool,
     /// The speakers' encoder.
     #[command(flatten)]
     encoder: crate::join::EncoderArgs,
@@ -295,6 +300,7 @@ async fn run_with_server(
         }
         config.encoder = args.encoder.config();
         config.transport.audio_transport_cc = args.audio_transport_cc;
+        config.speaking_events = !args.no_speaking_events;
         let speaks = if many { i % 2 == 0 } else { i < speakers };
         let call = if many { &calls[i / 2] } else { &calls[0] };
         let mut pusher = None;
@@ -619,6 +625,7 @@ async fn run_with_server(
     json["speaker_wakeups_per_s"] = wakeups_per_s.into();
     json["cpu_speakers_alone_pct"] = alone.map(|(c, _)| c * 100.0).into();
     json["cpu_per_listener_pct"] = per_listener.map(|l| l * 100.0).into();
+    json["speaking_events"] = (!args.no_speaking_events).into();
     println!("{json}");
     if !ended.is_empty() {
         return Err(format!("{} participants ended before the end", ended.len()));

@@ -88,6 +88,11 @@ pub struct CallConfig {
     /// decoder and statistics freed, its file closed) even if no roster update said it left:
     /// a missed update must not keep its state forever. It comes back if it speaks again.
     pub speaker_timeout: Duration,
+    /// A [`CallEvent::Speaking`] for each speaker every 100 ms (the default). An application
+    /// that never shows who speaks (a recorder, a transcriber, a music bot) can turn them off:
+    /// each one wakes the task that reads [`Call::next_event`], a few per cent of a listener's
+    /// CPU (docs/performance.md §1.2.6). The levels stay in [`CallStats`].
+    pub speaking_events: bool,
     /// Send media to this address instead of the server's candidates: a relay in between,
     /// such as `groupcall impair` (the server then sees the relay's address).
     pub media_via: Option<SocketAddr>,
@@ -125,6 +130,7 @@ impl Default for CallConfig {
             rejoin: RejoinPolicy::default(),
             event_capacity: DEFAULT_EVENT_CAPACITY,
             speaker_timeout: Duration::from_secs(60),
+            speaking_events: true,
             media_via: None,
         }
     }

@@ -1237,12 +1237,14 @@ impl Driver {
         if every(LEVEL_TICKS) {
             for (ssrc, level) in self.receivers.levels() {
                 self.levels.insert(ssrc, level.level);
-                self.events.send(CallEvent::Speaking {
-                    ssrc,
-                    peer: self.machine.peer(ssrc),
-                    level: level.level,
-                    voice: level.voice,
-                });
+                if self.config.speaking_events {
+                    self.events.send(CallEvent::Speaking {
+                        ssrc,
+                        peer: self.machine.peer(ssrc),
+                        level: level.level,
+                        voice: level.voice,
+                    });
+                }
             }
             for ssrc in self.receivers.idle_since(now, self.config.speaker_timeout) {
                 tracing::debug!(ssrc, "forgetting a sender silent for too long");

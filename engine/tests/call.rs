@@ -1153,6 +1153,58 @@ async fn a_listener_read_at_its_ticks_sleeps_when_alone_and_wakes_for_the_next_s
     second.leave().await.unwrap();
 }
 
+/// With `speaking_events` off a call sends no `Speaking` event, yet its statistics still hold
+/// each speaker's level; the default call beside it gets them ten times a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaking_events_can_be_turned_off_and_the_levels_stay_in_the_stats() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut quiet = s
+        .join(
+            3,
+            CallConfig {
+                speaking_events: false,
+                ..CallConfig::default()
+            },
+        )
+        .await;
+    connected(&mut quiet).await;
+    let mut told = s.join(2, CallConfig::default()).await;
+    connected(&mut told).await;
+    let mut speaker = s.join(1, CallConfig::default()).await;
+    connected(&mut speaker).await;
+    play_tone(&mut speaker, dir.path(), 700.0, 2).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let ssrc = speaker.ssrc();
+    let level = quiet
+        .stats()
+        .speakers
+        .iter()
+        .find(|s| s.ssrc == ssrc)
+        .map(|s| s.level);
+    assert!(
+        level.is_some_and(|l| l > 0.05),
+        "the level in the quiet call's stats: {level:?}"
+    );
+    source_ended(&mut speaker).await;
+    let speaking = |call: &mut Call| {
+        let mut n = 0;
+        while let Some(e) = call.try_next_event() {
+            if matches!(e, CallEvent::Speaking { ssrc: s, .. } if s == ssrc) {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert_eq!(speaking(&mut quiet), 0, "Speaking events with them off");
+    // Coalesced per speaker while unread, so at least one; read as they come they are ten a
+    // second (the default's own tests).
+    assert!(speaking(&mut told) >= 1, "no Speaking event by default");
+    quiet.leave().await.unwrap();
+    told.leave().await.unwrap();
+    speaker.leave().await.unwrap();
+}
+
 /// On the engine's own call threads a call does not share the application's runtime: the
 /// 200 ms stall that makes packets late above leaves these on time, and the call goes on
 /// sending while the application's only thread is held.
