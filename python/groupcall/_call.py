@@ -362,6 +362,7 @@ class Engine:
         push_capacity: int = 50,
         join_as: Optional[int] = None,
         invite_hash: Optional[str] = None,
+        speaking_events: bool = True,
     ) -> Call:
         """Joins ``call``: a local call id, or a Signaling adapter for a Telegram call.
 
@@ -373,7 +374,9 @@ class Engine:
         ``record_dir`` one WAV per speaker, ``peer<PEER>_ssrc<SSRC>.wav``; ``record_mix`` the
         mix; ``frames=True`` to receive frames (:meth:`Call.frames`, :meth:`Call.on_frame`).
         ``join_as`` (a dialog id) and ``invite_hash`` are for local calls; an adapter takes
-        them in its constructor (it sends the join).
+        them in its constructor (it sends the join). ``speaking_events=False`` for a bot that
+        never shows who speaks: no ``speaking`` event ten times a second per speaker (each one
+        wakes this process's event loop); the levels stay in :meth:`Call.stats`.
         """
         options = _native.Options(
             play=None if play is None else str(play),
@@ -391,6 +394,7 @@ class Engine:
             push_capacity=push_capacity,
             join_as=join_as,
             invite_hash=invite_hash,
+            speaking_events=speaking_events,
         )
         if isinstance(call, Signaling):
             if join_as is not None or invite_hash is not None:

@@ -35,6 +35,7 @@ class Options:
         push_capacity: int = 50,
         join_as: Optional[int] = None,
         invite_hash: Optional[str] = None,
+        speaking_events: bool = True,
     ) -> None: ...
 
 class Frame:

@@ -39,6 +39,7 @@ pub struct Options {
     push_capacity: usize,
     join_as: Option<PeerId>,
     invite_hash: Option<String>,
+    speaking_events: bool,
 }
 
 #[pymethods]
@@ -47,7 +48,7 @@ impl Options {
     #[pyo3(signature = (*, play=None, looping=false, start=None, muted=None, preset="voice",
         stereo=None, bitrate=None, record_dir=None, record_mix=None, frames=false,
         frame_capacity=FRAME_CAPACITY, push=false, push_capacity=PUSH_CAPACITY, join_as=None,
-        invite_hash=None))]
+        invite_hash=None, speaking_events=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         play: Option<String>,
@@ -65,6 +66,7 @@ impl Options {
         push_capacity: usize,
         join_as: Option<i64>,
         invite_hash: Option<String>,
+        speaking_events: bool,
     ) -> PyResult<Self> {
         let encoder = match preset {
             "voice" => EncoderConfig::voice(),
@@ -121,6 +123,7 @@ impl Options {
             push_capacity,
             join_as,
             invite_hash,
+            speaking_events,
         })
     }
 }
@@ -186,6 +189,7 @@ impl Options {
             record_dir: self.record_dir.clone(),
             record_mix: self.record_mix.clone(),
             app_sink: app_sink.map(AppSink::callback),
+            speaking_events: self.speaking_events,
             ..CallConfig::default()
         };
         Ok(Prepared {

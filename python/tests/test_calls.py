@@ -366,3 +366,33 @@ def test_a_process_that_exits_right_after_leaving_exits_cleanly(server, tmp_path
             [sys.executable, str(script), server, str(call_id)], capture_output=True, text=True, timeout=30
         )
         assert r.returncode == 0 and "exited" in r.stdout, f"run {i}: exit {r.returncode}\n{r.stderr}"
+
+
+def test_speaking_events_turned_off_send_none_and_the_level_stays_in_the_stats(server, tmp_path):
+    async def main():
+        tone = write_tone(tmp_path / "tone.wav", 600.0, 2.0)
+        call_id, listener = await listener_and_call(server, tmp_path / "rec", speaking_events=False)
+        told = await groupcall.Engine.local(server, LISTENER + 1).join(call_id)
+        heard = {"quiet": 0, "told": 0}
+
+        @listener.on("speaking")
+        def quiet(event):
+            heard["quiet"] += 1
+
+        @told.on("speaking")
+        def counting(event):
+            heard["told"] += 1
+
+        player = await groupcall.Engine.local(server, PLAYER).join(call_id, play=str(tone))
+        await asyncio.sleep(1.0)
+        levels = [s["level"] for s in listener.stats()["speakers"] if s["ssrc"] == player.ssrc]
+        await wait_for(player, "source_ended", 15)
+        await player.leave()
+        await told.leave()
+        await listener.leave()
+        return heard, levels
+
+    heard, levels = asyncio.run(main())
+    assert heard["quiet"] == 0, f"{heard['quiet']} speaking events with them off"
+    assert heard["told"] >= 10, f"the default listener had {heard['told']} speaking events in 2 s"
+    assert levels and levels[0] > 0.05, f"the level in the stats: {levels}"
