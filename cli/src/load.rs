@@ -388,7 +388,7 @@ async fn run_with_server(
                 tokio::time::sleep(Duration::from_secs(args.alone_seconds)).await;
                 let c = CpuSnapshot::take().since(&c0);
                 let w = t0.elapsed().as_secs_f64();
-                alone = Some(((c.total - c.server - c.pusher) / w, w));
+                alone = Some((c.engine() / w, w));
             }
         }
     }
@@ -429,7 +429,7 @@ async fn run_with_server(
 
     // ---- figures ----
     let cpu = cpu1.since(&cpu0);
-    let engine_cpu = cpu.total - cpu.server - cpu.pusher;
+    let engine_cpu = cpu.engine();
     // Per participant of the engine's own: with many-calls, per call (its one speaker).
     let participant_seconds = n as f64 * window;
     let per_participant = engine_cpu / participant_seconds;
@@ -833,6 +833,11 @@ impl CpuSnapshot {
             server,
             pusher,
         }
+    }
+
+    /// The engine's share: the process less the server's and the pusher's threads.
+    fn engine(&self) -> f64 {
+        self.total - self.server - self.pusher
     }
 
     fn since(&self, earlier: &CpuSnapshot) -> CpuSnapshot {

@@ -56,25 +56,19 @@ impl RecvBatch {
 }
 
 thread_local! {
-    static BATCH_BUFFERS: std::cell::RefCell<Option<RecvBatch>> = const { std::cell::RefCell::new(None) };
+    static BATCH_BUFFERS: std::cell::Cell<Option<RecvBatch>> = const { std::cell::Cell::new(None) };
 }
 
 /// Runs `f` with this thread's batch buffers (made on first use), so that a process with
-/// many polled calls holds one set per thread rather than 16 KiB per call.
+/// many polled calls holds one set per thread rather than 16 KiB per call. The buffers are
+/// taken out while in use; on a thread that is exiting (its locals gone) a set is made for
+/// the one read.
 pub(crate) fn with_batch<R>(f: impl FnOnce(&mut RecvBatch) -> R) -> R {
-    let mut f = Some(f);
-    let shared = BATCH_BUFFERS.try_with(|cell| {
-        // Taken out while in use: a nested use (there is none) would get its own.
-        let mut batch = cell.borrow_mut().take().unwrap_or_else(RecvBatch::new);
-        let r = (f.take().expect("called once"))(&mut batch);
-        *cell.borrow_mut() = Some(batch);
-        r
-    });
-    match shared {
-        Ok(r) => r,
-        // The thread is exiting and its buffers are gone: one set for this read.
-        Err(_) => (f.take().expect("not called"))(&mut RecvBatch::new()),
-    }
+    let kept = BATCH_BUFFERS.try_with(|cell| cell.take()).ok().flatten();
+    let mut batch = kept.unwrap_or_else(RecvBatch::new);
+    let r = f(&mut batch);
+    let _ = BATCH_BUFFERS.try_with(|cell| cell.set(Some(batch)));
+    r
 }
 
 enum Mode {

@@ -500,7 +500,7 @@ impl Transport {
     /// each RTP packet its own arrival time (the jitter buffer measures it).
     pub fn reads_may_wait(&self) -> bool {
         self.srtp.is_some()
-            && self.state == State::Connected
+            && self.is_connected()
             && self.twcc.is_none()
             && self.data_channel.as_ref().is_none_or(DataChannel::is_open)
     }
