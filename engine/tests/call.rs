@@ -948,109 +948,6 @@ fn assert_whole_tone(summary: &CallSummary, ssrc: u32, freq: f64, what: &str) {
     assert_frequency(&samples[start..start + RATE as usize], RATE, freq, what);
 }
 
-/// A call with nothing to send and nobody to hear (a bot idle in a silent call) does not run
-/// its 20 ms clock: it wakes a few times a second, not fifty. When someone speaks, the clock
-/// starts again at once and what it says is recorded whole.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_call_sleeps_and_wakes_when_someone_speaks() {
-    let s = Setup::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let rec = dir.path().join("rec");
-    std::fs::create_dir(&rec).unwrap();
-    let mut idle = s
-        .join(
-            2002,
-            CallConfig {
-                record_dir: Some(rec.clone()),
-                ..CallConfig::default()
-            },
-        )
-        .await;
-    connected(&mut idle).await;
-    let mut other = s.join(1001, CallConfig::default()).await;
-    connected(&mut other).await;
-
-    let before = idle.stats().wakeups;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    // Fresh statistics: a command publishes them at once on an idle call.
-    idle.pause().unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let woke = idle.stats().wakeups - before;
-    eprintln!("an idle call woke {woke} times in 3 s");
-    // Ticking, it wakes 150 times in 3 s for the clock alone.
-    assert!(woke < 40, "an idle call woke {woke} times in 3 s");
-
-    other
-        .set_source(Some(tone_source(dir.path(), 700.0, 2, false)))
-        .unwrap();
-    other.unmute().await.unwrap();
-    source_ended(&mut other).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let ssrc = other.ssrc();
-    let summary = idle.leave().await.unwrap();
-    assert_whole_tone(&summary, ssrc, 700.0, "the idle call's recording");
-    other.leave().await.unwrap();
-}
-
-/// A bot that only sends 60 ms packets ticks once per packet, not three times (a third of the
-/// wake-ups), its ticks also serve the ICE agent's timer, and what it sends is heard whole: the
-/// 2 s tone is in the listener's recording from end to end, at its frequency.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sender_of_60_ms_packets_ticks_once_per_packet_and_is_heard_whole() {
-    use groupcall_engine::audio::EncoderConfig;
-    let s = Setup::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let rec = dir.path().join("rec");
-    std::fs::create_dir(&rec).unwrap();
-    let mut listener = s
-        .join(
-            2,
-            CallConfig {
-                record_dir: Some(rec),
-                ..CallConfig::default()
-            },
-        )
-        .await;
-    connected(&mut listener).await;
-    let mut bot = s
-        .join(
-            1,
-            CallConfig {
-                encoder: EncoderConfig {
-                    packet_ms: 60,
-                    ..EncoderConfig::voice()
-                },
-                ..CallConfig::default()
-            },
-        )
-        .await;
-    connected(&mut bot).await;
-    bot.set_source(Some(tone_source(dir.path(), 700.0, 2, false)))
-        .unwrap();
-    bot.unmute().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (wakeups, sent) = (bot.stats().wakeups, bot.stats().packets_sent);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let stats = bot.stats();
-    let (woke, packets) = (stats.wakeups - wakeups, stats.packets_sent - sent);
-    eprintln!("a 60 ms sender woke {woke} times and sent {packets} packets in 1 s");
-    // Statistics are published every 100 ms, so the window is 0.9 to 1.1 s: 15 to 19 packets.
-    assert!((14..=20).contains(&packets), "{packets} packets in 1 s");
-    // Ticking every 20 ms, the clock alone would wake it 50 times a second; the ICE agent's
-    // 200 ms timer, served apart, five more. Its ticks serve that timer, so what is left
-    // besides them is the odd datagram (a consent answer, a receiver report).
-    assert!(
-        woke <= packets + 4,
-        "a 60 ms sender woke {woke} times in 1 s for {packets} ticks"
-    );
-    source_ended(&mut bot).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let ssrc = bot.ssrc();
-    let summary = listener.leave().await.unwrap();
-    assert_whole_tone(&summary, ssrc, 700.0, "the 60 ms sender's audio");
-    bot.leave().await.unwrap();
-}
-
 /// A connected participant that records every speaker into `dir/rec`.
 async fn recording_listener(s: &Setup, user: i64, dir: &Path, config: CallConfig) -> Call {
     let rec = dir.join("rec");
@@ -1073,6 +970,84 @@ async fn play_tone(call: &mut Call, dir: &Path, freq: f64, secs: usize) {
     call.set_source(Some(tone_source(dir, freq, secs, false)))
         .unwrap();
     call.unmute().await.unwrap();
+}
+
+/// Waits for `speaker`'s tone to end and reach `listener`, which then leaves: its recording
+/// of the speaker must hold the tone whole ([`assert_whole_tone`]).
+async fn heard_whole(listener: Call, speaker: &mut Call, freq: f64, what: &str) {
+    source_ended(speaker).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ssrc = speaker.ssrc();
+    let summary = listener.leave().await.unwrap();
+    assert_whole_tone(&summary, ssrc, freq, what);
+}
+
+/// A call with nothing to send and nobody to hear (a bot idle in a silent call) does not run
+/// its 20 ms clock: it wakes a few times a second, not fifty. When someone speaks, the clock
+/// starts again at once and what it says is recorded whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_call_sleeps_and_wakes_when_someone_speaks() {
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let idle = recording_listener(&s, 2002, dir.path(), CallConfig::default()).await;
+    let mut other = s.join(1001, CallConfig::default()).await;
+    connected(&mut other).await;
+
+    let before = idle.stats().wakeups;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Fresh statistics: a command publishes them at once on an idle call.
+    idle.pause().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let woke = idle.stats().wakeups - before;
+    eprintln!("an idle call woke {woke} times in 3 s");
+    // Ticking, it wakes 150 times in 3 s for the clock alone.
+    assert!(woke < 40, "an idle call woke {woke} times in 3 s");
+
+    play_tone(&mut other, dir.path(), 700.0, 2).await;
+    heard_whole(idle, &mut other, 700.0, "the idle call's recording").await;
+    other.leave().await.unwrap();
+}
+
+/// A bot that only sends 60 ms packets ticks once per packet, not three times (a third of the
+/// wake-ups), its ticks also serve the ICE agent's timer, and what it sends is heard whole: the
+/// 2 s tone is in the listener's recording from end to end, at its frequency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_of_60_ms_packets_ticks_once_per_packet_and_is_heard_whole() {
+    use groupcall_engine::audio::EncoderConfig;
+    let s = Setup::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = recording_listener(&s, 2, dir.path(), CallConfig::default()).await;
+    let mut bot = s
+        .join(
+            1,
+            CallConfig {
+                encoder: EncoderConfig {
+                    packet_ms: 60,
+                    ..EncoderConfig::voice()
+                },
+                ..CallConfig::default()
+            },
+        )
+        .await;
+    connected(&mut bot).await;
+    play_tone(&mut bot, dir.path(), 700.0, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (wakeups, sent) = (bot.stats().wakeups, bot.stats().packets_sent);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = bot.stats();
+    let (woke, packets) = (stats.wakeups - wakeups, stats.packets_sent - sent);
+    eprintln!("a 60 ms sender woke {woke} times and sent {packets} packets in 1 s");
+    // Statistics are published every 100 ms, so the window is 0.9 to 1.1 s: 15 to 19 packets.
+    assert!((14..=20).contains(&packets), "{packets} packets in 1 s");
+    // Ticking every 20 ms, the clock alone would wake it 50 times a second; the ICE agent's
+    // 200 ms timer, served apart, five more. Its ticks serve that timer, so what is left
+    // besides them is the odd datagram (a consent answer, a receiver report).
+    assert!(
+        woke <= packets + 4,
+        "a 60 ms sender woke {woke} times in 1 s for {packets} ticks"
+    );
+    heard_whole(listener, &mut bot, 700.0, "the 60 ms sender's audio").await;
+    bot.leave().await.unwrap();
 }
 
 /// A listener playing out on its 20 ms clock reads its socket at its ticks instead of waking
@@ -1101,11 +1076,7 @@ async fn a_listener_reads_at_its_ticks_and_hears_whole() {
         woke <= packets + 10,
         "a listener woke {woke} times in 1 s for {packets} packets"
     );
-    source_ended(&mut speaker).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let ssrc = speaker.ssrc();
-    let summary = listener.leave().await.unwrap();
-    assert_whole_tone(&summary, ssrc, 700.0, "the listener's recording");
+    heard_whole(listener, &mut speaker, 700.0, "the listener's recording").await;
     speaker.leave().await.unwrap();
 }
 
@@ -1139,22 +1110,14 @@ async fn a_listener_read_at_its_ticks_sleeps_when_alone_and_wakes_for_the_next_s
     let mut second = s.join(2, CallConfig::default()).await;
     connected(&mut second).await;
     play_tone(&mut second, dir.path(), 700.0, 2).await;
-    source_ended(&mut second).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let ssrc = second.ssrc();
-    let summary = listener.leave().await.unwrap();
-    assert_whole_tone(
-        &summary,
-        ssrc,
-        700.0,
-        "the second speaker, after the listener slept",
-    );
+    let what = "the second speaker, after the listener slept";
+    heard_whole(listener, &mut second, 700.0, what).await;
     first.leave().await.unwrap();
     second.leave().await.unwrap();
 }
 
 /// With `speaking_events` off a call sends no `Speaking` event, yet its statistics still hold
-/// each speaker's level; the default call beside it gets them ten times a second.
+/// each speaker's level; the default call beside it, read as it goes, gets ten a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speaking_events_can_be_turned_off_and_the_levels_stay_in_the_stats() {
     let s = Setup::start().await;
@@ -1173,33 +1136,38 @@ async fn speaking_events_can_be_turned_off_and_the_levels_stay_in_the_stats() {
     connected(&mut told).await;
     let mut speaker = s.join(1, CallConfig::default()).await;
     connected(&mut speaker).await;
-    play_tone(&mut speaker, dir.path(), 700.0, 2).await;
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let ssrc = speaker.ssrc();
+    // Each call's events read as they come, as an application does, for 1.5 s of the tone.
+    let read = |mut call: Call| {
+        tokio::spawn(async move {
+            let end = tokio::time::Instant::now() + Duration::from_millis(1_500);
+            let mut n = 0;
+            while let Ok(Some(e)) = tokio::time::timeout_at(end, call.next_event()).await {
+                if matches!(e, CallEvent::Speaking { ssrc: s, .. } if s == ssrc) {
+                    n += 1;
+                }
+            }
+            (call, n)
+        })
+    };
+    play_tone(&mut speaker, dir.path(), 700.0, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (quiet, told) = (read(quiet), read(told));
+    let (quiet, without) = quiet.await.unwrap();
+    let (told, with) = told.await.unwrap();
     let level = quiet
         .stats()
         .speakers
         .iter()
         .find(|s| s.ssrc == ssrc)
         .map(|s| s.level);
+    assert_eq!(without, 0, "Speaking events with them off");
+    assert!(with >= 10, "{with} Speaking events in 1.5 s by default");
     assert!(
         level.is_some_and(|l| l > 0.05),
         "the level in the quiet call's stats: {level:?}"
     );
     source_ended(&mut speaker).await;
-    let speaking = |call: &mut Call| {
-        let mut n = 0;
-        while let Some(e) = call.try_next_event() {
-            if matches!(e, CallEvent::Speaking { ssrc: s, .. } if s == ssrc) {
-                n += 1;
-            }
-        }
-        n
-    };
-    assert_eq!(speaking(&mut quiet), 0, "Speaking events with them off");
-    // Coalesced per speaker while unread, so at least one; read as they come they are ten a
-    // second (the default's own tests).
-    assert!(speaking(&mut told) >= 1, "no Speaking event by default");
     quiet.leave().await.unwrap();
     told.leave().await.unwrap();
     speaker.leave().await.unwrap();
