@@ -664,11 +664,10 @@ impl Driver {
             s.flush().await;
         }
         if let Some(c) = self.connection.as_mut() {
-            while let Some(t) = c.transport.poll_transmit() {
-                if let Err(e) = c.socket.send_to(&t.contents, t.destination).await {
-                    tracing::debug!("send to {} failed: {e}", t.destination);
-                }
-            }
+            let transport = &mut c.transport;
+            c.socket
+                .send_queued("media", || transport.poll_transmit())
+                .await;
         }
     }
 

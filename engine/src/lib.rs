@@ -30,6 +30,13 @@ mod socket;
 mod threads;
 pub mod video;
 
+/// Internals exposed for the benches only; not part of the API.
+#[doc(hidden)]
+pub mod bench {
+    #[cfg(target_os = "linux")]
+    pub use crate::socket::{send_batch, BATCH as SEND_BATCH};
+}
+
 pub use call::{
     Call, CallConfig, CallEvent, CallEvents, CallStats, CallSummary, ConnectionState, EndReason,
     Engine, ParticipantInfo, RejoinCause, RejoinPolicy, SpeakerStats, VideoState,

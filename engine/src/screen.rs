@@ -153,11 +153,10 @@ impl Screen {
     /// Sends what the presentation transport queued.
     pub(crate) async fn flush(&mut self) {
         if let Some(c) = self.connection.as_mut() {
-            while let Some(t) = c.transport.poll_transmit() {
-                if let Err(e) = c.socket.send_to(&t.contents, t.destination).await {
-                    tracing::debug!("screen send to {} failed: {e}", t.destination);
-                }
-            }
+            let transport = &mut c.transport;
+            c.socket
+                .send_queued("screen", || transport.poll_transmit())
+                .await;
         }
     }
 
