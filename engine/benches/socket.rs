@@ -1,10 +1,14 @@
-//! Sending over UDP: the datagrams one pass of a call's loop queued, one `sendto` each (how
-//! the engine sent before) against one `sendmmsg` for up to 8 (`src/socket.rs`,
-//! `CallSocket::send_queued`).
+//! Sending over UDP: the datagrams one pass of a call's loop queued, three ways:
 //!
-//! - `send/<n>x<size>/sendto_each` and `.../sendmmsg`: `n` datagrams of `size` bytes to a
-//!   loopback peer that a thread drains. 8 x 1200 is a video frame of about 10 KB (a 720p
-//!   frame at 2.5 Mbit/s and 30 fps); 2 x 120 an audio packet and a report.
+//! - `sendto_each`: one `sendto` per datagram (how the engine sent before);
+//! - `sendmmsg`: one `sendmmsg` for the lot, every datagram its own message;
+//! - `sendmmsg_gso`: the same with each run of equal-sized datagrams to one address as one
+//!   message the kernel segments (`UDP_SEGMENT`): the engine's path (`src/socket.rs`,
+//!   `CallSocket::send_queued`).
+//!
+//! `send/<n>x<size>/...`: `n` datagrams of `size` bytes to a loopback peer that a thread
+//! drains. 8 x 1200 is a video frame of about 10 KB (720p at 2.5 Mbit/s and 30 fps), 32 x 1200
+//! a slice of a key frame, 2 x 120 an audio packet and a report.
 //!
 //! Linux only (elsewhere the engine sends one by one). Run:
 //! `cargo bench -p groupcall-engine --bench socket`
@@ -19,6 +23,18 @@ mod linux {
     use groupcall_engine::bench::{send_batch, SEND_BATCH};
     use groupcall_engine::media::Transmit;
 
+    fn send_all(socket: &UdpSocket, datagrams: &[Transmit], segment: bool) {
+        let mut from = 0;
+        while from < datagrams.len() {
+            match send_batch(socket, &datagrams[from..], segment) {
+                Ok(sent) => from += sent,
+                // A send buffer full for a moment (the other path blocks there).
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("sendmmsg: {e}"),
+            }
+        }
+    }
+
     pub fn bench(c: &mut Criterion) {
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = peer.local_addr().unwrap();
@@ -31,7 +47,7 @@ mod linux {
         });
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut group = c.benchmark_group("send");
-        for (n, size) in [(SEND_BATCH, 1200), (2, 120)] {
+        for (n, size) in [(8, 1200), (SEND_BATCH, 1200), (2, 120)] {
             let datagrams: Vec<Transmit> = (0..n)
                 .map(|i| Transmit {
                     destination: to,
@@ -47,19 +63,10 @@ mod linux {
                 })
             });
             group.bench_function(BenchmarkId::new(&id, "sendmmsg"), |b| {
-                b.iter(|| {
-                    let mut from = 0;
-                    while from < datagrams.len() {
-                        match send_batch(&socket, &datagrams[from..]) {
-                            Ok(sent) => from += sent,
-                            // A send buffer full for a moment (the other path blocks there).
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                std::thread::yield_now()
-                            }
-                            Err(e) => panic!("sendmmsg: {e}"),
-                        }
-                    }
-                })
+                b.iter(|| send_all(&socket, &datagrams, false))
+            });
+            group.bench_function(BenchmarkId::new(&id, "sendmmsg_gso"), |b| {
+                b.iter(|| send_all(&socket, &datagrams, true))
             });
         }
         group.finish();

@@ -34,7 +34,7 @@ pub mod video;
 #[doc(hidden)]
 pub mod bench {
     #[cfg(target_os = "linux")]
-    pub use crate::socket::{send_batch, BATCH as SEND_BATCH};
+    pub use crate::socket::{send_batch, SEND_BATCH};
 }
 
 pub use call::{
