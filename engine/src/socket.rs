@@ -851,6 +851,32 @@ mod tests {
         );
     }
 
+    /// The packetizer balances a frame's packets (sizes differ by one byte, larger first), so
+    /// a frame of any size goes as at most two segmented messages.
+    #[test]
+    fn a_packetized_frame_is_at_most_two_runs() {
+        use groupcall_media::video::{packetize::vp8_payloads, DEFAULT_MAX_PAYLOAD};
+        let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for frame_len in [1_500, 9_000, 9_001, 20_011, 38_000] {
+            let frame = vec![7u8; frame_len];
+            let payloads = vp8_payloads(&frame, 1, DEFAULT_MAX_PAYLOAD).unwrap();
+            // RTP header, extensions and SRTP tag: the same on every packet of a frame.
+            let d: Vec<Transmit> = payloads.iter().map(|p| sized(p.len() + 40, to)).collect();
+            let mut messages = 0;
+            let mut at = 0;
+            while at < d.len() {
+                at += run_length(&d[at..], true);
+                messages += 1;
+            }
+            assert!(d.len() > 1, "{frame_len} bytes take several packets");
+            assert!(
+                messages <= 2,
+                "{frame_len} bytes: {} packets in {messages} messages",
+                d.len()
+            );
+        }
+    }
+
     /// A video frame (equal packets, a shorter last) then an audio packet leave in one
     /// system call, the frame as one segmented message; the peer receives every packet whole,
     /// as its own datagram, in order.
