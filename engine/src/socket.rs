@@ -180,10 +180,11 @@ impl CallSocket {
     }
 
     /// Sends every datagram `next` yields, [`SEND_BATCH`] to a system call and runs of them
-    /// segmented where the kernel offers both (Linux), one by one elsewhere. A datagram that fails is logged (`label` names
-    /// the connection) and the others still go: an unreachable port or a full buffer loses a
-    /// packet, as the network could, and the transport's timeouts judge the path. Registered,
-    /// a full send buffer is waited out; polled, it drops the datagram.
+    /// segmented where the kernel offers both (Linux), one by one elsewhere. A datagram that
+    /// fails is logged (`label` names the connection) and the others still go: an unreachable
+    /// port or a full buffer loses a packet, as the network could, and the transport's
+    /// timeouts judge the path. Registered, a full send buffer is waited out; polled, it drops
+    /// the datagram.
     pub(crate) async fn send_queued(
         &mut self,
         label: &str,
@@ -242,7 +243,7 @@ impl CallSocket {
                 // A kernel or device without segmentation refuses the message (EIO where the
                 // device cannot checksum, EINVAL before Linux 4.18): the socket sends its
                 // datagrams one by one from then on, this run included.
-                Err(e) if segment && run_length(rest, true) > 1 && !self.is_gone() => {
+                Err(e) if segment && run_length(rest, true) > 1 && sys::refuses_segments(&e) => {
                     tracing::debug!(
                         "{label}: segmented sending refused ({e}); sending unsegmented"
                     );
@@ -507,6 +508,15 @@ mod sys {
         }
     }
 
+    /// Whether a failed segmented send says the kernel or the device cannot segment, rather
+    /// than that this datagram could not go.
+    pub(crate) fn refuses_segments(e: &io::Error) -> bool {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+        )
+    }
+
     /// Writes `a` as a C socket address into `s`; its length.
     fn write_address(s: &mut libc::sockaddr_in6, a: SocketAddr) -> libc::socklen_t {
         match a {
@@ -590,6 +600,10 @@ mod sys {
 
     /// Not reached: [`CallSocket::send_queued`](super::CallSocket::send_queued) sends one by
     /// one where there is no `sendmmsg`.
+    pub(crate) fn refuses_segments(_: &io::Error) -> bool {
+        false
+    }
+
     pub(crate) fn send_batch<S>(_: &S, _: &[Transmit], _: bool) -> io::Result<usize> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
