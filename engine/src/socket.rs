@@ -191,26 +191,31 @@ impl CallSocket {
         mut next: impl FnMut() -> Option<Transmit>,
     ) {
         loop {
+            let Some(first) = next() else {
+                return;
+            };
+            let second = if cfg!(target_os = "linux") {
+                next()
+            } else {
+                None
+            };
+            let Some(second) = second else {
+                // One datagram, an audio call's usual pass: a plain send, and no room for a
+                // batch held by a call that never needs one.
+                if let Err(e) = self.send_to(&first.contents, first.destination).await {
+                    tracing::debug!("{label} send to {} failed: {e}", first.destination);
+                }
+                continue;
+            };
             self.pending.clear();
+            self.pending.extend([first, second]);
             while self.pending.len() < SEND_BATCH {
                 match next() {
                     Some(t) => self.pending.push(t),
                     None => break,
                 }
             }
-            let full = self.pending.len() == SEND_BATCH;
-            if self.pending.len() > 1 && cfg!(target_os = "linux") {
-                self.send_pending(label).await;
-            } else {
-                for t in &self.pending {
-                    if let Err(e) = self.send_to(&t.contents, t.destination).await {
-                        tracing::debug!("{label} send to {} failed: {e}", t.destination);
-                    }
-                }
-            }
-            if !full {
-                return;
-            }
+            self.send_pending(label).await;
         }
     }
 
