@@ -287,18 +287,29 @@ impl DelayHistory {
 
     fn push(&mut self, delay: i64) {
         let delay = delay.max(0);
-        if self.len == DELAY_HISTORY {
-            let gone = self.ring[self.next];
-            // Always there: `sorted` holds exactly the ring's values.
-            if let Ok(i) = self.sorted.binary_search(&gone) {
-                self.sorted.remove(i);
+        let at = self.sorted.partition_point(|&d| d < delay);
+        // Always there when the window is full: `sorted` holds exactly the ring's values.
+        let gone = (self.len == DELAY_HISTORY)
+            .then(|| self.sorted.binary_search(&self.ring[self.next]).ok())
+            .flatten();
+        match gone {
+            // The oldest value leaves and the new one comes in with one shift of the values
+            // between their places: few, since a packet's delay is close to its
+            // predecessors'. A removal and an insertion each moved half the window (the
+            // largest `memmove` in a listener's profile, docs/performance.md §1.2.8).
+            Some(i) if at > i => {
+                self.sorted.copy_within(i + 1..at, i);
+                self.sorted[at - 1] = delay;
             }
+            Some(i) => {
+                self.sorted.copy_within(at..i, at + 1);
+                self.sorted[at] = delay;
+            }
+            None => self.sorted.insert(at, delay),
         }
         self.ring[self.next] = delay;
         self.next = (self.next + 1) % DELAY_HISTORY;
         self.len = (self.len + 1).min(DELAY_HISTORY);
-        let at = self.sorted.partition_point(|&d| d < delay);
-        self.sorted.insert(at, delay);
         let n = self.sorted.len();
         let k = ((n as f64 * DELAY_QUANTILE).ceil() as usize).clamp(1, n) - 1;
         self.quantile = Some(self.sorted[k]);
@@ -792,7 +803,9 @@ impl<D: FrameDecoder> JitterBuffer<D> {
 mod tests {
 
     /// The sorted window gives the quantile a selection over the last `DELAY_HISTORY`
-    /// delays gives, packet after packet, through the ring's wrap and a clear.
+    /// delays gives, packet after packet, through the ring's wrap and a clear; and it holds
+    /// those delays value for value (the oldest leaves and the newest comes in with one
+    /// shift, either way).
     #[test]
     fn the_delay_quantile_is_that_of_the_last_200_delays() {
         let mut h = DelayHistory::new();
@@ -819,6 +832,9 @@ mod tests {
             let k = ((w.len() as f64 * DELAY_QUANTILE).ceil() as usize).clamp(1, w.len()) - 1;
             let want = *w.select_nth_unstable(k).1;
             assert_eq!(h.quantile, Some(want), "step {step}");
+            let mut sorted = window.to_vec();
+            sorted.sort_unstable();
+            assert_eq!(h.sorted, sorted, "step {step}: the window kept sorted");
         }
     }
     use super::*;
