@@ -109,29 +109,11 @@ impl EncoderConfig {
             packet_ms: 20,
         }
     }
-}
 
-/// A libopus encoder for 20, 40 or 60 ms frames at 48 kHz.
-pub struct Encoder {
-    inner: opus::Encoder,
-    channels: Channels,
-    /// 20 ms frames per packet.
-    frames: usize,
-    dtx: bool,
-    out: Box<[u8; MAX_OPUS_PAYLOAD]>,
-}
-
-impl std::fmt::Debug for Encoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Encoder")
-            .field("channels", &self.channels)
-            .field("dtx", &self.dtx)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Encoder {
-    pub fn new(config: &EncoderConfig) -> Result<Self> {
+    /// Refuses settings libopus or the path cannot take, with what to change; what
+    /// [`Encoder::new`] checks before it makes an encoder.
+    pub fn check(&self) -> Result<()> {
+        let config = self;
         if !(6_000..=510_000).contains(&config.bitrate) {
             return Err(Error::InvalidConfig(format!(
                 "Opus bitrate {} bit/s is outside 6000..=510000",
@@ -166,6 +148,32 @@ impl Encoder {
                 config.expected_loss_percent
             )));
         }
+        Ok(())
+    }
+}
+
+/// A libopus encoder for 20, 40 or 60 ms frames at 48 kHz.
+pub struct Encoder {
+    inner: opus::Encoder,
+    channels: Channels,
+    /// 20 ms frames per packet.
+    frames: usize,
+    dtx: bool,
+    out: Box<[u8; MAX_OPUS_PAYLOAD]>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("channels", &self.channels)
+            .field("dtx", &self.dtx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Encoder {
+    pub fn new(config: &EncoderConfig) -> Result<Self> {
+        config.check()?;
         let app = match config.application {
             Application::Voip => opus::Application::Voip,
             Application::Audio => opus::Application::Audio,

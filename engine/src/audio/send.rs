@@ -95,12 +95,16 @@ pub struct SendStats {
 /// Source frames in, RTP packets out: measures the level, sets the voice bit, encodes PCM (or
 /// passes a file's Opus packet through) and numbers the packet.
 pub struct AudioSender {
-    encoder: Encoder,
+    config: EncoderConfig,
+    /// Made at the first frame to encode: a participant that only listens, or plays a file's
+    /// own Opus packets, never holds a libopus encoder (about 32 KB) or its buffers.
+    encoder: Option<Encoder>,
     packetizer: Packetizer,
     vad: Vad,
     /// Decodes passed-through packets only to measure their level: the server is reported to
     /// pick whom to forward by that level, so it must be true even without our own encoding.
     probe: Option<Decoder>,
+    /// Made with the probe.
     probe_pcm: Vec<i16>,
     payload: Vec<u8>,
     /// 20 ms frames gathered for a packet of several ([`EncoderConfig::packet_ms`]), with the
@@ -129,16 +133,16 @@ impl AudioSender {
         first_sequence: u16,
         first_timestamp: u32,
     ) -> Result<Self> {
+        config.check()?;
         Ok(AudioSender {
-            encoder: Encoder::new(config)?,
+            config: *config,
+            encoder: None,
             packetizer: Packetizer::new(ssrc, payload_type, first_sequence, first_timestamp),
             vad: Vad::default(),
             probe: None,
-            probe_pcm: vec![0; MAX_PACKET_SAMPLES * config.channels.count()],
-            payload: Vec::with_capacity(super::codec::MAX_OPUS_PAYLOAD),
-            pending: Vec::with_capacity(
-                config.channels.frame_len() * (config.packet_ms as usize / 20).max(1),
-            ),
+            probe_pcm: Vec::new(),
+            payload: Vec::new(),
+            pending: Vec::new(),
             pending_frames: 0,
             pending_level: SILENT_LEVEL,
             stats: SendStats::default(),
@@ -151,12 +155,16 @@ impl AudioSender {
             Frame::Pcm(pcm) => {
                 let level = frame_level(pcm);
                 let voice = self.vad.update(level);
-                let frames = self.encoder.frames_per_packet();
+                let frames = self.frames_per_packet();
                 let pcm = if frames == 1 {
                     pcm
                 } else {
-                    // Gathered until the packet is full; no allocation (the buffer holds one
-                    // packet's worth from the start).
+                    // Gathered until the packet is full; no allocation after the first (the
+                    // buffer then holds one packet's worth).
+                    if self.pending.capacity() == 0 {
+                        self.pending
+                            .reserve_exact(self.config.channels.frame_len() * frames);
+                    }
                     self.pending.extend_from_slice(pcm);
                     self.pending_frames += 1;
                     self.pending_level = self.pending_level.min(level);
@@ -171,8 +179,13 @@ impl AudioSender {
                     std::mem::replace(&mut self.pending_level, SILENT_LEVEL)
                 };
                 let samples = (FRAME_SAMPLES * frames) as u32;
-                let dtx = self.encoder.dtx();
-                let packet = self.encoder.encode(pcm)?;
+                let dtx = self.config.dtx;
+                // A move of a few words, the encoder's state being behind pointers.
+                let encoder = match self.encoder.take() {
+                    Some(e) => e,
+                    None => Encoder::new(&self.config)?,
+                };
+                let packet = self.encoder.insert(encoder).encode(pcm)?;
                 self.pending_frames = 0;
                 self.pending.clear();
                 if dtx && packet.len() <= 2 {
@@ -220,8 +233,11 @@ impl AudioSender {
     }
 
     fn probe_level(&mut self, packet: &[u8]) -> Result<u8> {
+        let channels = self.config.channels;
         if self.probe.is_none() {
-            self.probe = Some(Decoder::new(self.encoder.channels())?);
+            self.probe = Some(Decoder::new(channels)?);
+            self.probe_pcm = vec![0; MAX_PACKET_SAMPLES * channels.count()];
+            self.payload.reserve_exact(super::codec::MAX_OPUS_PAYLOAD);
         }
         let Some(probe) = self.probe.as_mut() else {
             return Ok(SILENT_LEVEL);
@@ -229,9 +245,7 @@ impl AudioSender {
         // A packet libopus cannot decode still goes out (the file said so); it just reads as
         // silent.
         match probe.decode(packet, &mut self.probe_pcm) {
-            Ok(n) => Ok(frame_level(
-                &self.probe_pcm[..n * self.encoder.channels().count()],
-            )),
+            Ok(n) => Ok(frame_level(&self.probe_pcm[..n * channels.count()])),
             Err(_) => Ok(SILENT_LEVEL),
         }
     }
@@ -266,8 +280,27 @@ impl AudioSender {
             .wrapping_add((FRAME_SAMPLES * self.pending_frames) as u32)
     }
 
+    /// Takes effect at once, or when the first frame makes the encoder.
     pub fn set_bitrate(&mut self, bitrate: u32) -> Result<()> {
-        self.encoder.set_bitrate(bitrate)
+        EncoderConfig {
+            bitrate,
+            ..self.config
+        }
+        .check()?;
+        if let Some(e) = self.encoder.as_mut() {
+            e.set_bitrate(bitrate)?;
+        }
+        self.config.bitrate = bitrate;
+        Ok(())
+    }
+
+    fn frames_per_packet(&self) -> usize {
+        self.config.packet_ms as usize / 20
+    }
+
+    /// Whether a libopus encoder has been made (the first frame to encode makes it).
+    pub fn has_encoder(&self) -> bool {
+        self.encoder.is_some()
     }
 }
 
@@ -327,6 +360,43 @@ mod tests {
         let ts = s.send(Frame::Pcm(&quiet)).unwrap().unwrap().timestamp;
         assert_eq!(ts, 1000 + 2880 + 3 * 960);
         assert_eq!(s.stats().packets, 2);
+    }
+
+    /// A sender holds no encoder until it has PCM to encode; a bitrate set before then is
+    /// checked at once and is the one the encoder is made with.
+    #[test]
+    fn the_encoder_is_made_by_the_first_frame_with_the_bitrate_set_before() {
+        let bad = EncoderConfig {
+            packet_ms: 30,
+            ..Default::default()
+        };
+        assert!(matches!(
+            AudioSender::new(1, 111, &bad, 0, 0),
+            Err(Error::InvalidConfig(_))
+        ));
+        let bytes = |bitrate: Option<u32>| {
+            let mut s = AudioSender::new(1, 111, &EncoderConfig::default(), 0, 0).unwrap();
+            s.skip(960);
+            assert!(!s.has_encoder(), "a skip needs no encoder");
+            assert!(matches!(s.set_bitrate(1_000), Err(Error::InvalidConfig(_))));
+            if let Some(b) = bitrate {
+                s.set_bitrate(b).unwrap();
+            }
+            assert!(!s.has_encoder());
+            let mut total = 0;
+            for i in 0..50 {
+                let pcm = tone(440.0, 12000.0, i * 960, 960);
+                total += s.send(Frame::Pcm(&pcm)).unwrap().unwrap().payload.len();
+            }
+            assert!(s.has_encoder());
+            total / 50
+        };
+        let (default, low) = (bytes(None), bytes(Some(12_000)));
+        // 32 kbit/s is 80 bytes a packet, 12 kbit/s 30.
+        assert!(
+            (60..=100).contains(&default) && (20..=40).contains(&low),
+            "{default} and {low} bytes a packet"
+        );
     }
 
     #[test]
