@@ -937,4 +937,61 @@ mod tests {
             }
         }
     }
+
+    /// A kernel that refuses segmentation: a socket with UDP checksums off (`SO_NO_CHECK`)
+    /// has every segmented send refused with EINVAL, as a device without checksum offload
+    /// refuses it with EIO. The frame still arrives whole, each packet on its own, and the
+    /// socket sends unsegmented from then on.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_segmentation_falls_back_to_datagrams_one_by_one() {
+        use std::os::fd::AsRawFd;
+        let (s, peer, _) = pair().await;
+        let Mode::Registered(udp) = &s.mode else {
+            panic!("a new socket is registered")
+        };
+        let on: libc::c_int = 1;
+        // SAFETY: a valid descriptor and an int option of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                udp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        let to = peer.local_addr().unwrap();
+        let frame = |first: usize| -> std::collections::VecDeque<Transmit> {
+            (first..first + 6)
+                .map(|i| {
+                    let mut contents = bytes::BytesMut::from(&(i as u32).to_be_bytes()[..]);
+                    contents.resize(if i == first + 5 { 300 } else { 1100 }, i as u8);
+                    Transmit {
+                        destination: to,
+                        contents,
+                    }
+                })
+                .collect()
+        };
+        let mut s = s;
+        let mut queue = frame(0);
+        queue.extend(frame(6));
+        let sent: Vec<Vec<u8>> = queue.iter().map(|t| t.contents.to_vec()).collect();
+        s.send_queued("test", || queue.pop_front()).await;
+        assert!(
+            !s.segment.load(Ordering::Relaxed),
+            "the refusal turned segmentation off"
+        );
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; SLOT];
+        for t in &sent {
+            let n = peer.recv(&mut buf).expect("every packet arrives");
+            assert_eq!(&buf[..n], &t[..]);
+        }
+        // Nothing more: no packet went twice.
+        peer.set_nonblocking(true).unwrap();
+        assert!(peer.recv(&mut buf).is_err());
+    }
 }
