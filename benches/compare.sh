@@ -19,8 +19,9 @@
 # groupcall's speakers' encoder preset (default voice; see `groupcall join --help`); ntgcalls
 # sends with its own settings either way; --packet-ms sets groupcall's audio per packet
 # (ntgcalls sends 60 ms). --runs R runs each side R times, alternating, and
-# compares the medians (this machine's CPU figures drift by a third between runs; a failed
-# ntgcalls run is reported and left out).
+# compares the medians (default 3: this machine's CPU figures drift by a third between runs,
+# ntgcalls' more than groupcall's, so one run can mislead; a failed ntgcalls run is reported
+# and left out).
 #
 # With one-speaker, each side first measures its speaker alone (5 s, before any listener joins):
 # "CPU per listener" is what each listener adds to that, the engine's cost of one more person
@@ -45,7 +46,7 @@ SCENARIO=one-speaker
 PROBES=
 DTLS_DELAY_MS=50
 PRESET=voice
-RUNS=1
+RUNS=3
 PACKET_MS=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -58,7 +59,7 @@ while [ $# -gt 0 ]; do
     --preset) PRESET=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --packet-ms) PACKET_MS=$2; shift 2 ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "compare: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
